@@ -1,0 +1,1 @@
+"""The streamrnn daemon and command line (uses the streamrnn library; may import river)."""

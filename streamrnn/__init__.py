@@ -1,0 +1,32 @@
+"""streamrnn: recurrent networks that learn online, on every event of an unbounded stream.
+
+The engine (this package's top level) needs only numpy.
+"""
+
+from .bidirectional import BidirectionalRNN
+from .cells import Elman, Leaky, Readout
+from .learners import RTRL, EpochwiseBPTT, Learner, TruncatedBPTT
+from .losses import CrossEntropy, LogLoss, Loss, SquaredError
+from .model import OnlineRNN, StepResult
+from .optim import (
+    SGD,
+    Adam,
+    Chain,
+    ClipGlobalNorm,
+    ExponentialDecay,
+    InverseTimeDecay,
+    Momentum,
+    RMSProp,
+    WeightDecay,
+)
+from .state import StateError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OnlineRNN", "StepResult", "BidirectionalRNN", "Elman", "Leaky", "Readout",
+    "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "Learner",
+    "SquaredError", "LogLoss", "CrossEntropy", "Loss",
+    "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
+    "ExponentialDecay", "InverseTimeDecay", "StateError",
+]

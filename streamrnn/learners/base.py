@@ -1,0 +1,72 @@
+"""The contract between a model and its learner.
+
+A learner turns the network's per-step activations into gradients.  The
+model calls, for every step that advances the state,
+
+    due = learner.step(net, delta, grad)
+
+after ``net.forward`` and before ``net.commit``, with ``delta`` = dL_t/da_t
+(None when the step has no target).  When an update is due the learner has
+written dL/dtheta into the flat vector ``grad`` and returns True.
+
+A learner object is a specification; ``bind(net)`` returns a fresh copy that
+owns the state for one network, so one spec can serve many models.  Its
+whole state is ``state_arrays()``, a mapping of named numpy arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+
+class Learner:
+    #: True when the learner needs a finite sequence (``finish``) to give gradients
+    epochwise = False
+
+    def bind(self, net) -> "Learner":
+        bound = copy.copy(self)
+        bound._allocate(net)
+        return bound
+
+    def _allocate(self, net) -> None:
+        raise NotImplementedError
+
+    def step(self, net, delta: np.ndarray | None, grad: np.ndarray) -> bool:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything carried between steps (a new sequence, or after a non-finite step)."""
+        for array in self.state_arrays().values():
+            array[...] = 0
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The learner's whole state as named arrays (views: writing them restores state)."""
+        raise NotImplementedError
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore state saved by ``state_arrays``; ValueError on a missing or misshapen array."""
+        own = self.state_arrays()
+        for name, target in own.items():
+            if name not in arrays:
+                raise ValueError(f"learner state is missing array {name!r}")
+            if arrays[name].shape != target.shape:
+                raise ValueError(
+                    f"learner array {name!r} has shape {arrays[name].shape}, expected {target.shape}"
+                )
+        for name, target in own.items():
+            target[...] = arrays[name]
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "kind")
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.config().items())))

@@ -1,0 +1,62 @@
+"""Sliding-window truncated BPTT(h; h') (Williams & Peng 1990, Williams & Zipser 1995).
+
+The last h steps' activations sit in a ring buffer.  Every h' steps the losses
+of the last h' steps are back-propagated through at most h steps (states
+older than that are held fixed) and an update is due.  h' = 1 updates on
+every event; h' = h is the classic non-overlapping truncation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cells import check_size
+from .base import Learner
+from .tape import Tape, backprop
+
+
+class TruncatedBPTT(Learner):
+    """BPTT(h; h'): window ``h`` steps, an update every ``h_prime`` steps."""
+
+    def __init__(self, h: int = 10, h_prime: int = 1):
+        self.h = check_size("h", h)
+        self.h_prime = check_size("h_prime", h_prime)
+        if self.h_prime > self.h:
+            raise ValueError(f"h_prime must be <= h (h = {h}), got {h_prime}")
+
+    def _allocate(self, net) -> None:
+        self._tape = Tape.for_network(net, self.h)
+        # ring position of the newest row, rows filled, steps since the last update,
+        # and whether any of those steps had a target
+        self._counters = np.array([-1, 0, 0, 0], dtype=np.int64)
+        h = self.h
+        # _orders[p] lists ring rows newest first when the newest is row p
+        self._orders = (np.arange(h)[:, None] - np.arange(h)[None, :]) % h
+
+    def step(self, net, delta, grad) -> bool:
+        c = self._counters
+        pos = (int(c[0]) + 1) % self.h
+        self._tape.record(pos, net, delta)
+        c[0] = pos
+        c[1] = min(int(c[1]) + 1, self.h)
+        c[2] += 1
+        if delta is not None:
+            c[3] = 1
+        if c[2] < self.h_prime:
+            return False
+        due = bool(c[3])
+        c[2] = c[3] = 0
+        if due:
+            filled = int(c[1])
+            backprop(net, self._tape, self._orders[pos, :filled], min(self.h_prime, filled), grad)
+        return due
+
+    def reset(self) -> None:
+        super().reset()
+        self._counters[0] = -1
+
+    def state_arrays(self):
+        return {"counters": self._counters, **self._tape.arrays("tape.")}
+
+    def config(self):
+        return {"kind": "TruncatedBPTT", "h": self.h, "h_prime": self.h_prime}

@@ -1,0 +1,263 @@
+"""OnlineRNN: a network, a loss, a learner and an optimiser, stepped one event at a time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import state as state_io
+from .cells import Cell, Readout, cell_config, check_size
+from .diagnostics import diagnostics
+from .learners import RTRL, Learner
+from .losses import Loss, SquaredError
+from .network import Network
+from .optim import Adam, Transform, clip_by_global_norm
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step gave: the prediction o_t made before learning, and L_t (None without target)."""
+
+    prediction: np.ndarray
+    loss: float | None
+
+
+class OnlineRNN:
+    """A recurrent network that learns on every step of an unbounded stream.
+
+    Parameters
+    ----------
+    n_inputs
+        Width of the input vector x_t.
+    layers
+        Recurrent layers, bottom first: ``(Elman(32),)`` or ``(Leaky(16, beta=0.3), Elman(8))``.
+    readout
+        ``Readout(outputs, activation)``; o_t = g(V h_t + c).
+    loss
+        ``SquaredError()`` (default), ``LogLoss()`` or ``CrossEntropy()``.
+    learner
+        ``RTRL()`` (default), ``TruncatedBPTT(h, h_prime)`` or ``EpochwiseBPTT()``.
+    optimizer
+        An optimiser transform, ``Adam(1e-3)`` by default; compose with ``Chain``.
+    clip_norm
+        Scale each gradient to at most this global norm before the optimiser (None: never).
+    target_feedback
+        Feed the previous step's target (or, where none came, the previous prediction)
+        as extra inputs (Williams & Zipser's teacher forcing).
+    seed
+        Seed of the generator that draws the initial weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamrnn import OnlineRNN, Elman, Readout, TruncatedBPTT
+    >>> model = OnlineRNN(1, (Elman(8),), Readout(1), learner=TruncatedBPTT(5), seed=1)
+    >>> xs = np.sin(np.arange(300) / 5.0)
+    >>> losses = [model.step([x], [y]).loss for x, y in zip(xs[:-1], xs[1:])]
+    >>> bool(np.mean(losses[-50:]) < np.mean(losses[:50]))
+    True
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        layers: Sequence[Cell],
+        readout: Readout = Readout(1),
+        loss: Loss | None = None,
+        learner: Learner | None = None,
+        optimizer: Transform | None = None,
+        clip_norm: float | None = None,
+        target_feedback: bool = False,
+        seed: int = 0,
+    ):
+        check_size("n_inputs", n_inputs)
+        if isinstance(layers, Cell.__args__):
+            layers = (layers,)
+        if not all(isinstance(c, Cell.__args__) for c in layers):
+            raise ValueError(f"layers must be Elman or Leaky cells, got {layers!r}")
+        self.loss = loss if loss is not None else SquaredError()
+        if not isinstance(self.loss, Loss):
+            raise ValueError(f"loss must be a streamrnn loss, got {self.loss!r}")
+        self.loss.check_output(readout.activation if isinstance(readout, Readout) else None)
+        learner = learner if learner is not None else RTRL()
+        if not isinstance(learner, Learner):
+            raise ValueError(f"learner must be RTRL, TruncatedBPTT or EpochwiseBPTT, got {learner!r}")
+        self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
+        if not isinstance(self.optimizer, Transform):
+            raise ValueError(f"optimizer must be a streamrnn optimiser transform, got {self.optimizer!r}")
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a number > 0 or None, got {clip_norm!r}")
+        self.n_inputs = n_inputs
+        self.clip_norm = clip_norm
+        self.target_feedback = bool(target_feedback)
+        self.seed = seed
+        n_feedback = readout.outputs if self.target_feedback else 0
+        self.network = Network(n_inputs + n_feedback, tuple(layers), readout)
+        self.rng = np.random.default_rng(seed)
+        self.network.init_params(self.rng)
+        self.learner = learner.bind(self.network)
+        self.opt_state = self.optimizer.init(self.network.n_params)
+        self.grad = np.zeros(self.network.n_params)
+        self._applied = np.zeros(self.network.n_params)  # the gradient of the last update
+        self._x = np.zeros(self.network.n_inputs)  # [x_t; fed-back target]
+        self._feedback = self._x[n_inputs:]
+        self._pending = False  # the scratch buffers hold a forward pass for self._x
+        # counters and the newest values, all part of the saved state
+        self.counters = dict.fromkeys(("steps", "updates", "skipped", "clipped"), 0)
+        self.last_loss: float | None = None
+        self.grad_norm = 0.0
+        self.grad_norm_clipped = 0.0
+
+    # ----- input checks -----------------------------------------------------
+    def _vector(self, name: str, value, width: int) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be {width} numbers, got {value!r}") from None
+        if arr.shape[0] != width:
+            raise ValueError(f"{name} must have {width} values, got {arr.shape[0]}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+        return arr
+
+    def _target(self, y, mask):
+        if y is None:
+            if mask is not None:
+                raise ValueError("mask given without a target y")
+            return None, None
+        yv = self._vector("y", y, self.network.n_outputs)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool).reshape(-1)
+            if mask.shape[0] != yv.shape[0]:
+                raise ValueError(f"mask must have {yv.shape[0]} values, got {mask.shape[0]}")
+        self.loss.check_target(yv, mask)
+        return yv, mask
+
+    def _forward(self, x) -> np.ndarray:
+        """Run the forward pass for x unless the scratch buffers already hold it."""
+        x = self._vector("x", x, self.n_inputs)
+        if not (self._pending and np.array_equal(x, self._x[: self.n_inputs])):
+            self._x[: self.n_inputs] = x
+            self.network.forward(self._x)
+            self._pending = True
+        return self.network.o
+
+    # ----- the public step ----------------------------------------------------
+    def predict(self, x) -> np.ndarray:
+        """o_t for input x from the current state, without advancing it.
+
+        A following ``step`` with the same x reuses this forward pass.
+        """
+        return self._forward(x).copy()
+
+    def step(self, x, y=None, mask=None) -> StepResult:
+        """Predict o_t, then (when y is given) learn from L_t, and advance the state.
+
+        Without y the state advances and nothing is learned.  ``mask`` (booleans, one
+        per output) leaves outputs out of the loss.  Bad x, y or mask raise ValueError
+        and change nothing.
+        """
+        y, mask = self._target(y, mask)
+        o = self._forward(x)
+        net = self.network
+        loss = delta = None
+        if y is not None:
+            loss, delta = self.loss(net.a, o, y, mask, net.out_act)
+            if not math.isfinite(loss):
+                delta = None
+        due = self.learner.step(net, delta, self.grad)
+        self._pending = False
+        healthy = net.commit() and (loss is None or math.isfinite(loss))
+        if not healthy:
+            self.learner.reset()  # its traces hold the non-finite step
+        elif due:
+            healthy = self._apply(self.grad)
+        if not healthy:
+            self.counters["skipped"] += 1
+        prediction = o.copy()
+        if self.target_feedback:
+            self._feedback[...] = y if y is not None else o
+        self.counters["steps"] += 1
+        self.last_loss = loss
+        return StepResult(prediction, loss)
+
+    def end_sequence(self) -> None:
+        """Close a finite sequence: epochwise BPTT learns from it; the hidden state restarts at 0."""
+        if self.learner.epochwise and self.learner.finish(self.network, self.grad):
+            if not self._apply(self.grad):
+                self.counters["skipped"] += 1
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        """Zero the hidden state, the learner's traces and the fed-back target."""
+        self.network.stack.reset()
+        self.learner.reset()
+        self._feedback[...] = 0.0
+        self._pending = False
+
+    def _apply(self, g: np.ndarray) -> bool:
+        """Clip, optimise and add the update; False (nothing changed) if g is not finite."""
+        norm = math.sqrt(float(np.dot(g, g)))
+        if not math.isfinite(norm):
+            if not all(np.isfinite(a).all() for a in self.learner.state_arrays().values()):
+                self.learner.reset()
+            return False
+        self.grad_norm = self.grad_norm_clipped = norm
+        if self.clip_norm is not None and norm > self.clip_norm:
+            clip_by_global_norm(g, self.clip_norm, norm)
+            self.grad_norm_clipped = self.clip_norm
+            self.counters["clipped"] += 1
+        np.copyto(self._applied, g)
+        update = self.optimizer.update(g, self.opt_state, self.network.theta)
+        self.network.theta += update
+        self.counters["updates"] += 1
+        return True
+
+    # ----- introspection ------------------------------------------------------
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Named views U0, W0, b0, ..., V, c of the parameters (writing them changes the model)."""
+        return self.network.params()
+
+    @property
+    def gradient(self) -> dict[str, np.ndarray]:
+        """The gradient handed to the optimiser at the last update (after clipping), by parameter."""
+        return self.network.views(self._applied)
+
+    def diagnostics(self) -> dict:
+        """Health of the model after the newest step; see ``streamrnn.diagnostics``."""
+        return diagnostics(self)
+
+    # ----- state --------------------------------------------------------------
+    def config(self) -> dict:
+        net = self.network
+        return {
+            "n_inputs": self.n_inputs,
+            "layers": [cell_config(c) for c in net.stack.layers],
+            "readout": {"outputs": net.readout.outputs, "activation": net.readout.activation},
+            "loss": self.loss.name,
+            "learner": self.learner.config(),
+            "optimizer": self.optimizer.config(),
+            "clip_norm": self.clip_norm,
+            "target_feedback": self.target_feedback,
+        }
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, header): everything needed to continue exactly, as named arrays and JSON."""
+        return state_io.model_state(self)
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], header: dict) -> None:
+        state_io.load_model_state(self, arrays, header)
+        self._pending = False
+
+    def save(self, path) -> None:
+        """Write the whole state to ``path`` (.npz with a JSON header and checksum, no pickle)."""
+        arrays, header = self.state_dict()
+        state_io.save(path, arrays, header)
+
+    def load(self, path) -> None:
+        """Restore a state written by ``save`` into this model (same architecture)."""
+        self.load_state_dict(*state_io.load(path))

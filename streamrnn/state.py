@@ -1,0 +1,173 @@
+"""A model's whole state as named arrays plus a JSON header, and its file format.
+
+Array names:  U0 W0 b0 ... V c (parameters), h0 h1 ... (hidden states),
+``feedback`` (fed-back target), ``grad`` (last applied gradient),
+``learner.*`` (RTRL sensitivities S0..., or the BPTT tape), ``optimizer.*``
+(moments and counters).  The header holds the format version, the model
+configuration, counters, the newest loss and gradient norms, and the random
+generator's state.
+
+On disk: one .npz (no pickle) whose member ``__header__`` is the UTF-8 JSON
+header; the header carries a SHA-256 of every array's name, dtype, shape and
+bytes.  ``save`` writes atomically: temporary file, fsync, rename, fsync of
+the directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "streamrnn-state"
+VERSION = 1
+HEADER = "__header__"
+
+
+class StateError(ValueError):
+    """A state file or mapping that cannot be loaded: corrupt, truncated or for another model."""
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+# ----- model <-> arrays -------------------------------------------------------
+
+
+def model_state(model) -> tuple[dict[str, np.ndarray], dict]:
+    net = model.network
+    arrays = {name: view.copy() for name, view in net.params().items()}
+    for l in range(len(net.stack.units)):
+        arrays[f"h{l}"] = net.stack.hidden(l).copy()
+    arrays["feedback"] = model._feedback.copy()
+    arrays["grad"] = model._applied.copy()
+    arrays.update({f"learner.{k}": v.copy() for k, v in model.learner.state_arrays().items()})
+    arrays.update({f"optimizer.{k}": np.array(v) for k, v in model.opt_state.items()})
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config(),
+        "counters": dict(model.counters),
+        "last_loss": model.last_loss,
+        "grad_norm": model.grad_norm,
+        "grad_norm_clipped": model.grad_norm_clipped,
+        "rng": model.rng.bit_generator.state,
+    }
+    return arrays, header
+
+
+def _take(arrays, name, shape):
+    if name not in arrays:
+        raise StateError(f"state has no array {name!r}")
+    a = np.asarray(arrays[name])
+    if a.shape != tuple(shape):
+        raise StateError(f"state array {name!r} has shape {a.shape}, expected {tuple(shape)}")
+    return a
+
+
+def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None:
+    """Restore ``model`` from (arrays, header); StateError and no change if they do not fit."""
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise StateError(
+            f"state format must be {FORMAT!r} version {VERSION}, "
+            f"got {header.get('format')!r} version {header.get('version')!r}"
+        )
+    if header.get("config") != model.config():
+        raise StateError(
+            "state was saved by a model configured differently: "
+            f"saved {header.get('config')!r}, this model {model.config()!r}"
+        )
+    net = model.network
+    # check everything before writing anything
+    params = {name: _take(arrays, name, view.shape) for name, view in net.params().items()}
+    hidden = [_take(arrays, f"h{l}", (n,)) for l, n in enumerate(net.stack.units)]
+    feedback = _take(arrays, "feedback", model._feedback.shape)
+    grad = _take(arrays, "grad", model._applied.shape)
+    opt = {k: _take(arrays, f"optimizer.{k}", v.shape) for k, v in model.opt_state.items()}
+    learner = {k[len("learner.") :]: v for k, v in arrays.items() if k.startswith("learner.")}
+    probe = model.learner.bind(net)  # validate the learner state on a scratch copy first
+    try:
+        probe.load_state_arrays(learner)
+    except ValueError as err:
+        raise StateError(str(err)) from None
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = header["rng"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise StateError(f"state has no valid random generator state: {err}") from None
+
+    for name, view in net.params().items():
+        view[...] = params[name]
+    for l, h in enumerate(hidden):
+        net.stack.hidden(l)[...] = h
+    model._feedback[...] = feedback
+    model._applied[...] = grad
+    model.learner.load_state_arrays(learner)
+    for k, v in opt.items():
+        model.opt_state[k][...] = v
+    model.rng.bit_generator.state = header["rng"]
+    model.counters = {k: int(v) for k, v in header["counters"].items()}
+    model.last_loss = header["last_loss"]
+    model.grad_norm = header["grad_norm"]
+    model.grad_norm_clipped = header["grad_norm_clipped"]
+
+
+# ----- arrays <-> file ----------------------------------------------------------
+
+
+def save(path, arrays: dict[str, np.ndarray], header: dict) -> None:
+    """Atomically write arrays and header (plus their checksum) to ``path``."""
+    if HEADER in arrays:
+        raise ValueError(f"array name {HEADER!r} is reserved")
+    header = dict(header, checksum=checksum(arrays))
+    payload = dict(arrays)
+    payload[HEADER] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read and verify a state file; StateError names what is wrong with it."""
+    try:
+        data = Path(path).read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise StateError(f"cannot read state file {path}: {err}") from None
+    raw = arrays.pop(HEADER, None)
+    if raw is None:
+        raise StateError(f"state file {path} has no header")
+    try:
+        header = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StateError(f"state file {path} has a corrupt header: {err}") from None
+    expected = header.pop("checksum", None)
+    if expected != checksum(arrays):
+        raise StateError(f"state file {path} fails its checksum")
+    return arrays, header
