@@ -30,3 +30,21 @@ __all__ = [
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",
 ]
+
+# river estimators and the prometheus collector import river / prometheus_client:
+# they load on first use so that the engine itself needs only numpy.
+_LAZY = {
+    "RNNRegressor": "streamrnn.estimators",
+    "RNNClassifier": "streamrnn.estimators",
+    "RNNForecaster": "streamrnn.estimators",
+    "RNNAnomalyDetector": "streamrnn.estimators",
+    "DiagnosticsCollector": "streamrnn.metrics",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'streamrnn' has no attribute {name!r}")
