@@ -113,13 +113,17 @@ class OnlineRNN:
 
     # ----- input checks -----------------------------------------------------
     def _vector(self, name: str, value, width: int) -> np.ndarray:
-        try:
-            arr = np.asarray(value, dtype=float).reshape(-1)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be {width} numbers, got {value!r}") from None
+        if type(value) is np.ndarray and value.dtype == np.float64:
+            arr = value.reshape(-1)
+        else:
+            try:
+                arr = np.asarray(value, dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be {width} numbers, got {value!r}") from None
         if arr.shape[0] != width:
             raise ValueError(f"{name} must have {width} values, got {arr.shape[0]}")
-        if not np.isfinite(arr).all():
+        # one reduction on the hot path; the element-wise test only when the sum is not finite
+        if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
             raise ValueError(f"{name} must be finite, got {arr.tolist()}")
         return arr
 

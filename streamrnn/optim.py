@@ -235,11 +235,13 @@ class Adam(Transform):
     def update(self, g, state, theta):
         t = _count_state(state)
         m, s = state["m"], state["s"]
+        m -= g
         m *= self.b1
-        m += (1.0 - self.b1) * g
-        g *= g
+        m += g  # m <- b1 m + (1 - b1) g, without a temporary
+        np.multiply(g, g, out=g)
+        s -= g
         s *= self.b2
-        s += (1.0 - self.b2) * g
+        s += g  # s <- b2 s + (1 - b2) g^2
         c2 = math.sqrt(1.0 - self.b2**t)
         step = _rate(self.lr, t) * c2 / (1.0 - self.b1**t)
         np.sqrt(s, out=g)

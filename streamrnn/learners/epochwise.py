@@ -37,7 +37,7 @@ class EpochwiseBPTT(Learner):
         T = int(self._length)
         if T == 0:
             return False
-        backprop(net, self._tape, np.arange(T - 1, -1, -1), T, grad)
+        backprop(net, self._tape, list(range(T - 1, -1, -1)), T, grad)
         self._length[...] = 0
         return True
 

@@ -1,17 +1,20 @@
 """Recorded activations and the backward pass through them.
 
 A ``Tape`` keeps, per recorded step s, what back-propagation needs and the
-forward pass already computed: v^l_s = [h^l_{s-1}; x^l_s; 1] and
-D^l_s = beta f'(z^l_s) for every layer, the readout input [h^L_s; 1] and
-delta_s = dL_s/da_s (zero where the step had no target).  The forward pass
-is never recomputed.
+forward pass already computed: v^l_s = [h^l_{s-1}; x^l_s; 1],
+D^l_s = beta f'(z^l_s) and the transposed recurrent Jacobian
+J^l_s^T = ((1 - beta) I + diag(D^l_s) U^l)^T for every layer, the readout
+input [h^L_s; 1] and delta_s = dL_s/da_s (zero where the step had no
+target).  The forward pass is never recomputed.
 
 ``backprop_stack`` walks rows newest to oldest, for each layer top-down:
 
-    dz_s = dL/dh_s * D_s                         # back through f and the leak's beta
-    dL/dh_{s-1} = (1 - beta) dL/dh_s + U^T dz_s  # to the previous step
-    dL/dx_s = W^T dz_s                           # to the layer below, same step
-    dL/dA = sum_s dz_s v_s^T                     # one matrix product at the end
+    dL/dh_{s-1} = J_s^T dL/dh_s                  # one matrix-vector product per step
+    dL/dx_s = W^T (D_s * dL/dh_s)                # to the layer below, same step (stacks)
+
+and then, for all rows at once,
+
+    dz_s = D_s * dL/dh_s;   dL/dA = sum_s dz_s v_s^T
 
 States before the oldest row are held fixed: that is the truncation.
 """
@@ -27,9 +30,14 @@ class Tape:
     def __init__(self, stack, rows: int, readout_width: int = 0, outputs: int = 0):
         self.v = [np.zeros((rows, n + m + 1)) for n, m in zip(stack.units, stack.in_sizes)]
         self.D = [np.zeros((rows, n)) for n in stack.units]
+        self.JT = [np.zeros((rows, n, n)) for n in stack.units]
         self.vr = np.zeros((rows, readout_width))
         self.delta = np.zeros((rows, outputs))
-        self._dz = [np.zeros((rows, n)) for n in stack.units]
+        # scratch: dL/dh per row, and per-row views made once (the backward loop is the hot path)
+        self._dh = [np.zeros((rows, n)) for n in stack.units]
+        self._dh_rows = [list(dh) for dh in self._dh]
+        self._JT_rows = [list(JT) for JT in self.JT]
+        self._JT_diag = [[JT.reshape(-1)[:: n + 1] for JT in rows_] for rows_, n in zip(self._JT_rows, stack.units)]
 
     @classmethod
     def for_network(cls, net, rows: int) -> "Tape":
@@ -42,7 +50,11 @@ class Tape:
     def record_stack(self, row: int, stack) -> None:
         for l in range(len(stack.units)):
             self.v[l][row] = stack.v[l]
-            self.D[l][row] = stack.D[l]
+            D = self.D[l][row]
+            D[...] = stack.D[l]
+            np.multiply(stack.U(l).T, D, out=self._JT_rows[l][row])  # U^T diag(D)
+            if stack.betas[l] is not None:
+                self._JT_diag[l][row] += stack.one_minus_betas[l]
 
     def record(self, row: int, net, delta: np.ndarray | None) -> None:
         self.record_stack(row, net.stack)
@@ -62,9 +74,10 @@ class Tape:
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}vr": self.vr, f"{prefix}delta": self.delta}
-        for l, (v, D) in enumerate(zip(self.v, self.D)):
+        for l, (v, D, JT) in enumerate(zip(self.v, self.D, self.JT)):
             out[f"{prefix}v{l}"] = v
             out[f"{prefix}D{l}"] = D
+            out[f"{prefix}JT{l}"] = JT
         return out
 
 
@@ -85,23 +98,29 @@ def backprop_stack(stack, tape: Tape, order: Sequence[int], errors: np.ndarray, 
     """Gradient (into ``grad``) of the stack's parameters, given errors[j] = dL/dh^L at row order[j]."""
     top = len(stack.units) - 1
     n_errors = errors.shape[0]
-    dh = [np.zeros(n) for n in stack.units]
-    for dz in tape._dz:
-        dz.fill(0.0)  # rows outside the window contribute nothing
+    for dh in tape._dh:
+        dh.fill(0.0)  # rows outside the window contribute nothing
+    dh_rows, JT_rows = tape._dh_rows, tape._JT_rows
+    dh_rows[top][order[0]][...] = errors[0]
+    if top == 0:  # one layer: the walk is one matrix-vector product per step
+        dh, JT = dh_rows[0], JT_rows[0]
+        for j in range(1, len(order)):
+            np.dot(JT[order[j - 1]], dh[order[j - 1]], out=dh[order[j]])  # dL/dh_{s-1} = J_s^T dL/dh_s
+            if j < n_errors:
+                dh[order[j]] += errors[j]
+        order = ()
     for j, row in enumerate(order):
-        if j < n_errors:
-            dh[top] += errors[j]
+        prev = order[j + 1] if j + 1 < len(order) else None
         for l in range(top, -1, -1):
-            n = stack.units[l]
-            dz = np.multiply(dh[l], tape.D[l][row], out=tape._dz[l][row])
-            back = np.dot(dz, stack.A[l])  # A^T dz = [U^T dz; W^T dz; sum dz]
-            if stack.betas[l] is None:
-                dh[l] = back[:n]
-            else:
-                dh[l] *= stack.one_minus_betas[l]
-                dh[l] += back[:n]
-            if l:
-                dh[l - 1] += back[n:-1]
+            dh = dh_rows[l][row]  # complete: carried from row's successor, injected, and from above
+            if l:  # to the layer below at the same step: W^T (D * dL/dh)
+                dz = dh * tape.D[l][row]
+                dh_rows[l - 1][row] += np.dot(dz, stack.W(l))
+            if prev is not None:
+                np.dot(JT_rows[l][row], dh, out=dh_rows[l][prev])  # dL/dh_{s-1} = J_s^T dL/dh_s
+        if prev is not None and j + 1 < n_errors:
+            dh_rows[top][prev] += errors[j + 1]
     for l in range(top + 1):
+        dz = np.multiply(tape._dh[l], tape.D[l], out=tape._dh[l])  # dz_s = D_s * dL/dh_s
         A = grad[stack.offsets[l] : stack.offsets[l] + stack.A[l].size].reshape(stack.A[l].shape)
-        np.dot(tape._dz[l].T, tape.v[l], out=A)  # dL/dA = sum_s dz_s v_s^T
+        np.dot(dz.T, tape.v[l], out=A)  # dL/dA = sum_s dz_s v_s^T

@@ -31,7 +31,7 @@ class TruncatedBPTT(Learner):
         self._counters = np.array([-1, 0, 0, 0], dtype=np.int64)
         h = self.h
         # _orders[p] lists ring rows newest first when the newest is row p
-        self._orders = (np.arange(h)[:, None] - np.arange(h)[None, :]) % h
+        self._orders = ((np.arange(h)[:, None] - np.arange(h)[None, :]) % h).tolist()
 
     def step(self, net, delta, grad) -> bool:
         c = self._counters
@@ -48,7 +48,7 @@ class TruncatedBPTT(Learner):
         c[2] = c[3] = 0
         if due:
             filled = int(c[1])
-            backprop(net, self._tape, self._orders[pos, :filled], min(self.h_prime, filled), grad)
+            backprop(net, self._tape, self._orders[pos][:filled], min(self.h_prime, filled), grad)
         return due
 
     def reset(self) -> None:

@@ -1,0 +1,173 @@
+"""Per-step cost of the engine, as ratios to baselines measured in the same run.
+
+    python benchmarks/engine_speed.py            # the full table (about two minutes)
+    python benchmarks/engine_speed.py --quick    # fewer sizes and repeats
+
+Tables (median over repeats of the per-step time):
+1. RTRL against its arithmetic floor, the one dense J.S product of shape
+   (n, n) @ (n, P) that exact RTRL must do per step: the learner's own step,
+   and the whole model step (forward, loss, RTRL, Adam).
+2. BPTT(h; h') per step across sizes.
+3. BPTT(h=20, h'=1) at 32 units against a straightforward PyTorch step that
+   re-runs the 20-step window from a zero state with autograd on every event,
+   as deep-river does (only if torch is installed: pip install torch==2.13.0).
+4. Memory per stream over 100,000 steps (tracemalloc, after warm-up).
+
+BLAS runs on one thread (threadpoolctl): on this 2-core machine two OpenBLAS
+threads are slower than one for these small matrices.  ``--threads 2`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import streamrnn as sr
+
+
+def per_step(fn, steps: int, repeats: int) -> float:
+    """Median over ``repeats`` of the mean time of ``steps`` calls, in microseconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        times.append((time.perf_counter() - start) / steps)
+    return 1e6 * statistics.median(times)
+
+
+def model(units: int, learner, optimizer=None, n_inputs: int = 1) -> sr.OnlineRNN:
+    return sr.OnlineRNN(n_inputs, (sr.Elman(units),), sr.Readout(1), sr.SquaredError(), learner,
+                        optimizer or sr.Adam(1e-4), seed=0)
+
+
+def stepper(m: sr.OnlineRNN, n_inputs: int = 1):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4096, n_inputs))
+    Y = rng.normal(size=(4096, 1))
+    counter = iter(range(1 << 62))
+
+    def step():
+        i = next(counter) & 4095
+        m.step(X[i], Y[i])
+
+    return step
+
+
+def rtrl_table(sizes, repeats):
+    print("\n### 1. Exact RTRL against its floor, the per-step J.S product (one input, one output)\n")
+    print("| units | params P | J.S floor (us) | RTRL learner step (us) | ratio | model step, Adam (us) | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        m = model(n, sr.RTRL())
+        P = m.network.n_recurrent
+        J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
+        steps = max(5, int(20000 / n**2))
+        floor = per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
+        net, learner = m.network, m.learner
+        m.step([0.1], [0.2])
+        m.predict([0.3])  # a forward pass in the buffers for the learner to consume
+        delta = np.array([0.5])
+        learner_only = per_step(lambda: learner.step(net, delta, m.grad), steps, repeats)
+        full = per_step(stepper(m), steps, repeats)
+        print(f"| {n} | {P} | {floor:.1f} | {learner_only:.1f} | {learner_only / floor:.2f} "
+              f"| {full:.1f} | {full / floor:.2f} |")
+
+
+def bptt_table(sizes, repeats):
+    print("\n### 2. Truncated BPTT(h; h') per model step (Adam, one input, one output)\n")
+    configs = [(10, 1), (20, 1), (20, 5), (20, 20)]
+    print("| units | " + " | ".join(f"BPTT({h}; {hp}) (us)" for h, hp in configs) + " |")
+    print("|---:|" + "---:|" * len(configs))
+    for n in sizes:
+        cells = [per_step(stepper(model(n, sr.TruncatedBPTT(h, hp))), 200, repeats) for h, hp in configs]
+        print(f"| {n} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+
+
+def torch_window_step(units: int, window: int):
+    """deep-river style: keep the last `window` inputs, re-run them from h = 0 with autograd, step."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(1, units, batch_first=True)
+    head = torch.nn.Linear(units, 1)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-4)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=4096).astype(np.float32), rng.normal(size=4096).astype(np.float32)
+    buffer = [0.0] * window
+    counter = iter(range(1 << 62))
+
+    def step():
+        i = next(counter) & 4095
+        buffer.pop(0)
+        buffer.append(float(xs[i]))
+        seq = torch.tensor(buffer, dtype=torch.float32).view(1, window, 1)
+        out, _ = rnn(seq)
+        loss = (head(out[:, -1]) - float(ys[i])).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def torch_table(repeats):
+    print("\n### 3. BPTT(h=20, h'=1) at 32 units against a PyTorch window re-run with autograd\n")
+    ours = per_step(stepper(model(32, sr.TruncatedBPTT(20, 1))), 500, repeats)
+    try:
+        import torch
+    except ImportError:
+        print(f"streamrnn BPTT(20; 1): {ours:.1f} us per step; torch is not installed (pip install torch==2.13.0)")
+        return
+    theirs = per_step(torch_window_step(32, 20), 100, repeats)
+    print("| implementation | us per step | speed-up |")
+    print("|---|---:|---:|")
+    print(f"| PyTorch {torch.__version__}: nn.RNN over the 20-step window + backward + Adam | {theirs:.1f} | 1.0 |")
+    print(f"| streamrnn TruncatedBPTT(20, 1) + Adam (float64) | {ours:.1f} | {theirs / ours:.1f} |")
+
+
+def memory_table(steps):
+    print(f"\n### 4. Memory per stream over {steps:,} steps (32 units)\n")
+    print("| learner | Python heap growth after warm-up (bytes) | state arrays (bytes) |")
+    print("|---|---:|---:|")
+    for name, learner in (("RTRL", sr.RTRL()), ("BPTT(10; 1)", sr.TruncatedBPTT(10, 1))):
+        m = model(32, learner)
+        step = stepper(m)
+        for _ in range(1000):
+            step()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for _ in range(steps):
+            step()
+        growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        tracemalloc.stop()
+        arrays, _ = m.state_dict()
+        print(f"| {name} | {growth} | {sum(a.nbytes for a in arrays.values())} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes, repeats and memory steps")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    args = parser.parse_args()
+    sizes = [16, 32, 64] if args.quick else [8, 16, 32, 64, 128]
+    repeats = 3 if args.quick else 7
+    with threadpool_limits(args.threads):
+        print(f"streamrnn {sr.__version__}, numpy {np.__version__}, BLAS threads {args.threads}, "
+              f"medians of {repeats} repeats")
+        rtrl_table(sizes, repeats)
+        bptt_table(sizes, repeats)
+        torch_table(repeats)
+        memory_table(10_000 if args.quick else 100_000)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""It learns: the Add task (Williams & Zipser style lags 3 and 8) and a dependency longer than the BPTT window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrnn import RTRL, Adam, CrossEntropy, Elman, ExponentialDecay, OnlineRNN, Readout, SquaredError, TruncatedBPTT
+
+STEPS = 20_000
+OPTIMUM, LAG3_ONLY, MEMORYLESS = 0.4545, 0.5192, 0.6616
+
+
+def add_task(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """x_t ~ Bernoulli(0.5); P(y_t = 1) = 0.5 + 0.5 x_{t-3} - 0.25 x_{t-8}."""
+    x = rng.integers(0, 2, n).astype(float)
+    p = np.full(n, 0.5)
+    p[3:] += 0.5 * x[:-3]
+    p[8:] -= 0.25 * x[:-8]
+    return x, (rng.random(n) < p).astype(int)
+
+
+def held_out_cross_entropy(learner, seed=0) -> float:
+    """One online pass of 20,000 steps, then 5,000 held-out steps predicted before they are seen."""
+    rng = np.random.default_rng(seed)
+    x, y = add_task(STEPS + 5000, rng)
+    model = OnlineRNN(1, (Elman(32),), Readout(2, "softmax"), CrossEntropy(), learner,
+                      Adam(ExponentialDecay(0.003, 0.1, STEPS)), seed=seed)
+    onehot = np.eye(2)
+    for t in range(STEPS):
+        model.step([x[t]], onehot[y[t]])
+    losses = []
+    for t in range(STEPS, STEPS + 5000):
+        losses.append(-np.log(model.predict([x[t]])[y[t]]))
+        model.step([x[t]])  # advance, no learning
+    return float(np.mean(losses))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", [RTRL(), TruncatedBPTT(10)], ids=["rtrl", "bptt-10"])
+def test_add_task_learns_both_lags(learner):
+    ce = held_out_cross_entropy(learner)
+    # below what x_{t-3} alone allows (0.519): part of the lag-8 dependency is learned too.
+    # The issue's goal is <= 0.46 (optimum 0.4545); see the README's results section.
+    assert OPTIMUM - 0.01 < ce < 0.505, ce
+
+
+def delayed_recall_error(learner, lag=6, units=8, steps=8000, seed=0) -> float:
+    """y_t = x_{t-lag} for x_t = +-1: mean squared error over 1,000 steps after learning."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1.0, 1.0], size=steps + 1000)
+    model = OnlineRNN(1, (Elman(units),), Readout(1), SquaredError(), learner, Adam(0.01), seed=seed)
+    errors = []
+    for t in range(steps + 1000):
+        result = model.step([x[t]], [x[t - lag] if t >= lag else 0.0])
+        if t >= steps:
+            errors.append(2 * result.loss)
+    return float(np.mean(errors))
+
+
+@pytest.mark.slow
+def test_rtrl_learns_a_dependency_longer_than_the_bptt_window():
+    assert delayed_recall_error(RTRL()) < 0.05  # recalls x_{t-6} almost perfectly
+    assert delayed_recall_error(TruncatedBPTT(2)) > 0.8  # a 2-step window never sees the cause: chance is 1.0
+    assert delayed_recall_error(TruncatedBPTT(8)) < 0.05  # ... while a window that spans the lag does

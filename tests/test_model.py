@@ -1,0 +1,149 @@
+"""The model's contract: bad input is refused without changing state, the guard, predict purity, diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrnn import (
+    RTRL, SGD, Adam, CrossEntropy, Elman, Leaky, LogLoss, OnlineRNN, Readout, SquaredError, TruncatedBPTT,
+)
+
+
+def make(**kw):
+    args = dict(n_inputs=2, layers=(Elman(4, "relu"),), readout=Readout(1), learner=RTRL(), optimizer=Adam(0.01), seed=0)
+    args.update(kw)
+    return OnlineRNN(**args)
+
+
+def snapshot(model):
+    arrays, header = model.state_dict()
+    return {k: v.copy() for k, v in arrays.items()}, header
+
+
+def assert_same(a, b):
+    assert a[0].keys() == b[0].keys()
+    for k in a[0]:
+        np.testing.assert_array_equal(a[0][k], b[0][k], err_msg=k)
+    assert a[1] == b[1]
+
+
+@pytest.mark.parametrize("build, word", [
+    (lambda: Elman(0), "units"),
+    (lambda: Elman(3, "swish"), "activation"),
+    (lambda: Leaky(3, beta=0.0), "beta"),
+    (lambda: Leaky(3, beta=1.5), "beta"),
+    (lambda: Leaky(3, beta=(0.5, 0.5)), "beta"),
+    (lambda: Readout(0), "outputs"),
+    (lambda: Readout(2, "tanh"), "output activation"),
+    (lambda: TruncatedBPTT(3, 4), "h_prime"),
+    (lambda: TruncatedBPTT(0), "h"),
+    (lambda: make(n_inputs=0), "n_inputs"),
+    (lambda: make(layers=()), "layers"),
+    (lambda: make(loss=LogLoss()), "sigmoid"),
+    (lambda: make(readout=Readout(2, "identity"), loss=CrossEntropy()), "softmax"),
+    (lambda: make(clip_norm=-1.0), "clip_norm"),
+    (lambda: make(optimizer="adam"), "optimizer"),
+    (lambda: make(learner="rtrl"), "learner"),
+])
+def test_bad_construction_names_the_argument(build, word):
+    with pytest.raises(ValueError, match=word):
+        build()
+
+
+@pytest.mark.parametrize("x, y, word", [
+    ([1.0], [0.0], "x must have 2"),
+    ([1.0, float("nan")], [0.0], "x must be finite"),
+    ([1.0, float("inf")], None, "x must be finite"),
+    (["a", 1.0], [0.0], "x must be"),
+    ([1.0, 2.0], [float("nan")], "y must be finite"),
+    ([1.0, 2.0], [1.0, 2.0], "y must have 1"),
+])
+def test_bad_input_raises_and_changes_nothing(x, y, word):
+    model = make()
+    for t in range(5):
+        model.step([t, -t], [0.5])
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=word):
+        model.step(x, y)
+    assert_same(before, snapshot(model))
+
+
+def test_crossentropy_target_must_be_a_distribution():
+    model = make(readout=Readout(3, "softmax"), loss=CrossEntropy())
+    with pytest.raises(ValueError, match="probability"):
+        model.step([0.0, 1.0], [0.5, 0.9, 0.0])
+
+
+def test_non_finite_gradient_applies_no_update_and_is_counted():
+    model = make(layers=(Elman(4, "identity"),), optimizer=SGD(0.0))
+    for t in range(3):
+        model.step([0.1, 0.2], [0.3])
+    model.params["U0"][...] = np.eye(4) * 1e200  # the next step overflows
+    before = snapshot(model)
+    result = model.step([1e150, 1e150], [0.0])
+    after = snapshot(model)
+    assert model.counters["skipped"] == 1
+    for name in ("U0", "W0", "b0", "V", "c", "optimizer.count"):
+        np.testing.assert_array_equal(before[0][name], after[0][name])
+    assert np.isfinite(model.network.stack.hidden(0)).all()
+    assert result.loss is None or not np.isfinite(result.loss)
+
+
+def test_large_gradient_guard_keeps_optimiser_state(monkeypatch):
+    model = make(optimizer=Adam(0.1))
+    for t in range(4):
+        model.step([0.1 * t, 0.2], [0.3])
+    before = snapshot(model)
+
+    def poisoned(net, delta, grad):  # a learner that produces a NaN gradient
+        grad[...] = np.nan
+        return True
+
+    monkeypatch.setattr(model.learner, "step", poisoned)
+    model.step([0.5, 0.5], [1.0])
+    after = snapshot(model)
+    assert model.counters["skipped"] == 1 and model.counters["updates"] == before[1]["counters"]["updates"]
+    for name in ("U0", "W0", "V", "optimizer.m", "optimizer.s", "optimizer.count"):
+        np.testing.assert_array_equal(before[0][name], after[0][name])
+
+
+def test_predict_is_pure_and_reused_by_step():
+    a, b = make(), make()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x, y = rng.normal(size=2), rng.normal(size=1)
+        before = snapshot(a)
+        p = a.predict(x)
+        assert_same(before, snapshot(a))  # predicting changes nothing
+        np.testing.assert_array_equal(p, a.step(x, y).prediction)
+        b.step(x, y)
+    assert_same(snapshot(a), snapshot(b))
+
+
+def test_steps_without_target_advance_the_state_but_do_not_learn():
+    model = make(layers=(Elman(4, "tanh"),))
+    params = {k: v.copy() for k, v in model.params.items()}
+    h0 = model.network.stack.hidden(0).copy()
+    model.step([1.0, -1.0])
+    assert model.counters["updates"] == 0
+    assert not np.array_equal(h0, model.network.stack.hidden(0))
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(v, params[k])
+
+
+def test_diagnostics_after_a_step():
+    model = make(layers=(Elman(6),), clip_norm=1e-3)
+    for t in range(10):
+        model.step([np.sin(t), np.cos(t)], [1.0])
+    d = model.diagnostics()
+    assert d["steps"] == 10 and d["updates"] == 10 and d["clipped_updates"] == 10
+    assert d["grad_norm"] > d["grad_norm_clipped"] == pytest.approx(1e-3)
+    assert d["hidden_norm"] == pytest.approx(np.linalg.norm(model.network.stack.hidden(0)))
+    assert 0.0 <= d["saturated_fraction"] <= 1.0
+    assert d["sensitivity_norm"] > 0 and d["jacobian_norm"] > 0
+    assert d["gradient_regime"] in ("vanishing", "stable", "exploding")
+    assert np.isclose(np.linalg.norm(np.concatenate([g.ravel() for g in model.gradient.values()])), 1e-3)
+    model.params["U0"][...] = np.eye(6) * 10.0  # a large recurrent gain with unsaturated units explodes
+    model.network.stack.D[0][...] = 1.0
+    assert model.diagnostics()["gradient_regime"] == "exploding"
