@@ -76,7 +76,7 @@ def run(series: np.ndarray, model: sr.OnlineRNN, out=sys.stderr, every: int = 10
 
 def default_model(seed: int = 0) -> sr.OnlineRNN:
     return sr.OnlineRNN(
-        1, (sr.Elman(16),), sr.Readout(1), sr.SquaredError(), sr.TruncatedBPTT(10), sr.Adam(3e-3),
+        1, (sr.Elman(16),), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(3e-4),
         clip_norm=1.0, seed=seed,
     )
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--series", choices=["waterflow", "trump", "airline"], default="waterflow")
     args = parser.parse_args(argv)
     series = load_series(args.series)
-    print(f"streamrnn demo: {args.series}, {len(series)} events, Elman(16) + BPTT(10; 1) + Adam", file=sys.stderr)
+    print(f"streamrnn demo: {args.series}, {len(series)} events, Elman(16) + exact RTRL + Adam", file=sys.stderr)
     result = run(series, default_model())
     print(f"\n| model | MAE |\n|---|---|\n| streamrnn online RNN | {result['mae_rnn']:.4f} |"
           f"\n| persistence (last value) | {result['mae_persistence']:.4f} |")
