@@ -15,9 +15,9 @@ class Activation:
     """A hidden-unit nonlinearity: ``f(z, out)`` and ``derivative(z, fz, out)``."""
 
     name: str = ""
-    #: |h| above which (or, for sigmoid, distance to 0 or 1 below which) a unit
-    #: counts as saturated: its f' is near 0 and it passes almost no gradient.
+
     def saturated(self, h: np.ndarray) -> np.ndarray:
+        """Units whose f' is near 0 (|tanh| > 0.99, sigmoid within 0.01 of 0 or 1, dead relu)."""
         raise NotImplementedError
 
     def f(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
