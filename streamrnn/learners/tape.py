@@ -86,11 +86,16 @@ def backprop(net, tape: Tape, order: Sequence[int], n_errors: int, grad: np.ndar
 
     ``order`` lists tape rows newest first; the walk stops after its last row.
     """
-    sources = order[:n_errors]
-    deltas = tape.delta[sources]
-    # readout: dL/dB = sum_s delta_s [h_s; 1]^T
-    np.dot(deltas.T, tape.vr[sources], out=grad[net.n_recurrent :].reshape(net.B.shape))
-    errors = np.dot(deltas, net.V)  # dL_s/dh^L_s = V^T delta_s
+    gB = grad[net.n_recurrent :].reshape(net.B.shape)
+    if n_errors == 1:  # BPTT(h; 1): one loss, no gathering
+        row = order[0]
+        np.multiply(tape.delta[row][:, None], tape.vr[row], out=gB)
+        errors = np.dot(tape.delta[row], net.V)[None, :]
+    else:
+        sources = order[:n_errors]
+        deltas = tape.delta[sources]
+        np.dot(deltas.T, tape.vr[sources], out=gB)  # dL/dB = sum_s delta_s [h_s; 1]^T
+        errors = np.dot(deltas, net.V)  # dL_s/dh^L_s = V^T delta_s
     backprop_stack(net.stack, tape, order, errors, grad[: net.n_recurrent])
 
 
