@@ -132,11 +132,16 @@ class OnlineRNN:
             if mask is not None:
                 raise ValueError("mask given without a target y")
             return None, None
-        yv = self._vector("y", y, self.network.n_outputs)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool).reshape(-1)
-            if mask.shape[0] != yv.shape[0]:
-                raise ValueError(f"mask must have {yv.shape[0]} values, got {mask.shape[0]}")
+            width = self.network.n_outputs
+            if mask.shape[0] != width:
+                raise ValueError(f"mask must have {width} values, got {mask.shape[0]}")
+            try:  # masked-out targets may be anything numeric (NaN for "unknown")
+                y = np.where(mask, np.asarray(y, dtype=float).reshape(-1), 0.0)
+            except (TypeError, ValueError):
+                raise ValueError(f"y must be {width} numbers, got {y!r}") from None
+        yv = self._vector("y", y, self.network.n_outputs)
         self.loss.check_target(yv, mask)
         return yv, mask
 

@@ -69,6 +69,18 @@ def test_bad_input_raises_and_changes_nothing(x, y, word):
     assert_same(before, snapshot(model))
 
 
+def test_masked_targets_may_be_unknown():
+    model = make(readout=Readout(2))
+    before = snapshot(model)
+    result = model.step([0.1, 0.2], [float("nan"), 1.0], mask=[False, True])
+    assert np.isfinite(result.loss) and model.counters["updates"] == 1
+    with pytest.raises(ValueError, match="y must be finite"):
+        model.step([0.1, 0.2], [float("nan"), 1.0], mask=[True, True])
+    with pytest.raises(ValueError, match="mask must have 2"):
+        model.step([0.1, 0.2], [0.0, 1.0], mask=[True])
+    assert before[1]["counters"]["steps"] == 0
+
+
 def test_crossentropy_target_must_be_a_distribution():
     model = make(readout=Readout(3, "softmax"), loss=CrossEntropy())
     with pytest.raises(ValueError, match="probability"):
