@@ -21,11 +21,17 @@ def add_task(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def held_out_cross_entropy(learner, seed=0) -> float:
-    """One online pass of 20,000 steps, then 5,000 held-out steps predicted before they are seen."""
+    """One online pass of 20,000 steps, then 5,000 held-out steps predicted before they are seen.
+
+    The inputs are centred (x - 1/2, as any preprocessing would) and the readout starts three
+    times larger than the engine's default, which lets the hidden layer learn sooner.
+    """
     rng = np.random.default_rng(seed)
     x, y = add_task(STEPS + 5000, rng)
+    x = x - 0.5
     model = OnlineRNN(1, (Elman(32),), Readout(2, "softmax"), CrossEntropy(), learner,
-                      Adam(ExponentialDecay(0.003, 0.1, STEPS)), seed=seed)
+                      Adam(ExponentialDecay(0.002, 0.1, STEPS)), seed=seed)
+    model.params["V"][...] *= 3.0
     onehot = np.eye(2)
     for t in range(STEPS):
         model.step([x[t]], onehot[y[t]])
@@ -40,9 +46,10 @@ def held_out_cross_entropy(learner, seed=0) -> float:
 @pytest.mark.parametrize("learner", [RTRL(), TruncatedBPTT(10)], ids=["rtrl", "bptt-10"])
 def test_add_task_learns_both_lags(learner):
     ce = held_out_cross_entropy(learner)
-    # below what x_{t-3} alone allows (0.519): part of the lag-8 dependency is learned too.
-    # The issue's goal is <= 0.46 (optimum 0.4545); see the README's results section.
-    assert OPTIMUM - 0.01 < ce < 0.505, ce
+    # well below what x_{t-3} alone allows (0.519): the lag-8 dependency is learned too.
+    # The issue's goal is <= 0.46 (optimum 0.4545), reached here only after ~100,000 steps;
+    # see the README's results section.
+    assert OPTIMUM - 0.01 < ce < 0.485, ce
 
 
 def delayed_recall_error(learner, lag=6, units=8, steps=8000, seed=0) -> float:
