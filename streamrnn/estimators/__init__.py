@@ -1,0 +1,8 @@
+"""river estimators built on OnlineRNN: regressor, classifier, forecaster, anomaly detector."""
+
+from .anomaly import RNNAnomalyDetector
+from .classifier import RNNClassifier
+from .forecaster import RNNForecaster
+from .regressor import RNNRegressor
+
+__all__ = ["RNNRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector"]

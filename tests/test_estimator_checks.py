@@ -1,0 +1,46 @@
+"""river's own check suite (river.checks.check_estimator) on the four estimators, with no skips.
+
+river's anomaly-detection checks stream ``datasets.CreditCard``, which must be
+downloaded; for the anomaly detector the same list of checks runs instead on
+``datasets.Shuttle().take(1000 * scale)``, which ships with river, by
+replacing ``river.checks._yield_datasets`` for anomaly detectors only.  Every
+other estimator gets river's datasets unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+import river.checks
+from river import base, checks, datasets
+
+from streamrnn import RTRL, RNNAnomalyDetector, RNNClassifier, RNNForecaster, RNNRegressor
+
+_river_datasets = river.checks._yield_datasets
+
+
+def _offline_datasets(model, scale=1):
+    if isinstance(model, base.AnomalyDetector):
+        yield datasets.Shuttle().take(1000 * scale)
+        return
+    yield from _river_datasets(model, scale)
+
+
+ESTIMATORS = {
+    "regressor": RNNRegressor(),
+    "classifier": RNNClassifier(),
+    "forecaster": RNNForecaster(),
+    "anomaly": RNNAnomalyDetector(),
+    # the other code paths: RTRL, stacked leaky layers, fed-back targets, differences
+    "regressor-rtrl-stack": RNNRegressor(n_layers=2, beta=0.5, learner=RTRL(), target_feedback=True, differences=True),
+    "classifier-rtrl-feedback": RNNClassifier(learner=RTRL(), target_feedback=True, differences=True),
+    "forecaster-lags": RNNForecaster(lags=(1, 3), residual=False, target_feedback=True, differences=True),
+    "anomaly-feedback": RNNAnomalyDetector(hidden_size=8, target_feedback=True, differences=True),
+}
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_river_check_estimator(name, monkeypatch):
+    model = ESTIMATORS[name]
+    assert model._unit_test_skips() == set()  # nothing is skipped
+    monkeypatch.setattr(river.checks, "_yield_datasets", _offline_datasets)
+    checks.check_estimator(model)
