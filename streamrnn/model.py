@@ -9,10 +9,11 @@ from typing import Sequence
 import numpy as np
 
 from . import state as state_io
-from .cells import Cell, Readout, cell_config, check_size
+from . import learners, optim
+from .cells import Cell, Readout, cell_config, cell_from_config, check_size
 from .diagnostics import diagnostics
 from .learners import RTRL, Learner
-from .losses import Loss, SquaredError
+from .losses import LOSSES, Loss, SquaredError
 from .network import Network
 from .optim import Adam, Transform, clip_by_global_norm
 
@@ -90,6 +91,11 @@ class OnlineRNN:
             raise ValueError(f"optimizer must be a streamrnn optimiser transform, got {self.optimizer!r}")
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
             raise ValueError(f"clip_norm must be a number > 0 or None, got {clip_norm!r}")
+        # the constructor's arguments, to rebuild this model when it is unpickled or copied
+        self._spec = dict(
+            n_inputs=n_inputs, layers=tuple(layers), readout=readout, loss=self.loss, learner=learner,
+            optimizer=self.optimizer, clip_norm=clip_norm, target_feedback=target_feedback, seed=seed,
+        )
         self.n_inputs = n_inputs
         self.clip_norm = clip_norm
         self.target_feedback = bool(target_feedback)
@@ -261,6 +267,41 @@ class OnlineRNN:
     def load_state_dict(self, arrays: dict[str, np.ndarray], header: dict) -> None:
         state_io.load_model_state(self, arrays, header)
         self._pending = False
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int = 0) -> "OnlineRNN":
+        """A fresh model as ``config()`` describes it (weights drawn from ``seed``)."""
+        try:
+            return cls(
+                config["n_inputs"],
+                tuple(cell_from_config(c) for c in config["layers"]),
+                Readout(**config["readout"]),
+                LOSSES[config["loss"]](),
+                learners.from_config(config["learner"]),
+                optim.from_config(config["optimizer"]),
+                config["clip_norm"],
+                config["target_feedback"],
+                seed,
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a streamrnn model configuration: {err!r}") from None
+
+    @classmethod
+    def from_file(cls, path) -> "OnlineRNN":
+        """The model saved at ``path``, rebuilt from its header and restored."""
+        arrays, header = state_io.load(path)
+        model = cls.from_config(header.get("config", {}))
+        model.load_state_dict(arrays, header)
+        return model
+
+    def __getstate__(self) -> dict:
+        # parameters are views into one flat vector: pickle them as named arrays, never as views
+        arrays, header = self.state_dict()
+        return {"spec": self._spec, "arrays": arrays, "header": header}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["spec"])
+        self.load_state_dict(state["arrays"], state["header"])
 
     def save(self, path) -> None:
         """Write the whole state to ``path`` (.npz with a JSON header and checksum, no pickle)."""

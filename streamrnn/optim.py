@@ -287,3 +287,21 @@ class Chain(Transform):
 OPTIMISERS = {cls.__name__: cls for cls in (SGD, Momentum, RMSProp, Adam)}
 TRANSFORMS = {cls.__name__: cls for cls in (ClipGlobalNorm, WeightDecay)}
 SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, InverseTimeDecay)}
+
+
+def from_config(config: dict) -> Transform:
+    """The transformation a ``config()`` describes (the inverse of ``Transform.config``)."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind == "Chain":
+        return Chain(*(from_config(t) for t in config["transforms"]))
+    cls = OPTIMISERS.get(kind) or TRANSFORMS.get(kind)
+    if cls is None:
+        raise ValueError(f"optimizer kind must be one of {sorted(OPTIMISERS | TRANSFORMS) + ['Chain']}, got {kind!r}")
+    if isinstance(config.get("lr"), dict):
+        schedule = dict(config["lr"])
+        name = schedule.pop("kind", None)
+        if name not in SCHEDULES:
+            raise ValueError(f"schedule kind must be one of {sorted(SCHEDULES)}, got {name!r}")
+        config["lr"] = SCHEDULES[name](**schedule)
+    return cls(**config)

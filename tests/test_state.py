@@ -143,3 +143,31 @@ def test_memory_is_constant_over_a_long_stream():
     grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(start, "filename"))
     tracemalloc.stop()
     assert grown < 50_000  # bytes; the per-step arrays are reused, nothing accumulates
+
+
+@pytest.mark.parametrize("learner_key", LEARNERS)
+def test_pickle_and_deepcopy_continue_like_the_original(learner_key):
+    import copy
+    import pickle
+
+    evs = events(40)
+    model = make(LEARNERS[learner_key], OPTIMISERS["chain"], feedback=True)
+    run(model, evs[:20])
+    clones = [pickle.loads(pickle.dumps(model)), copy.deepcopy(model)]
+    expected = run(model, evs[20:])  # the original, which was never serialised
+    for clone in clones:
+        np.testing.assert_array_equal(run(clone, evs[20:]), expected)
+    # the clone's parameters are still views of its own theta: an update reaches the forward pass
+    clone = copy.deepcopy(model)
+    clone.params["V"][...] = 0.0
+    assert np.all(clone.network.B[:, :-1] == 0.0) and not np.all(model.network.B[:, :-1] == 0.0)
+
+
+def test_from_file_rebuilds_the_model_from_its_header(tmp_path):
+    model = make(TruncatedBPTT(6, 3), OPTIMISERS["chain"])
+    run(model, events(25))
+    model.save(tmp_path / "m.npz")
+    restored = OnlineRNN.from_file(tmp_path / "m.npz")
+    assert restored.config() == model.config()
+    evs = events(10, seed=3)
+    np.testing.assert_array_equal(run(restored, evs), run(model, evs))
