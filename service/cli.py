@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import sys
 
+COMMANDS = {
+    "serve": ("service.serve", "run the daemon on stdin, files and sockets"),
+    "replay": ("service.replay", "run a CSV or JSON-lines file through the same worker, offline"),
+    "demo": ("service.demo", "stream a real series through an online RNN"),
+}
+
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo": "service.demo"}
-    if not argv or argv[0] not in commands:
-        print(f"usage: streamrnn {{{','.join(commands)}}} [options]", file=sys.stderr)
+    if not argv or argv[0] not in COMMANDS:
+        lines = "\n".join(f"  {name:<8}{doc}" for name, (_, doc) in COMMANDS.items())
+        print(f"usage: streamrnn {{{','.join(COMMANDS)}}} [options]\n\n{lines}", file=sys.stderr)
         return 2
     import importlib
 
-    return importlib.import_module(commands[argv[0]]).main(argv[1:])
+    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""End-to-end throughput of `streamrnn serve` against the library alone, in the same run.
+
+    python benchmarks/daemon_throughput.py            # 20,000 events, 5 repeats (about a minute)
+    python benchmarks/daemon_throughput.py --quick    # 5,000 events, 3 repeats
+
+The same supervised events (4 features, a target on every event, one key) go
+
+1. through the library alone: ``OnlineRNN.step`` on the daemon's default model
+   (Elman(16) + exact RTRL + Adam, clip 1.0), inputs already as lists;
+2. through the daemon on stdin: JSON lines written to a pipe, every reply read
+   back from stdout;
+3. through the daemon on TCP: one connection, lines written while replies are read.
+
+The daemon runs with its defaults: metrics on (scraped once per run), checkpoints
+every 10,000 events.  The clock starts when the daemon reports ready (start-up and
+the final checkpoint are not counted).  Step latency: the library's per-step time;
+the daemon's ``streamrnn_step_latency_seconds`` histogram (parse, step, reply;
+the upper bound of the bucket that holds the quantile); and the round trip of one event at a time over TCP.  BLAS runs on one
+thread (threadpoolctl here, the daemon sets it itself).  Each figure is the median
+over repeats, runs interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+from threadpoolctl import threadpool_limits
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from service.config import load  # noqa: E402
+from service.names import ModelTemplate  # noqa: E402
+
+FEATURES = ("f0", "f1", "f2", "f3")
+
+
+def events(n: int, seed: int = 0) -> tuple[bytes, list, list]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, len(FEATURES)))
+    Y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=n)
+    data = b"".join(json.dumps({"x": dict(zip(FEATURES, map(float, x))), "y": float(y), "id": i}).encode() + b"\n"
+                    for i, (x, y) in enumerate(zip(X, Y)))
+    return data, X.tolist(), [[float(y)] for y in Y]
+
+
+def library(xs, ys) -> tuple[float, list[float]]:
+    """(events per second, per-step seconds) of the default model stepped alone."""
+    model = ModelTemplate(load(environ={}).model).build(len(FEATURES), 1)
+    steps = []
+    clock = time.perf_counter
+    start = clock()
+    for x, y in zip(xs, ys):
+        t = clock()
+        model.step(x, y)
+        steps.append(clock() - t)
+    return len(xs) / (clock() - start), steps
+
+
+class Daemon:
+    def __init__(self, workdir: str, *args: str, stdin=subprocess.DEVNULL):
+        self.log_path = Path(workdir) / f"daemon-{time.monotonic_ns()}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")}
+        env["PYTHONPATH"] = str(REPO)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--metrics-port", "0", "--progress", "0",
+             "--checkpoint-dir", str(Path(workdir) / f"ckpt-{time.monotonic_ns()}"), *args],
+            cwd=workdir, stdin=stdin, stdout=subprocess.PIPE, stderr=self.log, env=env)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log_path.read_text())
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log_path.read_text())
+            time.sleep(0.01)
+        raise RuntimeError(f"daemon not ready:\n{self.log_path.read_text()}")
+
+    def metrics(self) -> dict:
+        url = self.wait_for(r"metrics at (\S+)").group(1)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def histogram_bound(family, q: float) -> float:
+    """The upper bound of the histogram bucket holding quantile q (seconds): p50 <= this."""
+    buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
+    rank = q * buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= rank)
+
+
+def stdin_run(workdir: str, data: bytes, n: int) -> tuple[float, dict]:
+    daemon = Daemon(workdir, stdin=subprocess.PIPE)
+    daemon.wait_for(r"ready: ")
+
+    def feed():
+        daemon.proc.stdin.write(data)
+        daemon.proc.stdin.flush()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    fd = daemon.proc.stdout.fileno()
+    start = time.perf_counter()
+    writer.start()
+    read_lines(lambda: os.read(fd, 1 << 20), n)
+    elapsed = time.perf_counter() - start
+    metrics = daemon.metrics()
+    daemon.proc.stdin.close()
+    daemon.stop()
+    return n / elapsed, metrics
+
+
+def tcp_run(workdir: str, data: bytes, n: int, round_trips: int) -> tuple[float, dict, list[float]]:
+    daemon = Daemon(workdir, "--no-stdin", "--tcp", "127.0.0.1:0")
+    port = int(daemon.wait_for(r"listening on tcp [\d.]+:(\d+)").group(1))
+    daemon.wait_for(r"ready: ")
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    writer = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+    start = time.perf_counter()
+    writer.start()
+    read_lines(lambda: sock.recv(1 << 20), n)
+    elapsed = time.perf_counter() - start
+    replies = sock.makefile("rb")
+    writer.join()
+    metrics = daemon.metrics()
+    lines = data.splitlines(keepends=True)[:round_trips]
+    trips = []
+    for line in lines:  # one event at a time: the latency a client sees
+        t = time.perf_counter()
+        sock.sendall(line)
+        replies.readline()
+        trips.append(time.perf_counter() - t)
+    sock.close()
+    daemon.stop()
+    return n / elapsed, metrics, trips
+
+
+def read_lines(read, n: int) -> None:
+    """Read until n reply lines have come (counting newlines: the client costs little)."""
+    seen = 0
+    while seen < n:
+        chunk = read()
+        if not chunk:
+            raise RuntimeError(f"replies ended after {seen} lines")
+        seen += chunk.count(b"\n")
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.events, args.repeats = 5_000, 3
+    threadpool_limits(1)
+    n = args.events
+    data, xs, ys = events(n)
+    lib, std, tcp = [], [], []
+    lib_p50, lib_p99, d50, d99, t50, t99, rt50, rt99 = ([] for _ in range(8))
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(args.repeats):
+            rate, steps = library(xs, ys)
+            lib.append(rate)
+            lib_p50.append(pct(steps, 50))
+            lib_p99.append(pct(steps, 99))
+            rate, metrics = stdin_run(work, data, n)
+            std.append(rate)
+            d50.append(histogram_bound(metrics["streamrnn_step_latency_seconds"], 0.5) * 1e6)
+            d99.append(histogram_bound(metrics["streamrnn_step_latency_seconds"], 0.99) * 1e6)
+            rate, metrics, trips = tcp_run(work, data, n, min(n, 2000))
+            tcp.append(rate)
+            t50.append(histogram_bound(metrics["streamrnn_step_latency_seconds"], 0.5) * 1e6)
+            t99.append(histogram_bound(metrics["streamrnn_step_latency_seconds"], 0.99) * 1e6)
+            rt50.append(pct(trips, 50))
+            rt99.append(pct(trips, 99))
+    med = statistics.median
+    print(f"\n{n:,} supervised events (4 features, one key), default model, medians of {args.repeats} runs\n")
+    print("| path | events/s | ÷ library | p50 step (us) | p99 step (us) |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| library alone (`OnlineRNN.step`) | {med(lib):,.0f} | 1.00 | {med(lib_p50):.0f} | {med(lib_p99):.0f} |")
+    print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | <= {med(d50):.0f} | <= {med(d99):.0f} |")
+    print(f"| daemon, TCP (pipelined) | {med(tcp):,.0f} | {med(tcp) / med(lib):.2f} | <= {med(t50):.0f} | <= {med(t99):.0f} |")
+    print(f"| daemon, TCP round trip, one event at a time | {1e6 / med(rt50):,.0f} | - | {med(rt50):.0f} | {med(rt99):.0f} |")
+    print("\nDaemon step latency: the bucket of its own histogram (parse, step, reply) that holds the quantile.\n"
+          "Round trip: client send -> reply read over 127.0.0.1, one event in flight.  Goal: daemon >= 0.70 x library.")
+
+
+if __name__ == "__main__":
+    main()

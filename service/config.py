@@ -1,0 +1,239 @@
+"""The daemon's settings: pydantic models, validated apart from the server that uses them.
+
+Where a setting comes from, lowest precedence first:
+
+1. the embedded defaults below (a bare ``streamrnn serve`` runs on them);
+2. a TOML file: ``--config FILE``, or the path in ``STREAMRNN_CONFIG``;
+3. environment variables ``STREAMRNN_<SECTION>_<FIELD>``, e.g.
+   ``STREAMRNN_MODEL_UNITS=32`` or ``STREAMRNN_SOURCES_TCP=127.0.0.1:7070,127.0.0.1:7071``;
+4. command-line flags: ``--set section.field=value`` and the shortcuts of ``streamrnn serve -h``.
+
+Values from the environment and from flags are strings: numbers and booleans
+are parsed by pydantic, lists split on commas, ``none`` clears an optional
+setting.  Every problem is a ``ConfigError`` naming the setting and where its
+value came from; the command line turns it into exit code 2.
+
+>>> config = load(environ={"STREAMRNN_MODEL_UNITS": "32"}, overrides={"model.learner": "bptt"})
+>>> config.model.units, config.model.learner, config.sources.stdin
+(32, 'bptt', True)
+>>> load(environ={"STREAMRNN_MODEL_UNITS": "0"})
+Traceback (most recent call last):
+...
+service.config.ConfigError: invalid setting model.units = '0' (from environment variable STREAMRNN_MODEL_UNITS): Input should be greater than or equal to 1
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import names
+
+ENV_PREFIX = "STREAMRNN_"
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names it and where its value came from."""
+
+
+def _choice(table) -> object:
+    return Literal[tuple(table)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_text(cls, value, info):
+        """Strings from the environment or flags: 'none' clears, lists split on commas."""
+        if isinstance(value, str):
+            annotation = str(cls.model_fields[info.field_name].annotation)
+            if value.strip().lower() in ("none", "null") and "Optional" in annotation:
+                return None
+            if annotation.startswith("list["):
+                return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class ModelSettings(Section):
+    """The network every stream key starts from (names resolved in ``service.names``)."""
+
+    cell: _choice(names.CELLS) = "elman"
+    units: int = Field(16, ge=1, le=4096)
+    layers: int = Field(1, ge=1, le=16)
+    activation: _choice(names.ACTIVATIONS) = "tanh"
+    beta: float = Field(0.5, gt=0.0, le=1.0, description="leak of a leaky cell")
+    outputs: int = Field(1, ge=1, le=4096, description="outputs of supervised streams")
+    readout: _choice(names.READOUTS) = "identity"
+    loss: _choice(names.LOSS_NAMES) = "squared"
+    learner: _choice(names.LEARNERS) = "rtrl"
+    h: int = Field(10, ge=1, le=100_000, description="BPTT window")
+    h_prime: int = Field(1, ge=1, le=100_000, description="BPTT: an update every h_prime events")
+    optimizer: _choice(names.OPTIMIZERS) = "adam"
+    lr: float = Field(3e-4, gt=0.0, le=10.0)
+    schedule: _choice(names.SCHEDULES) = "constant"
+    decay: float = Field(0.5, ge=0.0, description="exponential: rate per decay_steps; inverse_time: decay")
+    decay_steps: int = Field(10_000, ge=1)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    clip_norm: Optional[float] = Field(1.0, gt=0.0)
+    target_feedback: bool = False
+    seed: int = Field(0, ge=0)
+    features: list[str] = Field(default_factory=list, description="ordered feature names; empty: the first event of a key fixes them")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.learner == "bptt" and self.h_prime > self.h:
+            raise ValueError(f"h_prime ({self.h_prime}) must be <= h ({self.h})")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features must not repeat a name")
+        return self
+
+
+class ForecastSettings(Section):
+    horizon: int = Field(1, ge=1, le=1000, description="forecast steps in each reply")
+
+
+class StreamSettings(Section):
+    max_keys: int = Field(10_000, ge=1, description="live keys; the least recently used are checkpointed out")
+    default_key: str = Field("default", min_length=1, max_length=256)
+
+
+class SourceSettings(Section):
+    stdin: bool = True
+    tcp: list[str] = Field(default_factory=list, description="HOST:PORT to listen on")
+    unix: list[str] = Field(default_factory=list, description="socket paths to listen on")
+    input: list[str] = Field(default_factory=list, description="JSON-lines files, or river:NAME series")
+    input_rate: float = Field(0.0, ge=0.0, description="events per second from input files (0: no limit)")
+    max_line_bytes: int = Field(1 << 20, ge=64)
+
+    @field_validator("tcp")
+    @classmethod
+    def _address(cls, values):
+        for value in values:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"{value!r} must be HOST:PORT with a port in 0..65535")
+        return values
+
+
+class CheckpointSettings(Section):
+    enabled: bool = True
+    dir: Path = Path("checkpoints")
+    every_events: int = Field(10_000, ge=0, description="0: never by count")
+    every_seconds: float = Field(60.0, ge=0.0, description="0: never by time")
+    keep: int = Field(3, ge=1, description="generations kept; older ones are deleted")
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9310, ge=0, le=65535, description="0: any free port (logged)")
+
+
+class LogSettings(Section):
+    format: Literal["human", "json"] = "human"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    progress_seconds: float = Field(10.0, ge=0.0, description="a progress line this often (0: never)")
+
+
+class ShutdownSettings(Section):
+    timeout_seconds: float = Field(10.0, gt=0.0, description="bound on the graceful stop")
+
+
+class Config(BaseModel):
+    """All settings, one section per part of the daemon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.forecast.horizon > 1 and self.model.target_feedback:
+            raise ValueError("forecast.horizon > 1 needs model.target_feedback = false")
+        return self
+
+
+SECTIONS = tuple(Config.model_fields)
+
+
+def _layer(target: dict, dotted: str, value, origin: str, origins: dict) -> None:
+    section, _, field = dotted.partition(".")
+    if section not in SECTIONS or not field:
+        raise ConfigError(f"unknown setting {dotted!r} (from {origin}); sections are {', '.join(SECTIONS)}")
+    target.setdefault(section, {})[field] = value
+    origins[(section, field)] = origin
+
+
+def _from_environment(environ) -> dict[str, str]:
+    out = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        section, _, field = name[len(ENV_PREFIX):].lower().partition("_")
+        out[f"{section}.{field}"] = (value, f"environment variable {name}")
+    return out
+
+
+def load(path=None, environ=None, overrides=None) -> Config:
+    """Defaults < TOML file ``path`` (or $STREAMRNN_CONFIG) < environment < ``overrides``.
+
+    ``overrides`` maps "section.field" to a value (a string from the command line).
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    raw: dict = {}
+    origins: dict = {}
+    if path:
+        try:
+            document = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read configuration file {path}: {err}") from None
+        for section, fields in document.items():
+            if not isinstance(fields, dict):
+                raise ConfigError(f"setting {section!r} in {path} must be a [section] table")
+            for field, value in fields.items():
+                _layer(raw, f"{section}.{field}", value, f"file {path}", origins)
+    for dotted, (value, origin) in _from_environment(environ).items():
+        _layer(raw, dotted, value, origin, origins)
+    for dotted, value in (overrides or {}).items():
+        _layer(raw, dotted, value, f"flag for {dotted}", origins)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, raw, origins)) from None
+    try:  # combinations only the engine knows, e.g. a log-loss on an identity readout
+        names.ModelTemplate(config.model)
+    except ValueError as err:
+        raise ConfigError(f"invalid setting model: {err}") from None
+    return config
+
+
+def _describe(err: ValidationError, raw: dict, origins: dict) -> str:
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across sections
+        return f"invalid settings: {message}"
+    if len(loc) == 1:  # a rule across one section's fields
+        return f"invalid setting {loc[0]}: {message}"
+    section, field = loc[0], loc[1]
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {section}.{field} (from {origins.get((section, field), 'defaults')})"
+    where = origins.get((section, field))
+    value = raw.get(section, {}).get(field, "<default>")
+    source = f" (from {where})" if where else ""
+    return f"invalid setting {'.'.join(loc)} = {value!r}{source}: {message}"

@@ -1,0 +1,153 @@
+"""The daemon's Prometheus metrics, all computed at scrape time.
+
+Two collectors share a registry:
+
+* model health comes from the estimators' ``streamrnn.metrics.DiagnosticsCollector``,
+  fed one diagnostics mapping for the whole daemon (label ``model``): counters summed
+  over every key, live or checkpointed out, and the health gauges as the *worst* value
+  over the most recently active live keys (at most ``HEALTH_SAMPLE``): hidden-state
+  norm, saturated fraction, gradient norm, recurrent Jacobian norm, RTRL sensitivity
+  norm.  No metric has a per-key label.
+* the daemon's own scalar figures (keys in and out of memory, evictions, connections,
+  checkpoint failures and times) go through the same collector, added with its
+  ``metrics`` extension (``DAEMON_FIGURES``);
+* ``DaemonCollector`` publishes what that collector's shape (one number per figure and
+  model) cannot carry: events by outcome, rejected lines by reason, the step latency and
+  checkpoint duration histograms, loss sum and count, last prediction and target per
+  output, and build information.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    SummaryMetricFamily,
+)
+
+import streamrnn
+from streamrnn.diagnostics import gradient_regime
+from streamrnn.metrics import DiagnosticsCollector
+
+from .stats import OUTCOMES, Histogram, Stats
+from .table import StreamTable
+
+HEALTH_SAMPLE = 100  # live keys, most recent first, whose health the gauges cover
+HEALTH_MAX = ("hidden_norm", "saturated_fraction", "grad_norm", "grad_norm_clipped", "jacobian_norm",
+              "sensitivity_norm")
+MAX_OUTPUTS = 16  # entries of the last prediction and target published
+
+
+def health(table: StreamTable, last_loss: float | None) -> dict:
+    """One diagnostics mapping for all streams (see the module docstring)."""
+    totals = table.totals()
+    out = {"steps": totals["steps"], "updates": totals["updates"],
+           "skipped_updates": totals["skipped"], "clipped_updates": totals["clipped"]}
+    if last_loss is not None:
+        out["loss"] = last_loss
+    recent = list(reversed(table.live.values()))[:HEALTH_SAMPLE]
+    for stream in recent:
+        diags = stream.model.diagnostics()
+        for key in HEALTH_MAX:
+            value = diags.get(key)
+            if value is not None and (key not in out or value > out[key]):
+                out[key] = value
+    if "jacobian_norm" in out:
+        out["gradient_regime"] = gradient_regime(out["jacobian_norm"])
+    return out
+
+
+#: the daemon's own scalar figures, published through the same DiagnosticsCollector
+#: (its ``metrics`` extension), beside the model health, with the same ``model`` label
+DAEMON_FIGURES = {
+    "live_keys": ("live_keys", "gauge", "Keys whose network is in memory."),
+    "stored_keys": ("stored_keys", "gauge", "Keys checkpointed out of memory."),
+    "evictions": ("evictions", "counter", "Keys checkpointed out as least recently used."),
+    "restores": ("restores", "counter", "Keys read back from the checkpoint store."),
+    "eviction_failures": ("eviction_failures", "counter",
+                          "Keys that could not be checkpointed out (they stay in memory)."),
+    "restore_failures": ("restore_failures", "counter", "Stored keys that could not be read back."),
+    "connections": ("connections", "gauge", "Open client connections."),
+    "connections_accepted": ("connections_accepted", "counter", "Client connections accepted."),
+    "checkpoint_failures": ("checkpoint_failures", "counter", "Checkpoints that could not be written."),
+    "checkpoint_corrupt": ("checkpoint_corrupt", "counter",
+                           "Checkpoints found corrupt or truncated at start-up (an older one was used)."),
+    "checkpoint_last_success": ("checkpoint_last_success_timestamp_seconds", "gauge",
+                                "Unix time of the newest checkpoint written (0: none yet)."),
+    "checkpoint_generation": ("checkpoint_generation", "gauge", "Newest checkpoint generation."),
+    "reply_write_failures": ("reply_write_failures", "counter", "Replies that could not be written to stdout."),
+}
+
+
+def daemon_figures(stats: Stats, table: StreamTable, worker) -> dict:
+    return {
+        "live_keys": len(table.live), "stored_keys": len(table.stored), "evictions": table.evictions,
+        "restores": table.restores, "eviction_failures": table.eviction_failures,
+        "restore_failures": table.restore_failures, "connections": stats.connections_open,
+        "connections_accepted": stats.connections, "checkpoint_failures": stats.checkpoint_failures,
+        "checkpoint_corrupt": stats.checkpoint_corrupt, "checkpoint_last_success": stats.checkpoint_last_success,
+        "checkpoint_generation": worker.generation, "reply_write_failures": stats.stdout_failures,
+    }
+
+
+def _vector(value) -> list[float]:
+    if value is None:
+        return []
+    return [float(v) for v in np.ravel(value)[:MAX_OUTPUTS]]
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
+
+
+class DaemonCollector:
+    def __init__(self, stats: Stats, registry=None):
+        self.stats = stats
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self):
+        s = self.stats
+        events = CounterMetricFamily("streamrnn_events", "Input lines by outcome: learned (a target came), "
+                                     "predicted (no target), skipped (the loss was not finite: no update), "
+                                     "rejected.", labels=["outcome"])
+        for outcome in OUTCOMES:
+            events.add_metric([outcome], s.outcomes[outcome])
+        yield events
+        rejected = CounterMetricFamily("streamrnn_rejected_lines", "Input lines rejected, by reason "
+                                       "(the error code of the reply).", labels=["reason"])
+        for reason, count in s.rejected.items():
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield _histogram("streamrnn_step_latency_seconds", "Time to handle one event: parse, step, reply.",
+                         s.latency)
+        yield SummaryMetricFamily("streamrnn_event_loss", "Loss of each event that had a target; "
+                                  "rate(_sum) / rate(_count) is the mean loss over a window.",
+                                  count_value=s.loss_count, sum_value=s.loss_sum)
+        for name, value, doc in (("streamrnn_last_prediction", s.last_prediction, "Newest prediction "
+                                  "(one step ahead for forecasts), per output."),
+                                 ("streamrnn_last_target", s.last_target, "Newest target or value, per output.")):
+            gauge = GaugeMetricFamily(name, doc, labels=["output"])
+            for i, v in enumerate(_vector(value)):
+                gauge.add_metric([str(i)], v)
+            yield gauge
+        yield _histogram("streamrnn_checkpoint_duration_seconds", "Time to write one checkpoint.", s.checkpoint)
+        info = InfoMetricFamily("streamrnn_build", "Versions of the running daemon.")
+        info.add_metric([], {"version": streamrnn.__version__, "python": platform.python_version(),
+                             "numpy": np.__version__})
+        yield info
+
+
+def registry_for(stats: Stats, table: StreamTable, worker, label: str = "daemon") -> CollectorRegistry:
+    """A private registry with both collectors (nothing global)."""
+    registry = CollectorRegistry()
+    DiagnosticsCollector(lambda: [(label, {**health(table, stats.last_loss), **daemon_figures(stats, table, worker)})],
+                         registry=registry, metrics=DAEMON_FIGURES)
+    DaemonCollector(stats, registry=registry)
+    return registry

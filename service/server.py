@@ -1,0 +1,194 @@
+"""``Server(config)``: start-up, the main loop, and a graceful shutdown.
+
+Start-up builds the parts from the validated ``Config`` (names resolved once in
+``service.names``), restores the newest good checkpoint, opens the sources and
+the HTTP endpoints, and only then reports ready.  The main loop wakes every
+0.1 s to write time-based checkpoints and progress lines.  SIGTERM and SIGINT
+only set a flag; the loop notices it, and the shutdown stops reading, lets the
+event in hand finish and its replies flush, writes a checkpoint and exits 0,
+all within ``shutdown.timeout_seconds``.  When every input is finite (stdin,
+files) and all have ended, the daemon shuts down the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from streamrnn.state import StateError
+
+from .config import Config
+from .endpoints import Endpoints
+from .metrics import registry_for
+from .names import ModelTemplate
+from .sockets import SocketSource
+from .sources import FileSource, StdinSource, Stdout
+from .stats import Stats
+from .store import DirectoryStore, MemoryStore
+from .table import StreamTable
+from .worker import Worker
+
+log = logging.getLogger("streamrnn.server")
+TICK = 0.1
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start (the message says why); exit code 1."""
+
+
+def build_worker(config: Config, store) -> Worker:
+    """The worker and the keyed streams behind it, from the settings (shared with ``replay``)."""
+    template = ModelTemplate(config.model, config.forecast.horizon)
+    table = StreamTable(template, store, config.streams.max_keys)
+    every = config.checkpoint.every_events if config.checkpoint.enabled else 0
+    return Worker(table, Stats(), config.streams.default_key, every)
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.should_exit = False  # set by a signal handler, nothing else
+        self.ready = False
+        self.sources = []
+        self.tasks: list[asyncio.Task] = []
+        self.endpoints: Endpoints | None = None
+        self.metrics_url = ""
+
+    def run(self) -> int:
+        return asyncio.run(self.serve())
+
+    def handle_exit(self, sig: int) -> None:
+        self.should_exit = True
+
+    async def serve(self) -> int:
+        try:
+            await self.startup()
+        except StartupError as err:
+            log.error("cannot start: %s", err)
+            await self._close()
+            return 1
+        await self.main_loop()
+        return await self.shutdown()
+
+    # ----- start-up -------------------------------------------------------------------------
+    def _store(self):
+        c = self.config.checkpoint
+        if not c.enabled:
+            return MemoryStore()
+        try:
+            return DirectoryStore(c.dir, c.keep, on_corrupt=self._corrupt)
+        except OSError as err:
+            raise StartupError(f"cannot use checkpoint directory {c.dir}: {err}") from None
+
+    def _corrupt(self, path, why) -> None:
+        self.worker.stats.checkpoint_corrupt += 1
+
+    async def startup(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # first: a signal during start-up stops cleanly too
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+        self.worker = worker = build_worker(config, self._store())
+        self._restore()
+        limit, stop = config.sources.max_line_bytes, lambda: self.should_exit
+        out = Stdout(worker.stats)
+        if config.sources.stdin:
+            self.sources.append(StdinSource(worker, limit, stop, out))
+        for spec in config.sources.input:
+            self.sources.append(FileSource(spec, worker, limit, stop, out, config.sources.input_rate))
+        for kind, addresses in (("tcp", config.sources.tcp), ("unix", config.sources.unix)):
+            for address in addresses:
+                self.sources.append(SocketSource(kind, address, worker, limit, stop, worker.stats))
+        for source in self.sources:
+            try:
+                await source.start()
+            except OSError as err:
+                raise StartupError(f"cannot listen on {source.name}: {err}") from None
+        if config.metrics.enabled:
+            registry = registry_for(worker.stats, worker.table, worker)
+            self.endpoints = Endpoints(registry, lambda: self.ready)
+            try:
+                port = await self.endpoints.start(config.metrics.host, config.metrics.port)
+            except OSError as err:
+                raise StartupError(f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {err}")
+            self.metrics_url = f"http://{config.metrics.host}:{port}/metrics"
+            log.info("metrics at %s (also /healthz and /readyz)", self.metrics_url)
+        self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
+        self.ready = True
+        log.info("ready: %s", ", ".join(s.name for s in self.sources) or "no sources")
+
+    def _restore(self) -> None:
+        worker, c = self.worker, self.config.checkpoint
+        try:
+            restored = worker.restore()
+        except (StateError, KeyError, ValueError) as err:
+            raise StartupError(f"the checkpoint in {c.dir} does not fit this configuration ({err}); "
+                               f"restore the settings it was written with, or move it away") from None
+        if restored:
+            log.info("restored checkpoint %d from %s: %d events, %d keys, positions %s", worker.generation,
+                     c.dir, worker.events, len(worker.table), {k: p.as_dict() for k, p in worker.positions.items()})
+        elif c.enabled:
+            log.info("no checkpoint in %s: starting afresh", c.dir)
+
+    # ----- running ----------------------------------------------------------------------------
+    async def main_loop(self) -> None:
+        c, progress = self.config.checkpoint, self.config.log.progress_seconds
+        last_checkpoint = last_progress = time.monotonic()
+        events_then = self.worker.events
+        endless = any(not s.finite for s in self.sources)
+        while not self.should_exit:
+            await asyncio.sleep(TICK)
+            for task in [t for t in self.tasks if t.done()]:
+                self.tasks.remove(task)
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("source %s failed: %r", task.get_name(), task.exception())
+            if not self.tasks and not endless:
+                log.info("every input has ended")
+                break
+            now = time.monotonic()
+            if c.enabled and c.every_seconds and now - last_checkpoint >= c.every_seconds:
+                if self.worker.dirty():
+                    self.worker.checkpoint()
+                last_checkpoint = now
+            if progress and now - last_progress >= progress:
+                self._progress(self.worker.events - events_then, now - last_progress)
+                last_progress, events_then = now, self.worker.events
+
+    def _progress(self, events: int, seconds: float) -> None:
+        s, table = self.worker.stats, self.worker.table
+        mean = s.loss_sum / s.loss_count if s.loss_count else float("nan")
+        log.info("%d events (%.0f/s); keys: %d live, %d stored; %d rejected; mean loss %.4g%s",
+                 self.worker.events, events / seconds, len(table.live), len(table.stored),
+                 s.outcomes["rejected"], mean, f"; metrics at {self.metrics_url}" if self.metrics_url else "")
+
+    # ----- shutdown ---------------------------------------------------------------------------
+    async def shutdown(self) -> int:
+        started = time.monotonic()
+        budget = self.config.shutdown.timeout_seconds
+        self.should_exit, self.ready = True, False
+        log.info("shutting down")
+        for source in self.sources:  # stop reading; replies in hand are flushed
+            await source.stop(max(0.0, budget - (time.monotonic() - started)))
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        ok = True
+        if self.config.checkpoint.enabled:
+            ok = self.worker.checkpoint()
+        await self._close()
+        elapsed = time.monotonic() - started
+        s = self.worker.stats
+        log.info("stopped in %.2f s after %d events (%d rejected lines); checkpoint %d", elapsed,
+                 self.worker.events, s.outcomes["rejected"], self.worker.generation)
+        if elapsed > budget:
+            log.error("shutdown took %.1f s, over its bound of %.1f s", elapsed, budget)
+        return 0 if ok else 1
+
+    async def _close(self) -> None:
+        if self.endpoints is not None:
+            await self.endpoints.stop()
+        for source in self.sources:
+            if isinstance(source, SocketSource) and source.server is not None:
+                source.server.close()

@@ -1,0 +1,129 @@
+"""The keyed streams: live ones in memory up to a bound, the rest checkpointed out.
+
+Live keys sit in least-recently-used order.  Past ``max_keys`` the least
+recently used key is written to the checkpoint store and dropped from memory;
+when an event for it comes again its state is read back, exactly as it was.
+
+Model counters (steps, updates, skipped and clipped updates) of keys out of
+memory are kept in ``retired`` so that totals over all keys stay monotonic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+
+from streamrnn import state
+
+from . import streams
+from .protocol import ProtocolError
+from .store import Checkpoint, CheckpointStore
+
+log = logging.getLogger("streamrnn.table")
+COUNTERS = ("steps", "updates", "skipped", "clipped")
+
+
+def digest_of(arrays: dict, header: dict) -> str:
+    """SHA-256 of one stream's whole state (its arrays' checksum and its header)."""
+    text = json.dumps(header, sort_keys=True) + state.checksum(arrays)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StreamTable:
+    def __init__(self, template, store: CheckpointStore, max_keys: int):
+        self.template = template
+        self.store = store
+        self.max_keys = max_keys
+        self.live: OrderedDict[str, streams.Stream] = OrderedDict()
+        self.stored: dict[str, str] = {}  # key -> store reference
+        self.retired = dict.fromkeys(COUNTERS, 0)
+        self.evictions = 0
+        self.restores = 0
+        self.restore_failures = 0
+        self.eviction_failures = 0
+
+    def __len__(self) -> int:
+        return len(self.live) + len(self.stored)
+
+    def get(self, key: str) -> streams.Stream | None:
+        """The key's stream (read back if it was checkpointed out), or None for a new key."""
+        stream = self.live.get(key)
+        if stream is not None:
+            self.live.move_to_end(key)
+            return stream
+        ref = self.stored.get(key)
+        if ref is None:
+            return None
+        try:
+            stream = streams.restore(self.template, *self.store.get_stream(ref))
+        except OSError as err:  # the store is out of reach: keep the key stored, refuse the event
+            raise ProtocolError("unavailable", f"the state of key {key!r} cannot be read now ({err}); "
+                                "nothing changed, try again") from None
+        except (state.StateError, KeyError, ValueError) as err:
+            # the stored state is lost: say so loudly, and let the key start afresh
+            log.error("cannot restore key %r from %s (%s); it starts again from the template", key, ref, err)
+            self.restore_failures += 1
+            del self.stored[key]
+            return None
+        del self.stored[key]
+        self._retire(stream, -1)
+        self.restores += 1
+        self.add(key, stream)
+        return stream
+
+    def add(self, key: str, stream: streams.Stream) -> None:
+        self.live[key] = stream
+        while len(self.live) > self.max_keys and self._evict():
+            pass
+
+    def _evict(self) -> bool:
+        """Checkpoint the least recently used key out; False (it stays in memory) if the store fails."""
+        key, stream = next(iter(self.live.items()))
+        try:
+            ref = self.store.put_stream(key, *stream.snapshot())
+        except Exception as err:
+            self.eviction_failures += 1
+            log.error("cannot checkpoint key %r out of memory (%s); it stays in memory for now", key, err)
+            return False
+        del self.live[key]
+        self.stored[key] = ref
+        self._retire(stream, +1)
+        self.evictions += 1
+        return True
+
+    def _retire(self, stream, sign: int) -> None:
+        for name in COUNTERS:
+            self.retired[name] += sign * stream.model.counters[name]
+
+    def totals(self) -> dict[str, int]:
+        """Model counters summed over every key, live or stored."""
+        out = dict(self.retired)
+        for stream in self.live.values():
+            for name in COUNTERS:
+                out[name] += stream.model.counters[name]
+        return out
+
+    # ----- whole-table state ------------------------------------------------------------
+    def checkpoint(self, generation: int, meta: dict) -> Checkpoint:
+        meta = dict(meta, retired=dict(self.retired))
+        return Checkpoint(generation, meta, {k: s.snapshot() for k, s in self.live.items()}, dict(self.stored))
+
+    def load(self, checkpoint: Checkpoint) -> None:
+        """Replace everything with the checkpoint's keys (StateError if one does not fit)."""
+        live = OrderedDict((key, streams.restore(self.template, *snap)) for key, snap in checkpoint.live.items())
+        self.live, self.stored = live, dict(checkpoint.stored)
+        retired = checkpoint.meta.get("retired", {})
+        self.retired = {name: int(retired.get(name, 0)) for name in COUNTERS}
+        while len(self.live) > self.max_keys and self._evict():
+            pass
+
+    def digest(self) -> str:
+        """SHA-256 over every key's state, live or stored: equal digests, equal daemons."""
+        total = hashlib.sha256()
+        for key in sorted(set(self.live) | set(self.stored)):
+            stream = self.live.get(key)
+            snap = stream.snapshot() if stream is not None else self.store.get_stream(self.stored[key])
+            total.update(f"{key}\0{digest_of(*snap)}\n".encode())
+        return total.hexdigest()

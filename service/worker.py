@@ -1,0 +1,229 @@
+"""The worker: one line in, one reply out, the stream's network stepped in between.
+
+``Worker.handle`` is everything the daemon does with a line, and the same
+code serves ``streamrnn serve`` (all sources) and ``streamrnn replay``.  It is
+synchronous: a source hands it one line at a time, so events never interleave
+inside a step.
+
+The worker also owns the input positions (lines and bytes taken in from each
+resumable source) and the checkpoints: every ``checkpoint.every_events``
+events it writes one, consistent with the positions, after the event that
+made it due.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from json.encoder import c_make_encoder, encode_basestring_ascii
+
+from .protocol import Command, ProtocolError, error, parse
+from .stats import Stats
+from .streams import KINDS
+from .table import StreamTable
+
+log = logging.getLogger("streamrnn.worker")
+def _unserialisable(value):
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+if c_make_encoder is not None:  # one C encoder for every reply, instead of one per json.dumps call
+    _c_encode = c_make_encoder(None, _unserialisable, encode_basestring_ascii, None, ":", ",", False, False, False)
+
+    def _encode(value) -> str:
+        return "".join(_c_encode(value, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def encode(reply: dict) -> str:
+    """A reply as compact JSON; a non-finite float (which JSON cannot hold) becomes null.
+
+    Floats are written with ``repr``, as ``json`` writes them, so they read back bit for bit.
+    """
+    try:
+        return _encode(reply)
+    except ValueError:  # NaN or Infinity somewhere
+        return _encode(_finite(reply))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+class Position:
+    """How far a resumable source has been read: lines and bytes handed to the worker."""
+
+    __slots__ = ("lines", "bytes")
+
+    def __init__(self, lines: int = 0, bytes: int = 0):
+        self.lines, self.bytes = lines, bytes
+
+    def as_dict(self) -> dict:
+        return {"lines": self.lines, "bytes": self.bytes}
+
+
+class Worker:
+    def __init__(self, table: StreamTable, stats: Stats, default_key: str = "default", every_events: int = 0):
+        self.table = table
+        self.stats = stats
+        self.default_key = default_key
+        self.every_events = every_events
+        self.events = 0  # events applied since the state began, across restarts
+        self.generation = 0  # newest checkpoint written or restored
+        self.positions: dict[str, Position] = {}
+        self._due = every_events or None
+        self._saved = None  # (events, positions) at the newest checkpoint
+
+    # ----- lines ------------------------------------------------------------------------
+    def handle(self, line: bytes | None, size: int, position: Position | None = None) -> bytes:
+        """The reply line (with newline) to one input line of ``size`` bytes (newline included).
+
+        ``line`` is None for a line over the length limit.  Never raises.
+        """
+        started = time.perf_counter()
+        if position is not None:
+            position.lines += 1
+            position.bytes += size
+        event = None
+        try:
+            if line is None:
+                raise ProtocolError("too_long", f"line of {size} bytes is over the length limit")
+            event = parse(line)
+            text = encode(self.respond(event))
+        except ProtocolError as err:
+            self.stats.reject(err.code)
+            text = encode(error(err.code, err.message, err.id if event is None else event.id))
+        except Exception as err:  # a bug: keep serving, say where
+            log.exception("internal error on a line")
+            self.stats.reject("internal")
+            text = encode(error("internal", f"internal error: {type(err).__name__}", getattr(event, "id", None)))
+        else:
+            if type(event) is not Command:
+                self.stats.latency.observe(time.perf_counter() - started)
+        if self._due is not None and self.events >= self._due:
+            self.checkpoint()
+        return (text + "\n").encode()
+
+    def unanswerable(self, code: str, message: str, size: int = 0, position: Position | None = None) -> None:
+        """A line no one can be answered for (a connection dropped mid-line): count and log it."""
+        if position is not None:
+            position.bytes += size
+        self.stats.reject(code)
+        log.warning("%s", message)
+
+    # ----- events -----------------------------------------------------------------------------
+    def respond(self, event) -> dict:
+        """The reply to a parsed event; ProtocolError (and no state change) if it cannot apply."""
+        kind = KINDS.get(type(event))
+        if kind is None:
+            return self._command(event)
+        key = event.key or self.default_key
+        stream = self.table.get(key)
+        created = stream is None
+        if created:
+            stream = kind.create(self.table.template, event)
+        elif type(stream) is not kind:
+            raise ProtocolError("wrong_kind", f"key {key!r} is a {stream.kind} stream; "
+                                f"this is a {kind.kind} event")
+        output, loss = stream.apply(event)
+        if created:
+            self.table.add(key, stream)
+        self.events += 1
+        stats = self.stats
+        if kind.kind == "supervised":
+            reply = {"id": event.id, "key": key, "step": stream.events, "prediction": output}
+            stats.last_prediction = output
+            if event.y is not None:
+                stats.last_target = event.y
+        else:
+            reply = {"id": event.id, "key": key, "step": stream.events, "forecast": output}
+            stats.last_prediction = output[0]
+            stats.last_target = event.value
+        if loss is None:
+            stats.outcomes["predicted"] += 1
+        elif loss - loss == 0.0:  # finite
+            reply["loss"] = loss
+            stats.outcomes["learned"] += 1
+            stats.loss_sum += loss
+            stats.last_loss = loss
+            stats.loss_count += 1
+        else:  # the loss overflowed: the model skipped the update (JSON has no Infinity: null)
+            reply["loss"] = None
+            stats.outcomes["skipped"] += 1
+        return reply
+
+    def _command(self, command: Command) -> dict:
+        table = self.table
+        if command.command == "digest":
+            return {"id": command.id, "digest": table.digest(), "keys": len(table), "events": self.events}
+        reply = {
+            "id": command.id, "events": self.events, "live_keys": len(table.live), "keys": len(table),
+            "generation": self.generation,
+            "positions": {name: p.as_dict() for name, p in self.positions.items()},
+        }
+        if command.key is not None:  # a stored key's header is read, the key stays where it is
+            stream, ref = table.live.get(command.key), table.stored.get(command.key)
+            step = stream.events if stream is not None else 0
+            if ref is not None:
+                try:
+                    step = int(table.store.get_stream(ref)[1]["events"])
+                except (OSError, ValueError, KeyError) as err:
+                    raise ProtocolError("unavailable", f"the state of key {command.key!r} cannot be read now "
+                                        f"({err})") from None
+            reply.update(key=command.key, step=step)
+        return reply
+
+    # ----- positions and checkpoints ----------------------------------------------------------
+    def position(self, source: str) -> Position:
+        """The position of a resumable source (restored from the checkpoint when there is one)."""
+        return self.positions.setdefault(source, Position())
+
+    def _mark(self):
+        return self.events, tuple((name, p.bytes) for name, p in self.positions.items())
+
+    def dirty(self) -> bool:
+        """Whether anything moved since the newest checkpoint."""
+        return self._mark() != self._saved
+
+    def checkpoint(self) -> bool:
+        """Write a checkpoint of every key with the positions; False (logged, counted) on failure."""
+        started = time.perf_counter()
+        meta = {"events": self.events, "created": time.time(),
+                "positions": {name: p.as_dict() for name, p in self.positions.items()}}
+        if self.every_events:
+            self._due = self.events + self.every_events
+        try:
+            self.table.store.commit(self.table.checkpoint(self.generation + 1, meta))
+        except Exception as err:
+            log.error("checkpoint failed: %s", err)
+            self.stats.checkpoint_failures += 1
+            return False
+        self.generation += 1
+        self._saved = self._mark()
+        self.stats.checkpoint.observe(time.perf_counter() - started)
+        self.stats.checkpoint_last_success = time.time()
+        log.debug("checkpoint %d written: %d events, %d live keys", self.generation, self.events, len(self.table.live))
+        return True
+
+    def restore(self) -> bool:
+        """Load the newest good checkpoint, if any (StateError if it is for another model)."""
+        checkpoint = self.table.store.latest()
+        if checkpoint is None:
+            return False
+        self.table.load(checkpoint)
+        self.events = int(checkpoint.meta["events"])
+        self.generation = checkpoint.generation
+        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]))
+                          for name, p in checkpoint.meta.get("positions", {}).items()}
+        if self.every_events:
+            self._due = self.events + self.every_events
+        self._saved = self._mark()
+        return True

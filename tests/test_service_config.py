@@ -1,0 +1,80 @@
+"""Settings: defaults, TOML file, environment and flags, in that order; invalid ones named."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import names
+from service.config import Config, ConfigError, load
+from service.serve import overrides, parser
+
+
+def test_bare_defaults():
+    config = load(environ={})
+    assert config == Config()
+    assert (config.sources.stdin, config.sources.tcp, config.metrics.host) == (True, [], "127.0.0.1")
+    assert str(config.checkpoint.dir) == "checkpoints" and config.model.learner == "rtrl"
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path):
+    path = tmp_path / "streamrnn.toml"
+    path.write_text('[model]\nunits = 8\nlearner = "bptt"\nh = 20\n[sources]\ntcp = ["127.0.0.1:7070"]\n')
+    config = load(path, environ={})
+    assert (config.model.units, config.model.learner, config.model.h, config.sources.tcp) == (8, "bptt", 20, ["127.0.0.1:7070"])
+    env = {"STREAMRNN_MODEL_UNITS": "12", "STREAMRNN_SOURCES_TCP": "127.0.0.1:1,127.0.0.1:2",
+           "STREAMRNN_MODEL_CLIP_NORM": "none", "STREAMRNN_CONFIG": str(path)}
+    config = load(environ=env)
+    assert (config.model.units, config.model.h, config.model.clip_norm) == (12, 20, None)
+    assert config.sources.tcp == ["127.0.0.1:1", "127.0.0.1:2"]
+    config = load(environ=env, overrides={"model.units": "3", "sources.tcp": ["[::1]:5"]})
+    assert (config.model.units, config.sources.tcp) == (3, ["[::1]:5"])
+
+
+@pytest.mark.parametrize("where, expected", [
+    ({"environ": {"STREAMRNN_MODEL_UNITS": "-1"}}, "invalid setting model.units = '-1' (from environment variable STREAMRNN_MODEL_UNITS)"),
+    ({"overrides": {"model.optimizer": "adamw"}}, "invalid setting model.optimizer = 'adamw' (from flag for model.optimizer)"),
+    ({"overrides": {"sources.tcp": "localhost"}}, "invalid setting sources.tcp"),
+    ({"overrides": {"model.nope": "1"}}, "unknown setting model.nope"),
+    ({"overrides": {"nope.units": "1"}}, "unknown setting 'nope.units'"),
+    ({"environ": {"STREAMRNN_LOG_FORMAT": "xml"}}, "invalid setting log.format"),
+    ({"overrides": {"model.learner": "bptt", "model.h": "2", "model.h_prime": "5"}}, "invalid setting model: h_prime (5) must be <= h (2)"),
+    ({"overrides": {"model.loss": "logloss"}}, "invalid setting model: loss 'logloss' needs a readout activation in ['sigmoid']"),
+    ({"overrides": {"forecast.horizon": "3", "model.target_feedback": "true"}}, "forecast.horizon > 1 needs"),
+])
+def test_invalid_settings_are_named(where, expected):
+    with pytest.raises(ConfigError) as err:
+        load(**{"environ": {}, **where})
+    assert expected in str(err.value)
+
+
+def test_bad_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[model\nunits = 3")
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        load(path, environ={})
+    path.write_text("units = 3\n")
+    with pytest.raises(ConfigError, match="must be a \\[section\\] table"):
+        load(path, environ={})
+
+
+def test_flags_become_settings():
+    args = parser().parse_args(["--tcp", "127.0.0.1:1", "--tcp", "127.0.0.1:2", "--no-stdin", "--units", "4",
+                                "--set", "model.seed=7", "--no-metrics"])
+    config = load(environ={}, overrides=overrides(args))
+    assert config.sources.tcp == ["127.0.0.1:1", "127.0.0.1:2"] and not config.sources.stdin
+    assert (config.model.units, config.model.seed, config.metrics.enabled) == (4, 7, False)
+
+
+@pytest.mark.parametrize("name", sorted(names.CELLS))
+def test_every_cell_learner_loss_and_optimiser_by_name(name):
+    for learner in names.LEARNERS:
+        for optimizer in names.OPTIMIZERS:
+            for schedule in names.SCHEDULES:
+                config = load(environ={}, overrides={"model.cell": name, "model.learner": learner,
+                                                     "model.optimizer": optimizer, "model.schedule": schedule,
+                                                     "model.weight_decay": "0.001"})
+                model = names.ModelTemplate(config.model).build(2, 1)
+                assert model.step([0.1, 0.2], [0.3]).loss is not None
+    for loss, readout in (("squared", "identity"), ("logloss", "sigmoid"), ("crossentropy", "softmax")):
+        config = load(environ={}, overrides={"model.loss": loss, "model.readout": readout, "model.outputs": "2"})
+        assert names.ModelTemplate(config.model).build(1, 2).loss.name == loss
