@@ -7,7 +7,6 @@ import sys
 COMMANDS = {
     "serve": ("service.serve", "run the daemon on stdin, files and sockets"),
     "replay": ("service.replay", "run a CSV or JSON-lines file through the same worker, offline"),
-    "demo": ("service.demo", "stream a real series through an online RNN"),
 }
 
 

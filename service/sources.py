@@ -228,14 +228,17 @@ class FileSource(Source):
                         return
 
 
-def series_lines(name: str) -> bytes:
-    """A series bundled with river (see ``streamrnn demo``) as forecasting events."""
-    from .demo import load_series
+#: series bundled with river, by the name that follows "river:" in an input
+RIVER_SERIES = {"waterflow": "WaterFlow", "trump": "TrumpApproval", "airline": "AirlinePassengers"}
 
-    try:
-        series = load_series(name.lower())
-    except KeyError:
-        raise ValueError(f"unknown series river:{name}; try river:waterflow, river:trump or river:airline") from None
+
+def series_lines(name: str) -> bytes:
+    """A series bundled with river (river:waterflow, river:trump, river:airline) as forecasting events."""
+    from river import datasets
+
+    dataset = RIVER_SERIES.get(name.lower())
+    if dataset is None:
+        raise ValueError(f"unknown series river:{name}; try {', '.join('river:' + n for n in RIVER_SERIES)}")
     key = f"river-{name.lower()}"
-    return b"".join(json.dumps({"key": key, "value": float(v), "id": i}).encode() + b"\n"
-                    for i, v in enumerate(series))
+    return b"".join(json.dumps({"key": key, "value": float(y), "id": i}).encode() + b"\n"
+                    for i, (_, y) in enumerate(getattr(datasets, dataset)()))

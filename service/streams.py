@@ -9,7 +9,7 @@ stream (events with a value), fixed by its first event.
   (``unknown_feature`` / ``missing_feature`` otherwise).  x and y go to the
   network as they are: scale them upstream.
 * Forecasting: ``value`` is one number or one per channel (the width is fixed
-  by the first event).  As in ``streamrnn demo``, each channel is standardised
+  by the first event).  Each channel is standardised
   online (running mean and variance) and the network predicts the *change* to
   the next value: its forecast is the newest value plus a learned correction,
   so zero output is exactly persistence.  On value v_t it learns from
