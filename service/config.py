@@ -160,12 +160,6 @@ class Config(BaseModel):
     log: LogSettings = Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
 
-    @model_validator(mode="after")
-    def _combinations(self):
-        if self.forecast.horizon > 1 and self.model.target_feedback:
-            raise ValueError("forecast.horizon > 1 needs model.target_feedback = false")
-        return self
-
 
 SECTIONS = tuple(Config.model_fields)
 

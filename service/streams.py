@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.network import Network
 
 from .protocol import ForecastEvent, ProtocolError, SupervisedEvent
 
@@ -162,7 +161,6 @@ class ForecastStream(Stream):
         self.moments = Scale(width)
         self.last: np.ndarray | None = None
         self._x: np.ndarray | None = None  # scale(last): the newest forecast's input, the next step's too
-        self._scratch: Network | None = None  # for forecasts beyond one step
 
     @classmethod
     def create(cls, template, event: ForecastEvent) -> "ForecastStream":
@@ -189,29 +187,20 @@ class ForecastStream(Stream):
     def forecast(self) -> list:
         """The next H values from the newest one, without moving the stream's state."""
         std = self.moments.std
+        # one step on the live model: the next event's step reuses this forward pass
         x = self._x = self.moments.scale(self.last)
-        value = self.last + std * self.model.predict(x)
-        out = [value]
-        if self.horizon > 1:
-            net = self._rollout_network()
-            for _ in range(self.horizon - 1):
-                net.forward(x)
-                net.commit()
-                x = self.moments.scale(value)
-                value = value + std * net.forward(x)
-                out.append(value)
-        return [float(f[0]) for f in out] if self.scalar else [f.tolist() for f in out]
+        out = [self.last + std * self.model.predict(x)]
+        if self.horizon > 1:  # feed each forecast back in, on a copy of the state
+            values = [self.last]
 
-    def _rollout_network(self) -> Network:
-        """A scratch network with the model's weights and hidden state (rolled forward freely)."""
-        src = self.model.network
-        if self._scratch is None:
-            self._scratch = Network(src.n_inputs, src.stack.layers, src.readout)
-        net = self._scratch
-        net.theta[...] = src.theta
-        for l in range(len(src.stack.units)):
-            net.stack.hidden(l)[...] = src.stack.hidden(l)
-        return net
+            def next_input(k, change):
+                if change is not None:  # the network predicts the standardised change
+                    values.append(values[-1] + std * change)
+                return self.moments.scale(values[-1])
+
+            changes = self.model.rollout(next_input, self.horizon)
+            out = values[1:] + [values[-1] + std * changes[-1]]
+        return [float(f[0]) for f in out] if self.scalar else [f.tolist() for f in out]
 
     def snapshot(self):
         arrays, header = super().snapshot()

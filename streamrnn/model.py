@@ -111,6 +111,7 @@ class OnlineRNN:
         self._x = np.zeros(self.network.n_inputs)  # [x_t; fed-back target]
         self._feedback = self._x[n_inputs:]
         self._pending = False  # the scratch buffers hold a forward pass for self._x
+        self._scratch: Network | None = None  # a network to roll forecasts forward on
         # counters and the newest values, all part of the saved state
         self.counters = dict.fromkeys(("steps", "updates", "skipped", "clipped"), 0)
         self.last_loss: float | None = None
@@ -198,6 +199,41 @@ class OnlineRNN:
         self.counters["steps"] += 1
         self.last_loss = loss
         return StepResult(prediction, loss)
+
+    def rollout(self, next_input, horizon: int) -> np.ndarray:
+        """Outputs o_{t+1}, ..., o_{t+horizon} rolled forward from a copy of the current state.
+
+        ``next_input(k, previous)`` gives the input of step k, knowing the output of step
+        k - 1 (None for k = 0), so a forecaster can feed back its own forecasts.  With
+        ``target_feedback`` each output is also fed back as the next fed-back target.
+        The live state, weights and learner are not touched.
+
+        >>> import numpy as np
+        >>> from streamrnn import OnlineRNN, Elman
+        >>> model = OnlineRNN(1, (Elman(4),), seed=0)
+        >>> path = model.rollout(lambda k, previous: [0.0] if previous is None else previous, 3)
+        >>> path.shape, model.counters["steps"]
+        ((3, 1), 0)
+        """
+        horizon = check_size("horizon", horizon)
+        live = self.network
+        if self._scratch is None:
+            self._scratch = Network(live.n_inputs, live.stack.layers, live.readout)
+        net = self._scratch
+        net.theta[...] = live.theta
+        for l in range(len(live.stack.units)):
+            net.stack.hidden(l)[...] = live.stack.hidden(l)
+        x = self._x.copy()
+        out = np.empty((horizon, live.n_outputs))
+        previous = None
+        for k in range(horizon):
+            x[: self.n_inputs] = self._vector("x", next_input(k, previous), self.n_inputs)
+            out[k] = net.forward(x)
+            net.commit()
+            previous = out[k]
+            if self.target_feedback:
+                x[self.n_inputs :] = previous
+        return out
 
     def end_sequence(self) -> None:
         """Close a finite sequence: epochwise BPTT learns from it; the hidden state restarts at 0."""

@@ -159,3 +159,29 @@ def test_diagnostics_after_a_step():
     model.params["U0"][...] = np.eye(6) * 10.0  # a large recurrent gain with unsaturated units explodes
     model.network.stack.D[0][...] = 1.0
     assert model.diagnostics()["gradient_regime"] == "exploding"
+
+
+@pytest.mark.parametrize("feedback", [False, True])
+def test_rollout_equals_stepping_a_copy_without_targets(feedback):
+    import copy
+
+    model = make(layers=(Elman(5), Leaky(3, beta=0.4)), readout=Readout(2), target_feedback=feedback)
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        model.step(rng.normal(size=2), rng.normal(size=2))
+    before = snapshot(model)
+    xs = rng.normal(size=(6, 2))
+    seen = []
+
+    def next_input(k, previous):
+        seen.append(None if previous is None else previous.copy())
+        return xs[k]
+
+    path = model.rollout(next_input, 6)
+    twin = copy.deepcopy(model)
+    expected = np.array([twin.step(x).prediction for x in xs])
+    np.testing.assert_allclose(path, expected, rtol=1e-12, atol=1e-14)
+    assert seen[0] is None and np.array_equal(seen[3], path[2])
+    assert_same(before, snapshot(model))  # the live model did not move
+    with pytest.raises(ValueError, match="horizon"):
+        model.rollout(next_input, 0)

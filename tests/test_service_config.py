@@ -39,7 +39,6 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ({"environ": {"STREAMRNN_LOG_FORMAT": "xml"}}, "invalid setting log.format"),
     ({"overrides": {"model.learner": "bptt", "model.h": "2", "model.h_prime": "5"}}, "invalid setting model: h_prime (5) must be <= h (2)"),
     ({"overrides": {"model.loss": "logloss"}}, "invalid setting model: loss 'logloss' needs a readout activation in ['sigmoid']"),
-    ({"overrides": {"forecast.horizon": "3", "model.target_feedback": "true"}}, "forecast.horizon > 1 needs"),
 ])
 def test_invalid_settings_are_named(where, expected):
     with pytest.raises(ConfigError) as err:

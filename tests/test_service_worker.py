@@ -58,11 +58,14 @@ def test_forecasting_matches_the_standardised_residual_model():
     assert np.allclose([r["loss"] for r in replies[1:]], losses, rtol=1e-12)
 
 
-def test_multi_step_forecast_does_not_move_the_state():
-    w1, w3 = worker(), worker(**{"forecast.horizon": "3"})
+@pytest.mark.parametrize("feedback", ["false", "true"])
+def test_multi_step_forecast_does_not_move_the_state(feedback):
+    w1 = worker(**{"model.target_feedback": feedback})
+    w3 = worker(**{"forecast.horizon": "3", "model.target_feedback": feedback})
     for v in np.sin(np.arange(60) / 4.0):
         r1, r3 = handle(w1, {"value": [float(v), 1.0]}), handle(w3, {"value": [float(v), 1.0]})
-        assert r3["forecast"][0] == r1["forecast"][0] and len(r3["forecast"]) == 3
+        assert r3["forecast"][0] == pytest.approx(r1["forecast"][0], rel=1e-12) and len(r3["forecast"]) == 3
+    assert r3["forecast"][1] != r3["forecast"][2]  # each step fed the previous forecast back in
     assert w1.table.digest() == w3.table.digest()
 
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 from river.time_series.base import Forecaster
 
-from ..network import Network
 from .base import FEATURES_DOC, PARAMETERS_DOC, RNNEstimator
 from .features import RunningMoments, value
 
@@ -95,7 +94,6 @@ class RNNForecaster(RNNEstimator, Forecaster):
         self._history = collections.deque(maxlen=max(lags))  # newest last
         self._level = RunningMoments(1)  # of y: scales the lagged inputs
         self._change = RunningMoments(1)  # of the network's target, y or y - y_prev
-        self._fed = np.zeros(1)  # the target last fed back (target_feedback)
 
     def _extra_inputs(self) -> int:
         return len(self.lags)
@@ -127,9 +125,8 @@ class RNNForecaster(RNNEstimator, Forecaster):
             target = (np.array([change]) - self._change.mean) / self._change.std
             model.step(inputs, target)
             self._change.update(np.array([change]))
-            self._fed = target
         else:
-            self._fed = model.step(inputs).prediction
+            model.step(inputs)
         self._level.update(np.array([y]))
         self._features.learn(x, raw)
         self._history.append(y)
@@ -141,28 +138,22 @@ class RNNForecaster(RNNEstimator, Forecaster):
         return [math.exp(v) for v in out] if self.multiplicative else out
 
     def _rollout(self, horizon: int, xs: list) -> list:
-        """Forecasts in the network's units (log y when multiplicative)."""
-        live = self._model.network
-        net = Network(live.n_inputs, live.stack.layers, live.readout)
-        net.theta[...] = live.theta
-        for l in range(len(live.stack.units)):
-            net.stack.hidden(l)[...] = live.stack.hidden(l)
+        """Forecasts in the network's units (log y when multiplicative), from a copy of the state."""
         history = collections.deque(self._history, maxlen=self._history.maxlen)
         space = self._features.fork()
-        fed = self._fed
         mean, std = float(self._change.mean[0]), float(self._change.std[0])
         out = []
-        for k in range(horizon):
+
+        def next_input(k, o):  # (the engine feeds each output back itself with target_feedback)
+            if o is not None:  # step k - 1's forecast joins the history it is fed from
+                out.append(self._base(history) + mean + std * float(o[0]))
+                history.append(out[-1])
             x = xs[k] if k < len(xs) and xs[k] is not None else {}
             raw = space.raw(x)
-            parts = [self._lag_inputs(history), space.vector(x, raw)]
-            if self.target_feedback:
-                parts.append(fed)
-            o = net.forward(np.concatenate(parts))
-            net.commit()
-            y_hat = self._base(history) + mean + std * float(o[0])
-            out.append(y_hat)
-            history.append(y_hat)
+            inputs = np.concatenate([self._lag_inputs(history), space.vector(x, raw)])
             space.remember(raw)
-            fed = o.copy()
+            return inputs
+
+        last = self._model.rollout(next_input, horizon)[-1]
+        out.append(self._base(history) + mean + std * float(last[0]))
         return out
