@@ -153,9 +153,16 @@ def save(path, arrays: dict[str, np.ndarray], header: dict) -> None:
 
 
 def load(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read and verify a state file; StateError names what is wrong with it."""
+    """Read and verify a state file.
+
+    StateError names what is wrong with a missing, corrupt or truncated file; an OSError
+    that leaves the file's content unknown (permissions, a disk out of reach) propagates.
+    """
     try:
-        data = Path(path).read_bytes()
+        data = Path(path).read_bytes()  # other OSErrors (disk out of reach) propagate as they are
+    except FileNotFoundError:
+        raise StateError(f"there is no state file {path}") from None
+    try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
