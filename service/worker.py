@@ -24,6 +24,8 @@ from .streams import KINDS
 from .table import StreamTable
 
 log = logging.getLogger("streamrnn.worker")
+
+
 def _unserialisable(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
