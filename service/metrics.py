@@ -22,7 +22,7 @@ from __future__ import annotations
 import platform
 
 import numpy as np
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -147,6 +147,7 @@ class DaemonCollector:
 def registry_for(stats: Stats, table: StreamTable, worker, label: str = "daemon") -> CollectorRegistry:
     """A private registry with both collectors (nothing global)."""
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_* memory, CPU and start time, as every exporter has
     DiagnosticsCollector(lambda: [(label, {**health(table, stats.last_loss), **daemon_figures(stats, table, worker)})],
                          registry=registry, metrics=DAEMON_FIGURES)
     DaemonCollector(stats, registry=registry)

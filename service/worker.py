@@ -228,4 +228,6 @@ class Worker:
         if self.every_events:
             self._due = self.events + self.every_events
         self._saved = self._mark()
+        # the last successful checkpoint is the one just restored, not "never"
+        self.stats.checkpoint_last_success = float(checkpoint.meta.get("created", 0.0))
         return True

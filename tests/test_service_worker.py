@@ -109,3 +109,18 @@ def test_invalid_target_for_the_loss():
     w = worker(**{"model.loss": "logloss", "model.readout": "sigmoid"})
     assert handle(w, {"x": {"a": 1.0}, "y": 2.0})["error"]["code"] == "invalid_value"
     assert w.events == 0 and len(w.table) == 0
+
+
+def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
+    from service.store import DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    first = build_worker(config, DirectoryStore(tmp_path))
+    for e in supervised_events(10):
+        handle(first, e)
+    assert first.checkpoint()
+    written = first.stats.checkpoint_last_success
+    again = build_worker(config, DirectoryStore(tmp_path))
+    assert again.stats.checkpoint_last_success == 0.0  # nothing yet: never
+    assert again.restore()
+    assert again.stats.checkpoint_last_success == pytest.approx(written, abs=1.0)
