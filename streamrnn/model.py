@@ -129,8 +129,9 @@ class OnlineRNN:
                 raise ValueError(f"{name} must be {width} numbers, got {value!r}") from None
         if arr.shape[0] != width:
             raise ValueError(f"{name} must have {width} values, got {arr.shape[0]}")
-        # one reduction on the hot path; the element-wise test only when the sum is not finite
-        if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
+        # one dot product on the hot path (inf or NaN anywhere makes it non-finite); the
+        # element-wise test only then, since huge finite values can overflow it too
+        if not math.isfinite(arr.dot(arr)) and not np.isfinite(arr).all():
             raise ValueError(f"{name} must be finite, got {arr.tolist()}")
         return arr
 

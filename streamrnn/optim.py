@@ -40,9 +40,10 @@ def _rate(lr: LearningRate, count: int) -> float:
 
 
 def _count_state(state) -> int:
-    """Advance and return the update counter kept in state['count']."""
-    state["count"] += 1
-    return int(state["count"])
+    """Advance and return the update counter kept in state['count'] (a 0-d array)."""
+    count = int(state["count"]) + 1
+    state["count"][...] = count  # in place, and cheaper than a ufunc on a 0-d array
+    return count
 
 
 # ----- schedules ------------------------------------------------------------

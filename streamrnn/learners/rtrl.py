@@ -42,6 +42,9 @@ class RTRL(Learner):
             self._outer.append(np.zeros((n, k)))
             self._DW.append(np.zeros((n, m)) if l else None)
             self._below.append(np.zeros((n, st.offsets[l])) if l else None)
+        # views made once: theta and the input buffers are never reallocated
+        self._U = [st.U(l) for l in range(len(st.units))]
+        self._W = [st.W(l) for l in range(len(st.units))]
 
     @staticmethod
     def _diagonal(S: np.ndarray, offset: int, n: int, k: int) -> np.ndarray:
@@ -53,16 +56,17 @@ class RTRL(Learner):
         st = net.stack
         for l in range(len(st.units)):
             D, S, new = st.D[l], self._S[l], self._S_next[l]
-            J = np.multiply(D[:, None], st.U(l), out=self._J[l])  # diag(beta f'(z)) U
+            Dcol = D[:, None]
+            J = np.multiply(Dcol, self._U[l], out=self._J[l])  # diag(beta f'(z)) U
             if st.betas[l] is not None:
                 J.reshape(-1)[:: J.shape[0] + 1] += st.one_minus_betas[l]  # + (1 - beta) I
             np.matmul(J, S, out=new)
             if l:  # influence through the layer below at the same step
-                DW = np.multiply(D[:, None], st.W(l), out=self._DW[l])
+                DW = np.multiply(Dcol, self._W[l], out=self._DW[l])
                 below = np.matmul(DW, self._S[l - 1], out=self._below[l])
                 off = st.offsets[l]
                 np.add(new[:, :off], below, out=new[:, :off])
-            np.multiply(D[:, None], st.v[l], out=self._outer[l])
+            np.multiply(Dcol, st.v[l], out=self._outer[l])
             np.add(self._diag_next[l], self._outer[l], out=self._diag_next[l])
             # swap buffers: the new sensitivities become current
             self._S[l], self._S_next[l] = new, S
