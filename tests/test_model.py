@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamrnn import (
-    RTRL, SGD, Adam, CrossEntropy, Elman, Leaky, LogLoss, OnlineRNN, Readout, SquaredError, TruncatedBPTT,
+    RTRL, SGD, Adam, CrossEntropy, Elman, Leaky, LogLoss, OnlineRNN, Readout, TruncatedBPTT,
 )
 
 
