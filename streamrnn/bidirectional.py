@@ -21,7 +21,7 @@ from .activations import output_activation
 from .cells import Cell, Readout, check_size
 from .learners.tape import Tape, backprop_stack
 from .losses import Loss, SquaredError
-from .network import Stack
+from .network import Stack, check_layers
 from .optim import Adam, Transform
 
 
@@ -52,7 +52,7 @@ class BidirectionalRNN:
         seed: int = 0,
     ):
         check_size("n_inputs", n_inputs)
-        layers = tuple(layers)
+        layers = check_layers(layers)
         self.loss = loss if loss is not None else SquaredError()
         self.loss.check_output(readout.activation)
         self.optimizer = optimizer if optimizer is not None else Adam(1e-3)

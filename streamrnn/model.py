@@ -77,8 +77,6 @@ class OnlineRNN:
         check_size("n_inputs", n_inputs)
         if isinstance(layers, Cell.__args__):
             layers = (layers,)
-        if not all(isinstance(c, Cell.__args__) for c in layers):
-            raise ValueError(f"layers must be Elman or Leaky cells, got {layers!r}")
         self.loss = loss if loss is not None else SquaredError()
         if not isinstance(self.loss, Loss):
             raise ValueError(f"loss must be a streamrnn loss, got {self.loss!r}")

@@ -26,7 +26,17 @@ from typing import Sequence
 import numpy as np
 
 from .activations import hidden_activation, output_activation
-from .cells import Cell, Readout, check_size
+from .cells import Cell, Elman, Leaky, Readout, check_size
+
+
+def check_layers(layers) -> tuple:
+    """The layers as a tuple of one or more Elman or Leaky cells; ValueError otherwise."""
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must hold at least one layer, got none")
+    if not all(isinstance(cell, (Elman, Leaky)) for cell in layers):
+        raise ValueError(f"layers must be Elman or Leaky cells, got {layers!r}")
+    return layers
 
 
 class Stack:
@@ -34,9 +44,7 @@ class Stack:
 
     def __init__(self, n_inputs: int, layers: Sequence[Cell], theta: np.ndarray):
         self.n_inputs = check_size("n_inputs", n_inputs)
-        if len(layers) < 1:
-            raise ValueError("layers must hold at least one layer, got none")
-        self.layers = tuple(layers)
+        self.layers = check_layers(layers)
         self.units = [cell.units for cell in self.layers]
         self.in_sizes = [self.n_inputs] + self.units[:-1]
         self.acts = [hidden_activation(cell.activation) for cell in self.layers]
@@ -145,9 +153,9 @@ class Network:
     def __init__(self, n_inputs: int, layers: Sequence[Cell], readout: Readout):
         if not isinstance(readout, Readout):
             raise ValueError(f"readout must be a streamrnn.Readout, got {readout!r}")
-        layers = tuple(layers)
-        n_rec = Stack.size(check_size("n_inputs", n_inputs), layers) if layers else 0
-        n_top = layers[-1].units if layers else 0
+        layers = check_layers(layers)
+        n_rec = Stack.size(check_size("n_inputs", n_inputs), layers)
+        n_top = layers[-1].units
         self.readout = readout
         self.n_outputs = readout.outputs
         self.n_recurrent = n_rec

@@ -40,6 +40,7 @@ def assert_same(a, b):
     (lambda: TruncatedBPTT(0), "h"),
     (lambda: make(n_inputs=0), "n_inputs"),
     (lambda: make(layers=()), "layers"),
+    (lambda: make(layers=("tanh",)), "layers must be Elman or Leaky"),
     (lambda: make(loss=LogLoss()), "sigmoid"),
     (lambda: make(readout=Readout(2, "identity"), loss=CrossEntropy()), "softmax"),
     (lambda: make(clip_norm=-1.0), "clip_norm"),
