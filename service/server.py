@@ -158,8 +158,8 @@ class Server:
 
     def _progress(self, events: int, seconds: float) -> None:
         s, table = self.worker.stats, self.worker.table
-        mean = s.loss_sum / s.loss_count if s.loss_count else float("nan")
-        log.info("%d events (%.0f/s); keys: %d live, %d stored; %d rejected; mean loss %.4g%s",
+        mean = f"{s.loss_sum / s.loss_count:.4g}" if s.loss_count else "none yet"
+        log.info("%d events (%.0f/s); keys: %d live, %d stored; %d rejected; mean loss %s%s",
                  self.worker.events, events / seconds, len(table.live), len(table.stored),
                  s.outcomes["rejected"], mean, f"; metrics at {self.metrics_url}" if self.metrics_url else "")
 
