@@ -45,24 +45,9 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     0.9
     """
 
-    def __init__(
-        self,
-        hidden_size: int = 16,
-        n_layers: int = 1,
-        activation: str = "tanh",
-        beta: float = 1.0,
-        learner=None,
-        optimizer=None,
-        clip_norm: float | None = 1.0,
-        target_feedback: bool = False,
-        standardize: bool = True,
-        differences: bool = False,
-        seed: int | None = None,
-    ):
-        super().__init__(
-            hidden_size, n_layers, activation, beta, learner, optimizer, clip_norm,
-            target_feedback, standardize, differences, seed,
-        )
+    # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
+
+    def _init_learned(self) -> None:
         self._previous = np.zeros(0)  # the previous event, as the network's input (a copy)
         self._errors = RunningMoments()  # of the squared prediction error per output
 

@@ -110,6 +110,10 @@ class RNNEstimator:
         self._cells()  # ValueError now for a bad size, activation or beta
         self._model: OnlineRNN | None = None
         self._features = FeatureSpace(standardize, differences)
+        self._init_learned()
+
+    def _init_learned(self) -> None:
+        """Create an estimator's own learned state (classes, running errors, ...); none here."""
 
     # ----- the engine -------------------------------------------------------
     def _cells(self) -> tuple:

@@ -52,24 +52,9 @@ class RNNClassifier(RNNEstimator, base.MiniBatchClassifier):
     _loss = CrossEntropy
     _default_optimizer = Adam(0.01)
 
-    def __init__(
-        self,
-        hidden_size: int = 16,
-        n_layers: int = 1,
-        activation: str = "tanh",
-        beta: float = 1.0,
-        learner=None,
-        optimizer=None,
-        clip_norm: float | None = 1.0,
-        target_feedback: bool = False,
-        standardize: bool = True,
-        differences: bool = False,
-        seed: int | None = None,
-    ):
-        super().__init__(
-            hidden_size, n_layers, activation, beta, learner, optimizer, clip_norm,
-            target_feedback, standardize, differences, seed,
-        )
+    # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
+
+    def _init_learned(self) -> None:
         self._classes: list = []
         self._index: dict = {}
 
