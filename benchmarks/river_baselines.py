@@ -199,8 +199,9 @@ def main(argv=None):
         lambda m: prequential(m, phishing, metrics.Accuracy()), False, pct=True)
     add("Phishing", "`RNNClassifier()` (defaults)", "accuracy", lambda s: RNNClassifier(seed=s),
         lambda m: prequential(m, phishing, metrics.Accuracy()), True, pct=True)
-    add("Phishing", "`RNNClassifier(hidden_size=8, learner=TruncatedBPTT(1, 1))` (configured: independent events)",
-        "accuracy", lambda s: RNNClassifier(hidden_size=8, learner=TruncatedBPTT(1, 1), seed=s),
+    add("Phishing", "`RNNClassifier(hidden_size=8, recurrent_gain=0.0, learner=TruncatedBPTT(1, 1))` "
+        "(configured: independent events)", "accuracy",
+        lambda s: RNNClassifier(hidden_size=8, recurrent_gain=0.0, learner=TruncatedBPTT(1, 1), seed=s),
         lambda m: prequential(m, phishing, metrics.Accuracy()), True, pct=True)
 
     # WaterFlow

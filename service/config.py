@@ -68,6 +68,7 @@ class ModelSettings(Section):
     layers: int = Field(1, ge=1, le=16)
     activation: _choice(names.ACTIVATIONS) = "tanh"
     beta: float = Field(0.5, gt=0.0, le=1.0, description="leak of a leaky cell")
+    gain: float = Field(1.0, ge=0.0, le=10.0, description="initial U = random orthogonal matrix times gain")
     outputs: int = Field(1, ge=1, le=4096, description="outputs of supervised streams")
     readout: _choice(names.READOUTS) = "identity"
     loss: _choice(names.LOSS_NAMES) = "squared"

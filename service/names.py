@@ -35,8 +35,8 @@ from streamrnn.losses import LOSSES
 
 # name -> builder from the model settings ``s``
 CELLS = {
-    "elman": lambda s: Elman(s.units, s.activation),
-    "leaky": lambda s: Leaky(s.units, s.activation, s.beta),
+    "elman": lambda s: Elman(s.units, s.activation, s.gain),
+    "leaky": lambda s: Leaky(s.units, s.activation, s.beta, s.gain),
 }
 LEARNERS = {
     "rtrl": lambda s: RTRL(),

@@ -20,6 +20,14 @@ import numpy as np
 from .activations import hidden_activation, output_activation
 
 
+def check_gain(value: object) -> float:
+    """The initial recurrent gain: a finite number >= 0, else ValueError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0:
+        raise ValueError(f"gain must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_size(name: str, value: object) -> int:
     """A size argument: an int >= 1, else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -31,15 +39,20 @@ def check_size(name: str, value: object) -> int:
 class Elman:
     """Elman layer, h_t = f(U h_{t-1} + W x_t + b).
 
-    ``activation`` is one of "tanh", "sigmoid", "relu", "identity".
+    ``activation`` is one of "tanh", "sigmoid", "relu", "identity".  U starts as a
+    random orthogonal matrix times ``gain``: 1 keeps every direction of the state
+    (a long memory from the start); a small gain starts nearly feed-forward, which
+    suits streams whose events are independent, and learning grows U as needed.
     """
 
     units: int
     activation: str = "tanh"
+    gain: float = 1.0
 
     def __post_init__(self):
         check_size("units", self.units)
         hidden_activation(self.activation)
+        check_gain(self.gain)
 
     def beta_vector(self) -> np.ndarray | None:
         """Per-unit leak beta, or None for beta = 1 (no leak term)."""
@@ -51,16 +64,19 @@ class Leaky:
     """Leaky-integrator layer, h_t = (1 - beta) h_{t-1} + beta f(z_t).
 
     The Euler discretisation of tau dh/dt = -h + f(z) with step beta = dt/tau.
-    ``beta`` lies in (0, 1], one value for all units or a tuple of one per unit.
+    ``beta`` lies in (0, 1], one value for all units or a tuple of one per unit;
+    ``gain`` scales the initial orthogonal U, as for ``Elman``.
     """
 
     units: int
     activation: str = "tanh"
     beta: Union[float, tuple] = 0.5
+    gain: float = 1.0
 
     def __post_init__(self):
         check_size("units", self.units)
         hidden_activation(self.activation)
+        check_gain(self.gain)
         beta = np.asarray(self.beta, dtype=float)
         if beta.ndim > 1 or (beta.ndim == 1 and beta.shape[0] != self.units):
             raise ValueError(
@@ -91,7 +107,7 @@ class Readout:
 
 def cell_config(cell: Cell) -> dict:
     """A JSON-ready description of a layer, for checkpoint headers."""
-    config = {"kind": type(cell).__name__, "units": cell.units, "activation": cell.activation}
+    config = {"kind": type(cell).__name__, "units": cell.units, "activation": cell.activation, "gain": cell.gain}
     if isinstance(cell, Leaky):
         config["beta"] = list(np.atleast_1d(np.asarray(cell.beta, dtype=float)).tolist())
     return config
@@ -99,9 +115,10 @@ def cell_config(cell: Cell) -> dict:
 
 def cell_from_config(config: dict) -> Cell:
     kind = config.get("kind")
+    gain = config.get("gain", 1.0)
     if kind == "Elman":
-        return Elman(config["units"], config["activation"])
+        return Elman(config["units"], config["activation"], gain)
     if kind == "Leaky":
         beta = config["beta"]
-        return Leaky(config["units"], config["activation"], beta[0] if len(beta) == 1 else tuple(beta))
+        return Leaky(config["units"], config["activation"], beta[0] if len(beta) == 1 else tuple(beta), gain)
     raise ValueError(f"layer kind must be 'Elman' or 'Leaky', got {kind!r}")

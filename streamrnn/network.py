@@ -142,7 +142,8 @@ class Stack:
     def init_params(self, rng: np.random.Generator) -> None:
         for l, (n, m) in enumerate(zip(self.units, self.in_sizes)):
             q, r = np.linalg.qr(rng.standard_normal((n, n)))
-            self.U(l)[...] = q * np.sign(np.diag(r))  # orthogonal: |eigenvalues| = 1
+            # orthogonal (every singular value 1) times the layer's gain
+            self.U(l)[...] = q * np.sign(np.diag(r)) * self.layers[l].gain
             self.W(l)[...] = rng.standard_normal((n, m)) / math.sqrt(m)
             self.b(l)[...] = 0.0
 

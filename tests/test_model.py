@@ -34,6 +34,8 @@ def assert_same(a, b):
     (lambda: Leaky(3, beta=0.0), "beta"),
     (lambda: Leaky(3, beta=1.5), "beta"),
     (lambda: Leaky(3, beta=(0.5, 0.5)), "beta"),
+    (lambda: Elman(3, gain=-0.5), "gain"),
+    (lambda: Leaky(3, gain=float("nan")), "gain"),
     (lambda: Readout(0), "outputs"),
     (lambda: Readout(2, "tanh"), "output activation"),
     (lambda: TruncatedBPTT(3, 4), "h_prime"),
@@ -186,3 +188,12 @@ def test_rollout_equals_stepping_a_copy_without_targets(feedback):
     assert_same(before, snapshot(model))  # the live model did not move
     with pytest.raises(ValueError, match="horizon"):
         model.rollout(next_input, 0)
+
+
+def test_recurrent_gain_scales_the_initial_orthogonal_u():
+    unit = OnlineRNN(1, (Elman(6), Leaky(4, beta=0.5)), seed=3)
+    scaled = OnlineRNN(1, (Elman(6, gain=0.25), Leaky(4, beta=0.5, gain=0.0)), seed=3)
+    np.testing.assert_allclose(np.linalg.svd(unit.params["U0"], compute_uv=False), 1.0)
+    np.testing.assert_allclose(scaled.params["U0"], 0.25 * unit.params["U0"])
+    assert not scaled.params["U1"].any()
+    assert scaled.config()["layers"][0]["gain"] == 0.25

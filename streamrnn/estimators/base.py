@@ -54,6 +54,10 @@ PARAMETERS_DOC = """hidden_size
     beta
         Leak of every unit, in (0, 1]: h_t = (1 - beta) h_{t-1} + beta f(z_t).  1 gives
         the Elman cell; smaller values integrate over longer spans.
+    recurrent_gain
+        The recurrent weights U start as a random orthogonal matrix times this gain:
+        1 remembers from the start; a small gain (or 0) starts nearly feed-forward,
+        which suits streams of independent events, and U grows as it learns.
     learner
         ``streamrnn.RTRL()`` or ``streamrnn.TruncatedBPTT(h, h_prime)``; None for
         ``TruncatedBPTT(10, 1)``.
@@ -88,6 +92,7 @@ class RNNEstimator:
         n_layers: int = 1,
         activation: str = "tanh",
         beta: float = 1.0,
+        recurrent_gain: float = 1.0,
         learner: Learner | None = None,
         optimizer: Transform | None = None,
         clip_norm: float | None = 1.0,
@@ -100,6 +105,7 @@ class RNNEstimator:
         self.n_layers = n_layers
         self.activation = activation
         self.beta = beta
+        self.recurrent_gain = recurrent_gain
         self.learner = learner
         self.optimizer = optimizer
         self.clip_norm = clip_norm
@@ -120,9 +126,9 @@ class RNNEstimator:
         if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int) or self.n_layers < 1:
             raise ValueError(f"n_layers must be an integer >= 1, got {self.n_layers!r}")
         if self.beta == 1.0:
-            cell = Elman(self.hidden_size, self.activation)
+            cell = Elman(self.hidden_size, self.activation, self.recurrent_gain)
         else:
-            cell = Leaky(self.hidden_size, self.activation, self.beta)
+            cell = Leaky(self.hidden_size, self.activation, self.beta, self.recurrent_gain)
         return (cell,) * self.n_layers
 
     def _new_model(self, n_inputs: int, outputs: int) -> OnlineRNN:

@@ -68,6 +68,7 @@ class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
         n_layers: int = 1,
         activation: str = "tanh",
         beta: float = 1.0,
+        recurrent_gain: float = 1.0,
         learner=None,
         optimizer=None,
         clip_norm: float | None = 1.0,
@@ -78,7 +79,7 @@ class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
         seed: int | None = None,
     ):
         super().__init__(
-            hidden_size, n_layers, activation, beta, learner, optimizer, clip_norm,
+            hidden_size, n_layers, activation, beta, recurrent_gain, learner, optimizer, clip_norm,
             target_feedback, standardize, differences, seed,
         )
         self.residual = residual
