@@ -76,7 +76,7 @@ class ModelSettings(Section):
     h: int = Field(10, ge=1, le=100_000, description="BPTT window")
     h_prime: int = Field(1, ge=1, le=100_000, description="BPTT: an update every h_prime events")
     optimizer: _choice(names.OPTIMIZERS) = "adam"
-    lr: float = Field(3e-4, gt=0.0, le=10.0)
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
     schedule: _choice(names.SCHEDULES) = "constant"
     decay: float = Field(0.5, ge=0.0, description="exponential: rate per decay_steps; inverse_time: decay")
     decay_steps: int = Field(10_000, ge=1)
@@ -98,6 +98,15 @@ class ModelSettings(Section):
 
 class ForecastSettings(Section):
     horizon: int = Field(1, ge=1, le=1000, description="forecast steps in each reply")
+    season: list[int] = Field(default_factory=list, description="seasonal periods in steps; empty: detected per key")
+    multiplicative: Optional[bool] = Field(None, description="log-scale smoothing: none = when the series is positive")
+
+    @field_validator("season")
+    @classmethod
+    def _periods(cls, values):
+        if any(m < 2 or m > 10_000 for m in values) or len(set(values)) != len(values):
+            raise ValueError("season must be distinct periods in 2..10000")
+        return values
 
 
 class StreamSettings(Section):
@@ -211,7 +220,7 @@ def load(path=None, environ=None, overrides=None) -> Config:
     except ValidationError as err:
         raise ConfigError(_describe(err, raw, origins)) from None
     try:  # combinations only the engine knows, e.g. a log-loss on an identity readout
-        names.ModelTemplate(config.model)
+        names.ModelTemplate(config.model, config.forecast)
     except ValueError as err:
         raise ConfigError(f"invalid setting model: {err}") from None
     return config

@@ -48,16 +48,22 @@ def health(table: StreamTable, last_loss: float | None) -> dict:
     """One diagnostics mapping for all streams (see the module docstring)."""
     totals = table.totals()
     out = {"steps": totals["steps"], "updates": totals["updates"],
-           "skipped_updates": totals["skipped"], "clipped_updates": totals["clipped"]}
+           "skipped_updates": totals["skipped"], "clipped_updates": totals["clipped"],
+           "bounded_values": totals["bounded"]}
     if last_loss is not None:
         out["loss"] = last_loss
     recent = list(reversed(table.live.values()))[:HEALTH_SAMPLE]
+    weights: dict = {}
     for stream in recent:
-        diags = stream.model.diagnostics()
+        diags = stream.health()
         for key in HEALTH_MAX:
             value = diags.get(key)
             if value is not None and (key not in out or value > out[key]):
                 out[key] = value
+        for name, w in diags.get("weights", {}).items():
+            weights.setdefault(name, []).append(w)
+    if weights:  # the mean weight of each component over the sampled keys
+        out["weights"] = {name: sum(ws) / len(ws) for name, ws in weights.items()}
     if "jacobian_norm" in out:
         out["gradient_regime"] = gradient_regime(out["jacobian_norm"])
     return out

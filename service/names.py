@@ -31,6 +31,8 @@ from streamrnn import (
     WeightDecay,
 )
 from streamrnn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from streamrnn.hybrid import HybridForecaster
+from streamrnn.hybrid.regressor import HybridRegressor
 from streamrnn.losses import LOSSES
 
 # name -> builder from the model settings ``s``
@@ -66,22 +68,45 @@ class ModelTemplate:
     e.g. a cross-entropy loss on an identity readout.
     """
 
-    def __init__(self, settings, horizon: int = 1):
+    def __init__(self, settings, forecast=None):
         self.settings = s = settings
-        self.horizon = horizon  # forecast steps in a forecasting stream's reply
+        self.forecast = forecast  # the forecast settings (horizon, season, multiplicative), or None
         self.layers = (CELLS[s.cell](s),) * s.layers
         self.learner = LEARNERS[s.learner](s)
         optimizer = OPTIMIZERS[s.optimizer](s, SCHEDULES[s.schedule](s))
         self.optimizer = Chain(WeightDecay(s.weight_decay), optimizer) if s.weight_decay else optimizer
         self.loss = LOSSES[s.loss]()
         self.build(max(1, len(s.features)), s.outputs)  # fail now, not on the first event
+        if forecast is not None:
+            self.forecaster()
 
-    def build(self, n_inputs: int, outputs: int, regression: bool = False) -> OnlineRNN:
-        """A fresh network; ``regression`` forces an identity readout and squared error (forecasting)."""
+    @property
+    def horizon(self) -> int:
+        return self.forecast.horizon if self.forecast is not None else 1
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether supervised keys use the library's hybrid regressor (squared error on an identity readout)."""
+        return self.settings.loss == "squared" and self.settings.readout == "identity"
+
+    def _network(self) -> dict:
         s = self.settings
-        readout = Readout(outputs, "identity" if regression else s.readout)
-        loss = LOSSES["squared"]() if regression else self.loss
+        return dict(layers=self.layers, learner=self.learner, optimizer=self.optimizer, clip_norm=s.clip_norm,
+                    seed=s.seed)
+
+    def build(self, n_inputs: int, outputs: int) -> OnlineRNN:
+        """A bare network (supervised keys with a log-loss or cross-entropy readout)."""
+        s = self.settings
         return OnlineRNN(
-            n_inputs, self.layers, readout, loss, self.learner, self.optimizer,
+            n_inputs, self.layers, Readout(outputs, s.readout), self.loss, self.learner, self.optimizer,
             s.clip_norm, s.target_feedback, s.seed,
         )
+
+    def regressor(self, n_features: int) -> HybridRegressor:
+        """The library's hybrid regressor for one output of a supervised key (what RNNRegressor uses)."""
+        return HybridRegressor(n_features, **self._network())
+
+    def forecaster(self) -> HybridForecaster:
+        """The library's hybrid forecaster for one channel of a forecasting key (what RNNForecaster uses)."""
+        f = self.forecast
+        return HybridForecaster(f.season or None, f.multiplicative, horizon=f.horizon, **self._network())

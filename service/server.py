@@ -40,7 +40,7 @@ class StartupError(RuntimeError):
 
 def build_worker(config: Config, store) -> Worker:
     """The worker and the keyed streams behind it, from the settings (shared with ``replay``)."""
-    template = ModelTemplate(config.model, config.forecast.horizon)
+    template = ModelTemplate(config.model, config.forecast)
     table = StreamTable(template, store, config.streams.max_keys)
     every = config.checkpoint.every_events if config.checkpoint.enabled else 0
     return Worker(table, Stats(), config.streams.default_key, every)

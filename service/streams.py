@@ -1,107 +1,103 @@
-"""One keyed stream: a network with what the stream needs around it, and its whole state.
+"""One keyed stream: the library's model for it, and its whole state.
 
 A key is a *supervised* stream (events with features x) or a *forecasting*
-stream (events with a value), fixed by its first event.
+stream (events with a value), fixed by its first event.  Both hold the same
+library classes as the river estimators, so a key learns exactly what
+``RNNRegressor`` or ``RNNForecaster`` would:
 
-* Supervised: the network's inputs are the stream's feature names in a fixed
-  order: ``model.features`` from the settings, or else the sorted names of the
-  key's first event.  Every later event must carry exactly those names
-  (``unknown_feature`` / ``missing_feature`` otherwise).  x and y go to the
-  network as they are: scale them upstream.
+* Supervised: the inputs are the stream's feature names in a fixed order
+  (``model.features`` from the settings, or else the sorted names of the
+  key's first event); every later event must carry exactly those names
+  (``unknown_feature`` / ``missing_feature`` otherwise).  With the default
+  squared error on an identity readout, each output is a
+  ``HybridRegressor`` on the features standardised by ``RunningMoments``
+  (the estimators' scaler) and their changes; with a log-loss or
+  cross-entropy readout the key is the bare network, fed x as it comes.
 * Forecasting: ``value`` is one number or one per channel (the width is fixed
-  by the first event).  Each channel is standardised
-  online (running mean and variance) and the network predicts the *change* to
-  the next value: its forecast is the newest value plus a learned correction,
-  so zero output is exactly persistence.  On value v_t it learns from
-  (x(v_{t-1}) -> (v_t - v_{t-1}) / std), then forecasts H steps from v_t by
-  feeding each forecast back in (on a scratch copy: the stream's state does
-  not move).
+  by the first event).  Each channel is a ``HybridForecaster``; a reply
+  carries the next H values of every channel, and ``loss`` is the mean
+  absolute error of the previous one-step forecast.
 
-``snapshot()`` is the stream's whole state as named arrays and a JSON header
-(the model's ``state_dict`` plus the stream's own fields); ``restore`` inverts it.
-Nothing here changes state until the event has been checked.
+``snapshot()`` is the stream's whole state as named arrays and a JSON header;
+``restore`` inverts it.  Nothing here changes state until the event has been
+checked.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from streamrnn.hybrid.scale import MAX_ABS, RunningMoments
+from streamrnn.state import StateError
 
 from .protocol import ForecastEvent, ProtocolError, SupervisedEvent
 
-
-CLIP = 5.0  # standardised inputs are clipped to +-CLIP: early on the variance is barely known
-
-
-class Scale:
-    """Welford's running mean and variance per channel, to standardise a series as it comes.
-
-    (The estimators' ``RunningMoments`` does the same for growing feature sets; this one
-    is fixed-width and keeps exactly the three arrays a checkpoint stores.)
-    """
-
-    def __init__(self, width: int):
-        self.count, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
-        self.std = np.ones(width)
-
-    def update(self, v: np.ndarray) -> None:
-        self.count += 1
-        delta = v - self.mean
-        self.mean += delta / self.count
-        delta *= v - self.mean
-        self.m2 += delta
-        self._refresh()
-
-    def _refresh(self) -> None:
-        var = self.m2 / max(self.count, 1)
-        var[var <= 0.0] = 1.0  # std 1 until two values differed
-        self.std = np.sqrt(var, out=var)
-
-    def scale(self, v: np.ndarray) -> np.ndarray:
-        """(v - mean) / std, clipped to +-CLIP."""
-        z = v - self.mean
-        z /= self.std
-        np.minimum(z, CLIP, out=z)
-        return np.maximum(z, -CLIP, out=z)
-
-    def arrays(self) -> dict:
-        return {"stream.count": np.array(self.count), "stream.mean": self.mean.copy(), "stream.m2": self.m2.copy()}
-
-    def load(self, arrays: dict) -> None:
-        self.count = int(arrays["stream.count"])
-        self.mean = np.array(arrays["stream.mean"], dtype=float)
-        self.m2 = np.array(arrays["stream.m2"], dtype=float)
-        self._refresh()
+COUNTERS = ("steps", "updates", "skipped", "clipped")
 
 
 def _width_error(what: str, expected: int, got: int) -> ProtocolError:
     return ProtocolError("wrong_width", f"{what} must have {expected} values for this key, got {got}")
 
 
+def _prefixed(prefix: str, arrays: dict) -> dict:
+    return {f"{prefix}{k}": v for k, v in arrays.items()}
+
+
+def _sub(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 class Stream:
     kind = ""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self):
         self.events = 0  # events this key has taken in: its position, reported as "step"
 
-    def snapshot(self) -> tuple[dict, dict]:
-        arrays, header = self.model.state_dict()
-        return arrays, {"kind": self.kind, "events": self.events, "model": header}
+    def networks(self) -> list:
+        """The stream's recurrent networks (OnlineRNN), for counters and health."""
+        raise NotImplementedError
 
-    def _load(self, arrays: dict, header: dict) -> None:
-        own = {k: v for k, v in arrays.items() if not k.startswith("stream.")}
-        self.model.load_state_dict(own, header["model"])
-        self.events = int(header["events"])
+    @property
+    def counters(self) -> dict[str, int]:
+        """The networks' counters summed, and ``bounded``: values bounded before learning."""
+        out = dict.fromkeys(COUNTERS, 0)
+        for net in self.networks():
+            for name in COUNTERS:
+                out[name] += net.counters[name]
+        out["bounded"] = self.bounded()
+        return out
+
+    def bounded(self) -> int:
+        return 0
+
+    def health(self) -> dict:
+        """The first network's diagnostics, and the component weights where there are any."""
+        nets = self.networks()
+        out = nets[0].diagnostics() if nets else {}
+        weights = self.weights()
+        if weights:
+            out["weights"] = weights
+        return out
+
+    def weights(self) -> dict:
+        return {}
 
 
 class SupervisedStream(Stream):
     kind = "supervised"
 
     def __init__(self, template, features: list[str]):
-        super().__init__(template.build(len(features), template.settings.outputs))
+        super().__init__()
         self.features = list(features)
         self.outputs = template.settings.outputs
+        self.hybrid = template.hybrid
+        n = len(self.features)
+        if self.hybrid:
+            self.cores = [template.regressor(n) for _ in range(self.outputs)]
+            self.moments = RunningMoments(n)
+            self.last = np.zeros(n)
+        else:
+            self.model = template.build(n, self.outputs)
 
     @classmethod
     def create(cls, template, event: SupervisedEvent) -> "SupervisedStream":
@@ -109,6 +105,17 @@ class SupervisedStream(Stream):
         if not features:
             raise ProtocolError("missing_feature", "the first event of a key needs at least one feature in x")
         return cls(template, features)
+
+    def networks(self) -> list:
+        if not self.hybrid:
+            return [self.model]
+        return [c.corrector.rnn for c in self.cores if c.corrector is not None]
+
+    def weights(self) -> dict:
+        return self.cores[0].weights() if self.hybrid else {}
+
+    def bounded(self) -> int:
+        return sum(c.bounded for c in self.cores) if self.hybrid else 0
 
     def _inputs(self, x: dict) -> list[float]:
         try:
@@ -131,23 +138,52 @@ class SupervisedStream(Stream):
             y = [y] if isinstance(y, float) else y
             if len(y) != self.outputs:
                 raise _width_error("y", self.outputs, len(y))
-        try:
-            result = self.model.step(x, y)
-        except ValueError as err:  # the engine refused it and changed nothing
-            raise ProtocolError("invalid_value", str(err)) from None
+        if not self.hybrid:
+            try:
+                result = self.model.step(x, y)
+            except ValueError as err:  # the engine refused it and changed nothing
+                raise ProtocolError("invalid_value", str(err)) from None
+            o, loss = result.prediction, result.loss
+        else:
+            raw = np.clip(np.array(x, dtype=float), -MAX_ABS, MAX_ABS)  # squares stay finite in the moments
+            z = self.moments.scale(raw)
+            dx = raw - self.last if self.events else np.zeros(len(raw))
+            o = np.array([core.predict(z, dx) for core in self.cores])
+            loss = None
+            if y is not None:
+                for core, target in zip(self.cores, y):
+                    core.learn(z, dx, target)
+                err = np.clip(o - np.asarray(y), -MAX_ABS, MAX_ABS)  # against a wild target, a large finite loss
+                loss = 0.5 * float(err @ err)
+            self.moments.update(raw)
+            self.last = raw
         self.events += 1
-        o = result.prediction
-        return (float(o[0]) if self.outputs == 1 else o.tolist()), result.loss
+        return (float(o[0]) if self.outputs == 1 else o.tolist()), loss
 
     def snapshot(self):
-        arrays, header = super().snapshot()
-        header["features"] = self.features
+        header = {"kind": self.kind, "events": self.events, "features": self.features, "hybrid": self.hybrid}
+        if not self.hybrid:
+            arrays, header["model"] = self.model.state_dict()
+            return arrays, header
+        arrays = _prefixed("moments.", self.moments.state())
+        arrays["last"] = self.last.copy()
+        for i, core in enumerate(self.cores):
+            arrays.update(_prefixed(f"out{i}.", core.state()))
         return arrays, header
 
     @classmethod
     def restore(cls, template, arrays, header) -> "SupervisedStream":
         stream = cls(template, header["features"])
-        stream._load(arrays, header)
+        if bool(header.get("hybrid", False)) != stream.hybrid:
+            raise StateError("the key was saved with another loss or readout")
+        if stream.hybrid:
+            stream.moments.load(_sub(arrays, "moments."))
+            stream.last = np.array(arrays["last"], dtype=float)
+            for i, core in enumerate(stream.cores):
+                core.load(_sub(arrays, f"out{i}."))
+        else:
+            stream.model.load_state_dict(arrays, header["model"])
+        stream.events = int(header["events"])
         return stream
 
 
@@ -155,67 +191,69 @@ class ForecastStream(Stream):
     kind = "forecast"
 
     def __init__(self, template, width: int, scalar: bool):
-        super().__init__(template.build(width, width, regression=True))
+        super().__init__()
         self.width, self.scalar = width, scalar
         self.horizon = template.horizon
-        self.moments = Scale(width)
-        self.last: np.ndarray | None = None
-        self._x: np.ndarray | None = None  # scale(last): the newest forecast's input, the next step's too
+        self.channels = [template.forecaster() for _ in range(width)]
 
     @classmethod
     def create(cls, template, event: ForecastEvent) -> "ForecastStream":
         value = event.value
         return cls(template, 1 if isinstance(value, float) else len(value), isinstance(value, float))
 
+    def networks(self) -> list:
+        return [c.corrector.rnn for c in self.channels if c.corrector is not None]
+
+    def weights(self) -> dict:
+        return self.channels[0].weights(0)
+
+    def bounded(self) -> int:
+        return sum(c.bounded for c in self.channels)
+
     def apply(self, event: ForecastEvent) -> tuple:
-        """(forecast, loss): learn to predict this value from the previous one, forecast the next H."""
+        """(forecast, loss): learn this value, forecast the next H; loss = |one-step error| of the last forecast."""
         value = event.value
         v = np.array([value] if isinstance(value, float) else value)
         if v.shape[0] != self.width or isinstance(value, float) != self.scalar:
             raise _width_error("value", self.width, v.shape[0]) if v.shape[0] != self.width else ProtocolError(
                 "wrong_width", f"value must be {'a number' if self.scalar else 'a list'} for this key")
+        for channel, y in zip(self.channels, v):
+            try:
+                channel._check(y, None)
+            except ValueError as err:
+                raise ProtocolError("invalid_value", str(err)) from None
         loss = None
-        if self.last is not None:
-            x = self._x if self._x is not None else self.moments.scale(self.last)
-            result = self.model.step(x, (v - self.last) / self.moments.std)
-            loss = result.loss
-        self.moments.update(v)
-        self.last = v
+        if self.events:
+            previous = np.array([c.forecast(1)[0] for c in self.channels])
+            loss = float(np.mean(np.abs(previous - v)))
+        for channel, y in zip(self.channels, v):
+            channel.learn(float(y))
         self.events += 1
         return self.forecast(), loss
 
     def forecast(self) -> list:
-        """The next H values from the newest one, without moving the stream's state."""
-        std = self.moments.std
-        # one step on the live model: the next event's step reuses this forward pass
-        x = self._x = self.moments.scale(self.last)
-        out = [self.last + std * self.model.predict(x)]
-        if self.horizon > 1:  # feed each forecast back in, on a copy of the state
-            values = [self.last]
-
-            def next_input(k, change):
-                if change is not None:  # the network predicts the standardised change
-                    values.append(values[-1] + std * change)
-                return self.moments.scale(values[-1])
-
-            changes = self.model.rollout(next_input, self.horizon)
-            out = values[1:] + [values[-1] + std * changes[-1]]
-        return [float(f[0]) for f in out] if self.scalar else [f.tolist() for f in out]
+        """The next H values of every channel, without moving the stream's state."""
+        paths = [c.forecast(self.horizon) for c in self.channels]
+        if self.scalar:
+            return [float(f) for f in paths[0]]
+        return [[float(p[h]) for p in paths] for h in range(self.horizon)]
 
     def snapshot(self):
-        arrays, header = super().snapshot()
-        arrays.update(self.moments.arrays())
-        if self.last is not None:
-            arrays["stream.last"] = self.last.copy()
-        header.update(width=self.width, scalar=self.scalar)
+        arrays, headers = {}, []
+        for i, channel in enumerate(self.channels):
+            a, h = channel.state_dict()
+            arrays.update(_prefixed(f"ch{i}.", a))
+            headers.append(h)
+        header = {"kind": self.kind, "events": self.events, "width": self.width, "scalar": self.scalar,
+                  "channels": headers}
         return arrays, header
 
     @classmethod
     def restore(cls, template, arrays, header) -> "ForecastStream":
         stream = cls(template, int(header["width"]), bool(header["scalar"]))
-        stream._load(arrays, header)
-        stream.moments.load(arrays)
-        stream.last = np.array(arrays["stream.last"], dtype=float) if "stream.last" in arrays else None
+        for i, channel in enumerate(stream.channels):
+            channel.load_state_dict(_sub(arrays, f"ch{i}."), header["channels"][i])
+        stream.events = int(header["events"])
         return stream
 
 

@@ -22,7 +22,7 @@ from .protocol import ProtocolError
 from .store import Checkpoint, CheckpointStore
 
 log = logging.getLogger("streamrnn.table")
-COUNTERS = ("steps", "updates", "skipped", "clipped")
+COUNTERS = ("steps", "updates", "skipped", "clipped", "bounded")
 
 
 def digest_of(arrays: dict, header: dict) -> str:
@@ -95,14 +95,15 @@ class StreamTable:
 
     def _retire(self, stream, sign: int) -> None:
         for name in COUNTERS:
-            self.retired[name] += sign * stream.model.counters[name]
+            self.retired[name] += sign * stream.counters[name]
 
     def totals(self) -> dict[str, int]:
         """Model counters summed over every key, live or stored."""
         out = dict(self.retired)
         for stream in self.live.values():
+            counters = stream.counters
             for name in COUNTERS:
-                out[name] += stream.model.counters[name]
+                out[name] += counters[name]
         return out
 
     # ----- whole-table state ------------------------------------------------------------

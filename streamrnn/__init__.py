@@ -29,6 +29,7 @@ __all__ = [
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",
+    "RNNRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector", "DiagnosticsCollector",
 ]
 
 # river estimators and the prometheus collector import river / prometheus_client:
@@ -40,6 +41,10 @@ _LAZY = {
     "RNNAnomalyDetector": "streamrnn.estimators",
     "DiagnosticsCollector": "streamrnn.metrics",
 }
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
 
 
 def __getattr__(name):

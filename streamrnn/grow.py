@@ -97,8 +97,8 @@ def _grown(model: OnlineRNN, n_inputs: int, outputs: int, at: int, k_in: int, k_
     return fresh
 
 
-def grow_inputs(model: OnlineRNN, k: int = 1) -> OnlineRNN:
-    """A copy of ``model`` with k more inputs, appended after the existing ones.
+def grow_inputs(model: OnlineRNN, k: int = 1, at: int | None = None) -> OnlineRNN:
+    """A copy of ``model`` with k more inputs, inserted before input ``at`` (None: appended).
 
     Fed 0 on the new inputs it continues like ``model`` -- to floating-point rounding:
     BLAS sums the longer dot products in another order, so the last bits may differ.
@@ -116,8 +116,11 @@ def grow_inputs(model: OnlineRNN, k: int = 1) -> OnlineRNN:
     (3, True)
     """
     k = check_size("k", k)
+    at = model.n_inputs if at is None else at
+    if not 0 <= at <= model.n_inputs:
+        raise ValueError(f"at must be in 0..{model.n_inputs}, got {at!r}")
     n_out = model.network.n_outputs
-    return _grown(model, model.n_inputs + k, n_out, model.n_inputs, k, 0)
+    return _grown(model, model.n_inputs + k, n_out, at, k, 0)
 
 
 def grow_outputs(model: OnlineRNN, k: int = 1) -> OnlineRNN:

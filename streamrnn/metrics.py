@@ -9,7 +9,10 @@ pairs (the daemon passes its own).
 
 Metric names are ``streamrnn_<diagnostic>`` in base units; the counters
 (``steps``, ``updates``, ``skipped_updates``, ``clipped_updates``) end in
-``_total``, the fraction of saturated units is ``_ratio``.  A numeric
+``_total``, the fraction of saturated units is ``_ratio``.  A hybrid model's
+diagnostics hold its network's figures under ``rnn`` (published as above)
+and its aggregation ``weights``, published as ``streamrnn_component_weight``
+with a ``component`` label.  A numeric
 diagnostic the table below does not know becomes a gauge of its own name, so
 a source can add figures without changing this module.
 """
@@ -42,6 +45,9 @@ METRICS = {
     "sensitivity_norm": ("sensitivity_norm", "gauge", "Frobenius norm of the RTRL sensitivities dh/dtheta."),
     "prediction": ("prediction", "gauge", "Newest network output, per output unit."),
     "gradient_regime": ("gradient_regime", "gauge", "1 for the current gradient regime, 0 for the others."),
+    "weights": ("component_weight", "gauge",
+                "Aggregation weight of each component one step ahead (rnn: the share of the network's correction)."),
+    "bounded_values": ("bounded_values", "counter", "Values bounded before learning, as far outside all seen."),
 }
 REGIMES = ("vanishing", "stable", "exploding")
 
@@ -182,15 +188,21 @@ class DiagnosticsCollector:
                 name, kind, doc = self.metrics.get(key, (None, "gauge", f"streamrnn diagnostic {key!r}."))
                 name = PREFIX + name if name else _metric_name(key)
                 labels = ["model"] + (["output"] if key == "prediction" else []) + (
-                    ["regime"] if key == "gradient_regime" else []
-                )
+                    ["regime"] if key == "gradient_regime" else []) + (["component"] if key == "weights" else [])
                 cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
                 families[key] = cls(name, doc, labels=labels)
             return families[key]
 
         for model, diags in self.source():
+            network = diags.get("rnn")
+            if isinstance(network, Mapping):  # a hybrid model: its network's figures, then its own
+                diags = {**network, **{k: v for k, v in diags.items() if k != "rnn"}}
             for key, v in diags.items():
-                if key == "gradient_regime":
+                if key == "weights" and isinstance(v, Mapping):
+                    for component, w in v.items():
+                        if _number(w) is not None:
+                            family(key).add_metric([model, str(component)], float(w))
+                elif key == "gradient_regime":
                     for regime in REGIMES:
                         family(key).add_metric([model, regime], 1.0 if v == regime else 0.0)
                 elif key == "prediction":

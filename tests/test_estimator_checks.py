@@ -30,11 +30,11 @@ ESTIMATORS = {
     "classifier": RNNClassifier(),
     "forecaster": RNNForecaster(),
     "anomaly": RNNAnomalyDetector(),
-    # the other code paths: RTRL, stacked leaky layers, fed-back targets, differences
-    "regressor-rtrl-stack": RNNRegressor(n_layers=2, beta=0.5, learner=RTRL(), target_feedback=True, differences=True),
-    "classifier-rtrl-feedback": RNNClassifier(learner=RTRL(), target_feedback=True, differences=True),
-    "forecaster-lags": RNNForecaster(lags=(1, 3), residual=False, target_feedback=True, differences=True),
-    "anomaly-feedback": RNNAnomalyDetector(hidden_size=8, target_feedback=True, differences=True),
+    # the other code paths: RTRL, stacked leaky layers, given seasons and lags, multiplicative models
+    "regressor-rtrl-stack": RNNRegressor(n_layers=2, beta=0.5, learner=RTRL()),
+    "classifier-rtrl": RNNClassifier(learner=RTRL(), recurrent_gain=0.0),
+    "forecaster-season-lags": RNNForecaster(season=(4, 12), lags=[1, 3], multiplicative=False),
+    "anomaly-small": RNNAnomalyDetector(hidden_size=8, learner=RTRL()),
 }
 
 

@@ -23,12 +23,17 @@ def test_collector_reads_an_estimator_inside_a_pipeline_at_scrape_time():
     for x, y in TRUMP:
         model.learn_one(x, y)
     value = lambda name, **labels: registry.get_sample_value(name, {"model": "approval", **labels})
-    assert value("streamrnn_steps_total") == 40.0
-    assert value("streamrnn_updates_total") == 40.0
+    diags = model["RNNRegressor"].diagnostics
+    network = diags["rnn"]  # the network's own figures; it starts learning at the second event
+    assert value("streamrnn_steps_total") == diags["steps"] == 40.0
+    assert value("streamrnn_updates_total") == network["updates"] == 39.0
     assert value("streamrnn_clipped_updates_total") > 0
     assert value("streamrnn_skipped_updates_total") == 0.0
-    diags = model["RNNRegressor"].diagnostics
-    assert value("streamrnn_loss") == diags["loss"]
+    for component, weight in diags["weights"].items():  # whom the model trusts, per component
+        assert value("streamrnn_component_weight", component=component) == weight
+    assert sum(value("streamrnn_component_weight", component=c) for c in ("last", "mean", "linear",
+                                                                          "linear_change")) == pytest.approx(1.0)
+    diags = network
     assert value("streamrnn_grad_norm") >= value("streamrnn_grad_norm_clipped") == pytest.approx(0.01)
     assert value("streamrnn_hidden_norm") == diags["hidden_norm"]
     assert 0.0 <= value("streamrnn_saturated_ratio") <= 1.0

@@ -25,10 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 20.0
 
 
-def library_model(n_inputs: int, outputs: int = 1, **kw) -> sr.OnlineRNN:
-    """The default daemon model (service.config defaults), built with the library directly."""
-    return sr.OnlineRNN(n_inputs, (sr.Elman(16, "tanh"),), sr.Readout(outputs, "identity"), sr.SquaredError(),
-                        sr.RTRL(), sr.Adam(3e-4), clip_norm=1.0, seed=0, **kw)
+#: the daemon's default network (service.config defaults), as library arguments
+NETWORK = dict(learner=sr.RTRL(), optimizer=sr.Adam(2e-3), clip_norm=1.0, seed=0)
+
+
+def library_regressor() -> sr.RNNRegressor:
+    """What a supervised key of the default daemon is: the river regressor with the same network."""
+    return sr.RNNRegressor(hidden_size=16, **NETWORK)
+
+
+def library_forecaster(horizon: int = 1):
+    """What one channel of a forecasting key of the default daemon is."""
+    from streamrnn.hybrid import HybridForecaster
+
+    return HybridForecaster(horizon=horizon, layers=(sr.Elman(16, "tanh"),), **NETWORK)
 
 
 def supervised_events(n: int, keys=("a", "b", "c"), seed: int = 0, features=("u", "v")) -> list[dict]:
@@ -44,16 +54,21 @@ def supervised_events(n: int, keys=("a", "b", "c"), seed: int = 0, features=("u"
 
 
 def library_replies(events: list[dict]) -> list[tuple]:
-    """(key, step, prediction, loss) per supervised event, computed with OnlineRNN alone."""
+    """(key, step, prediction, loss) per supervised event, computed with RNNRegressor alone."""
     models, steps, out = {}, {}, []
     for e in events:
         key = e.get("key", "default")
-        names = sorted(e["x"])
-        model = models.setdefault(key, library_model(len(names)))
+        model = models.setdefault(key, library_regressor())
         steps[key] = steps.get(key, 0) + 1
         y = e.get("y")
-        r = model.step([e["x"][n] for n in names], None if y is None else [y])
-        out.append((key, steps[key], float(r.prediction[0]), r.loss))
+        prediction = model.predict_one(e["x"])
+        if y is None:
+            model.advance_one(e["x"])
+            loss = None
+        else:
+            model.learn_one(e["x"], y)
+            loss = 0.5 * (prediction - y) ** 2
+        out.append((key, steps[key], float(prediction), loss))
     return out
 
 
@@ -200,9 +215,13 @@ def digest(daemon: Daemon, client: Client | None = None) -> str:
             client.close()
 
 
-def test_library_model_matches_the_default_settings():
+def test_library_network_matches_the_default_settings():
     from service.config import load
     from service.names import ModelTemplate
 
-    built = ModelTemplate(load(environ={}).model).build(2, 1)
-    assert built.config() == library_model(2).config()
+    config = load(environ={})
+    template = ModelTemplate(config.model, config.forecast)
+    assert template.forecaster().config() == library_forecaster().config()
+    regressor = library_regressor()
+    regressor.learn_one({"a": 1.0, "b": 2.0}, 1.0)
+    assert template.regressor(2).corrector.rnn.config() == regressor._cores[None].corrector.rnn.config()

@@ -1,32 +1,42 @@
-"""RNNAnomalyDetector: the surprise of each event under a network that predicts the next one."""
+"""RNNAnomalyDetector: the surprise of each event against a combined forecast of it."""
 
 from __future__ import annotations
 
 import numpy as np
 from river import base
 
+from ..cells import Readout
+from ..grow import grow_inputs, grow_outputs
+from ..hybrid.aggregation import MLPoly
+from ..hybrid.forecaster import DEFAULT_LEARNER, DEFAULT_OPTIMIZER
+from ..hybrid.rls import SharedRLS
+from ..hybrid.scale import RunningMoments
+from ..losses import SquaredError
+from ..model import OnlineRNN
 from .base import FEATURES_DOC, PARAMETERS_DOC, RNNEstimator
-from .features import RunningMoments
 
+EXPERTS = ("last", "mean", "linear", "rnn")
+#: events before a score can be anything but 0: the error scales need a few events
+WARM_UP = 10
 _FLOOR = 1e-3  # smallest error variance, in standardised units: a perfectly predicted feature is not infinitely surprising
 
 
 class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
-    __doc__ = f"""Anomaly detector that scores each event by how badly it was predicted.
+    __doc__ = f"""Anomaly detector that scores each event by how badly it was forecast.
 
-    The network reads the previous event (its standardised features) and
-    predicts the next one; its hidden state summarises the stream before.  The
-    score of an event is its squared prediction error per feature, divided by
-    that feature's running mean squared error and averaged over the features:
-    a standardised surprise, near 1 for a typical event and higher for
-    anomalies.  Score before learning, as in river's progressive evaluation.
+    Each standardised feature of the next event is forecast by four experts --
+    its previous value, its running mean, a linear model of the previous
+    event (recursive least squares, all features at once) and a recurrent
+    network trained on every event by RTRL or BPTT -- combined per feature by
+    ML-Poly.  The score of an event is its squared error against that
+    combined forecast, divided by the feature's running mean squared error and
+    averaged over the features: a standardised surprise, near 1 for a typical
+    event and higher for anomalies.  It is 0 for the first {WARM_UP} events,
+    while the error scales form, so river's ``ThresholdFilter`` and
+    ``QuantileFilter`` can wrap the detector from the first event.  Score
+    before learning, as in river's progressive evaluation.
 
-    Streaming contract: the hidden state carries across calls for the life of
-    the estimator; ``score_one`` is pure and a following ``learn_one`` reuses
-    its forward pass (the prediction depends only on the events before);
-    ``learn_one`` advances the state and learns.
-
-    {FEATURES_DOC}  A new feature is also a new output (a zero readout row).
+    {FEATURES_DOC}
 
     Parameters
     ----------
@@ -36,51 +46,96 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     --------
     >>> from river import datasets, metrics
     >>> from streamrnn import RNNAnomalyDetector
-    >>> model = RNNAnomalyDetector(seed=1)
+    >>> model = RNNAnomalyDetector()
     >>> auc = metrics.ROCAUC()
     >>> for x, is_anomaly in datasets.Shuttle().take(2000):
     ...     auc.update(is_anomaly, model.score_one(x))
     ...     model.learn_one(x)
-    >>> print(f"{{auc.get():.1f}}")
-    0.9
+    >>> print(f"{{auc.get():.2f}}")
+    0.88
     """
 
     # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
 
     def _init_learned(self) -> None:
-        self._previous = np.zeros(0)  # the previous event, as the network's input (a copy)
-        self._errors = RunningMoments()  # of the squared prediction error per output
+        self._previous = np.zeros(0)  # the previous event, standardised (the models' input)
+        self._moments = RunningMoments()  # of the raw features (not the calendar columns)
+        self._linear = SharedRLS(1)
+        self._mixture = MLPoly(len(EXPERTS), 0)
+        self._errors = RunningMoments()  # of the combined forecast's squared error, per feature
+        self._model: OnlineRNN | None = None
+        self._events = 0
 
-    def _add_features(self, x: dict) -> bool:
-        before = self._features.width
-        known = super()._add_features(x)
-        k = self._features.width - before
-        if k:  # a new feature is also a new output, and reads 0 in the previous event
-            self._add_outputs(k)
-            self._previous = np.concatenate([self._previous, np.zeros(k)])
-            self._errors.grow(k)
-        return known
+    def _grow(self, x: dict) -> None:
+        k = self._add_features(x)
+        if not k:
+            return
+        self._previous = np.concatenate([self._previous, np.zeros(k)])
+        self._linear.grow(inputs=k, outputs=k)
+        self._mixture.add_steps(k)
+        self._errors.grow(k)
+        if self._model is None and self.hidden_size:
+            net = self._network()
+            self._model = OnlineRNN(
+                self._features.width, net["layers"], Readout(self._features.width), SquaredError(),
+                net["learner"] if net["learner"] is not None else DEFAULT_LEARNER,
+                net["optimizer"] if net["optimizer"] is not None else DEFAULT_OPTIMIZER,
+                net["clip_norm"], False, net["seed"],
+            )
+            self._model.params["V"][...] = 0.0
+        elif self._model is not None:
+            self._model = grow_outputs(grow_inputs(self._model, k), k)
 
-    def _squared_errors(self, target: np.ndarray) -> np.ndarray:
-        o = self._model.predict(self._previous)
-        return (o - target) ** 2
+    def _experts(self) -> np.ndarray:
+        """(4, F) forecasts of the next event's standardised features."""
+        prev = self._previous
+        F = np.empty((len(EXPERTS), len(prev)))
+        F[0] = prev
+        F[1] = 0.0  # the running mean, in standardised units
+        F[2] = self._linear.predict(np.concatenate([[1.0], prev]))
+        F[3] = self._model.predict(prev) if self._model is not None else prev
+        return np.clip(F, -10.0, 10.0)
+
+    def _awake(self) -> np.ndarray:
+        return np.array([True, True, True, self._model is not None])
+
+    def _combined(self, F: np.ndarray) -> np.ndarray:
+        awake = self._awake()
+        return np.array([self._mixture.weights(j, awake) @ F[:, j] for j in range(F.shape[1])])
 
     def score_one(self, x) -> float:
-        if self._model is None or not len(self._features):
+        if not self._features.width or self._events < WARM_UP:
             return 0.0
         target = self._features.vector(x)
-        # an output without errors yet counts with the prior variance 1 (standardised units)
-        scale = np.where(self._errors.count > 0, np.maximum(self._errors.mean, _FLOOR), 1.0)
-        ratio = self._squared_errors(target) / scale
-        return float(ratio.mean())
+        combined = self._combined(self._experts())
+        scale = np.maximum(self._errors.mean, _FLOOR)
+        return float(np.mean((combined - target) ** 2 / scale))
 
     def learn_one(self, x) -> None:
-        if not self._add_features(x):
+        self._features.new(x)  # checks every value before anything grows
+        self._grow(x)
+        if not self._features.width:
             return
-        raw = self._features.raw(x)
-        target = self._features.vector(x, raw)
-        model = self._ensure_model(self._features.width)
-        self._errors.update(self._squared_errors(target), True)
-        model.step(self._previous, target)
+        target = self._features.vector(x)
+        F = self._experts()
+        combined = self._combined(F)
+        awake = self._awake()
+        for j in range(len(target)):
+            self._mixture.update(j, F[:, j], awake, float(target[j]))
+        self._errors.update((combined - target) ** 2)
+        self._linear.update(np.concatenate([[1.0], self._previous]), target)
+        if self._model is not None:
+            self._model.step(self._previous, target)
         self._previous = target
-        self._features.learn(x, raw)
+        self._features.learn(x)
+        self._events += 1
+
+    def _diagnostics(self) -> dict:
+        if not self._events:
+            return {}
+        awake = self._awake()
+        w = np.mean([self._mixture.weights(j, awake) for j in range(len(self._previous))], axis=0)
+        out = {"steps": self._events, "weights": dict(zip(EXPERTS, w.tolist()))}
+        if self._model is not None:
+            out["rnn"] = self._model.diagnostics()
+        return out

@@ -1,25 +1,32 @@
-"""From river's dict events to the network's input vector.
+"""From river's dict events to the models' input vector.
 
-A ``FeatureSpace`` gives every feature name a fixed input position, in order
-of first appearance; names new in the same event are ordered by ``repr`` so
-that a dict's key order never matters.  ``RunningMoments`` standardises each
-position online (Welford's running mean and variance, from the events
-learned so far), so that inputs on any scale -- a date ordinal near 736,000
-beside a percentage -- reach the network near unit scale.
+A ``FeatureSpace`` gives every feature a fixed set of input columns, in order
+of first appearance (names new in the same event are ordered by ``repr``, so
+a dict's key order never matters):
+
+* a number takes one column, standardised online by its running mean and
+  variance (``RunningMoments``, the one scaler streamrnn uses) and clipped to
+  +-5, so that a date ordinal near 736,000 and a percentage reach a model on
+  the same scale; a missing feature reads 0 before standardising, as in a
+  sparse dict;
+* a ``datetime`` or ``date`` takes six columns, the sin and cos of its phase in
+  the day, the week and the year (``hybrid.calendar``); the first such
+  feature is also the stream's clock, whose sampling interval decides which
+  phases mean something and lets a forecaster place future times on its grid.
+
+Anything else (a string, a list) raises ValueError naming the feature, before
+anything changes.  None and NaN count as missing.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 
 import numpy as np
 
-#: standardised values are clipped to +-CLIP: early in a stream the variance is
-#: barely known, and one extreme input should not saturate every unit
-CLIP = 5.0
-_ALL = True  # every position learnable
+from ..hybrid.calendar import N_CALENDAR, Clock, phase_features, timestamp
+from ..hybrid.scale import MAX_ABS, RunningMoments
 
 
 def value(name, v) -> float | None:
@@ -31,7 +38,7 @@ def value(name, v) -> float | None:
     elif isinstance(v, numbers.Real):
         f = float(v)
     else:
-        raise ValueError(f"feature {name!r} must be a number, got {type(v).__name__} {v!r}")
+        raise ValueError(f"feature {name!r} must be a number or a datetime, got {type(v).__name__} {v!r}")
     if f - f != 0.0:  # NaN or infinite
         if math.isnan(f):
             return None
@@ -39,185 +46,123 @@ def value(name, v) -> float | None:
     return f
 
 
-class RunningMoments:
-    """Per-position running mean and variance (Welford), growing with the positions.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> m = RunningMoments(2)
-    >>> for row in ([1.0, 10.0], [3.0, 10.0], [5.0, 10.0]):
-    ...     m.update(np.array(row), np.array([True, True]))
-    >>> m.mean.tolist(), m.std.tolist()
-    ([3.0, 10.0], [1.632993161855452, 1.0])
-    """
-
-    def __init__(self, width: int = 0):
-        self.count = np.zeros(width)
-        self.mean = np.zeros(width)
-        self.m2 = np.zeros(width)
-        self._stale = True
-
-    def grow(self, k: int) -> None:
-        self.count, self.mean, self.m2 = (np.concatenate([a, np.zeros(k)]) for a in (self.count, self.mean, self.m2))
-        self._stale = True
-
-    def update(self, v: np.ndarray, present=True) -> None:
-        """Learn the values v at the positions where ``present`` is True (a bool array, or True)."""
-        if present is True:
-            self.count += 1.0
-            delta = v - self.mean
-            self.mean += delta / self.count
-        else:
-            self.count += present
-            delta = v - self.mean
-            delta *= present
-            self.mean += delta / np.maximum(self.count, 1.0)
-        delta *= v - self.mean
-        self.m2 += delta
-        self._stale = True
-
-    def _refresh(self) -> None:
-        # std is 1 where fewer than two values differed (m2 = 0); scale() multiplies
-        # by _gain, which is 1/std where a value was seen and 0 where none was
-        count = np.maximum(self.count, 1.0)
-        var = self.m2 / count
-        var[var <= 0.0] = 1.0
-        self._std = np.sqrt(var)
-        self._gain = np.minimum(self.count, 1.0) / self._std
-        self._stale = False
-
-    # the standard deviation is a cache, recomputed on demand: leave it out of the state
-    def __getstate__(self):
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._stale = True
-
-    @property
-    def std(self) -> np.ndarray:
-        if self._stale:
-            self._refresh()
-        return self._std
-
-    def scale(self, v: np.ndarray) -> np.ndarray:
-        """(v - mean) / std, 0 at positions never seen, clipped to +-CLIP."""
-        if self._stale:
-            self._refresh()
-        z = v - self.mean
-        z *= self._gain
-        return z.clip(-CLIP, CLIP, out=z)
+def check(name, v) -> float | None:
+    """A feature's value: a float, a timestamp for a datetime, or None when missing."""
+    t = timestamp(v)
+    return t if t is not None else value(name, v)
 
 
 class FeatureSpace:
-    """Feature names -> input positions, and the (optionally standardised) input vector.
-
-    A missing feature reads 0, as in a sparse dict (then standardised like any
-    other value), so that one-hot features keep their meaning.  Features not
-    yet known are ignored by ``vector``; ``add`` them first (the estimator grows
-    its network at the same time).  With
-    ``differences`` each feature takes two inputs, side by side: its value and
-    its change since the previous event (0 while it has no previous value),
-    each standardised on its own.
+    """Feature names -> input columns, and the standardised input vector.
 
     Examples
     --------
-    >>> space = FeatureSpace(standardize=False)
-    >>> space.add(space.new({"b": 2, "a": 1}))
-    >>> space.names, space.vector({"a": 5.0, "c": 7.0}).tolist()
-    (['a', 'b'], [5.0, 0.0])
-    >>> space = FeatureSpace(standardize=False, differences=True)
-    >>> space.add(space.new({"a": 1.0}))
-    >>> space.learn({"a": 1.0})
-    >>> space.vector({"a": 3.5}).tolist()
-    [3.5, 2.5]
+    >>> import datetime as dt
+    >>> space = FeatureSpace()
+    >>> event = {"b": 2, "a": 1}
+    >>> space.add(space.new(event), event)
+    2
+    >>> space.names, space.width
+    (['a', 'b'], 2)
+    >>> event = {"when": dt.datetime(2024, 1, 1)}
+    >>> space.add(space.new(event), event)
+    6
+    >>> space.width, space.clock_name
+    (8, 'when')
     """
 
-    def __init__(self, standardize: bool = True, differences: bool = False):
-        self.standardize = standardize
-        self.differences = differences
-        self.names: list = []
-        self.index: dict = {}
-        self.moments = RunningMoments()  # per input: value (and change) moments
-        self.last = np.zeros(0)  # each feature's last value, for differences
-        self.seen = np.zeros(0, dtype=bool)
+    def __init__(self):
+        self.names: list = []  # every feature, in column order of first appearance
+        self.kinds: list = []  # "number" or "time", per name
+        self.index: dict = {}  # name -> first column
+        self.moments = RunningMoments()  # per column (calendar columns are not scaled)
+        self.scaled = np.zeros(0, dtype=bool)  # columns that are standardised
+        self.clock = Clock()
+        self.clock_name = None
+        self.last = np.zeros(0)  # the previous event's raw values (for changes)
+        self.has_last = False
 
     def __len__(self) -> int:
         return len(self.names)
 
     @property
     def width(self) -> int:
-        """Inputs the features take: one per feature, two with differences."""
-        return len(self.names) * (2 if self.differences else 1)
+        return len(self.scaled)
 
     def new(self, x: dict) -> list:
         """Names in x not known yet, in the order they will be added; checks every value
         first, so that a bad event raises before anything changes."""
         for name, item in x.items():
-            value(name, item)
+            check(name, item)
         index = self.index
         return sorted((name for name in x if name not in index), key=repr)
 
-    def add(self, names: list) -> None:
+    def add(self, names: list, x: dict | None = None) -> int:
+        """Give ``names`` their columns (their kind read from ``x``, or from the value passed to
+        ``new``); returns how many columns were added."""
+        before = self.width
         for name in names:
-            self.index[name] = len(self.names)
+            is_time = x is not None and timestamp(x.get(name)) is not None
+            self.index[name] = self.width
             self.names.append(name)
-        if names:
-            k = len(names)
-            self.moments.grow(k * (2 if self.differences else 1))
+            self.kinds.append("time" if is_time else "number")
+            k = N_CALENDAR if is_time else 1
+            self.moments.grow(k)
+            self.scaled = np.concatenate([self.scaled, np.full(k, not is_time)])
             self.last = np.concatenate([self.last, np.zeros(k)])
-            self.seen = np.concatenate([self.seen, np.zeros(k, dtype=bool)])
+            if is_time and self.clock_name is None:
+                self.clock_name = name
+        return self.width - before
 
-    def raw(self, x: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, learnable) before scaling, over the known positions.
-
-        Inputs are the values (0 where missing; unknown names are ignored) and,
-        with differences, the changes -- 0 for a feature not known at the previous
-        event, which the moments do not learn (``learnable`` False).
-        """
-        v = np.zeros(len(self.names))
-        index = self.index
+    def _raw(self, x: dict) -> np.ndarray:
+        u = np.zeros(self.width)
+        index, interval = self.index, self.clock.interval
         for name, item in x.items():
-            f = value(name, item)
             i = index.get(name)
-            if i is not None and f is not None:
-                v[i] = f
-        if not self.differences:
-            return v, _ALL
-        u = np.empty(2 * len(v))
-        p = np.ones(2 * len(v), dtype=bool)
-        u[0::2] = v  # value, change, value, change, ...
-        u[1::2] = (v - self.last) * self.seen
-        p[1::2] = self.seen
-        return u, p
+            if i is None:
+                continue
+            t = timestamp(item)
+            if t is not None:
+                u[i : i + N_CALENDAR] = phase_features(t, interval)
+            else:
+                f = value(name, item)
+                if f is not None:
+                    u[i] = min(max(f, -MAX_ABS), MAX_ABS)  # squares stay finite in the moments
+        return u
 
-    def vector(self, x: dict, raw: tuple | None = None) -> np.ndarray:
-        """The input vector for x: its values (0 where missing), standardised if asked.
+    def vector(self, x: dict) -> np.ndarray:
+        """The input vector for x: numbers standardised (0 where missing), calendar phases as they are."""
+        u = self._raw(x)
+        z = self.moments.scale(u)
+        return np.where(self.scaled, z, u)
 
-        ``raw`` is ``self.raw(x)`` when the caller has it already.
-        """
-        u, p = raw if raw is not None else self.raw(x)
-        return self.moments.scale(u) if self.standardize else u.copy()
+    def change(self, x: dict) -> np.ndarray:
+        """Each number's change since the previous event, unscaled (0 before there is one)."""
+        if not self.has_last:
+            return np.zeros(self.width)
+        return (self._raw(x) - self.last) * self.scaled
 
-    def learn(self, x: dict, raw: tuple | None = None) -> None:
-        """Update the running moments (and last values) with x, after the network stepped on it."""
-        u, p = raw if raw is not None else self.raw(x)
-        if self.standardize:
-            self.moments.update(u, p if self.differences else True)
-        self.remember((u, p))
+    def learn(self, x: dict) -> None:
+        """Update the running moments (and the clock) with x, after the model stepped on it."""
+        if self.width:
+            raw = self._raw(x)
+            self.moments.update(raw, self.scaled)
+            self.last, self.has_last = raw, True
+        t = self.time_of(x)
+        if t is not None:
+            self.clock.tick(t)
 
-    def remember(self, raw: tuple) -> None:
-        """Keep the values of ``raw`` (from ``self.raw``) as the last ones, for differences."""
-        if self.differences:
-            self.last = raw[0][0::2].copy()
-            self.seen = np.ones(len(self.names), dtype=bool)
+    def time_of(self, x: dict | None) -> float | None:
+        """The clock feature's time in x (seconds since the epoch), or None."""
+        if not x or self.clock_name is None:
+            return None
+        return timestamp(x.get(self.clock_name))
 
-    def fork(self) -> "FeatureSpace":
-        """A copy to roll forward (``remember``) without touching this one; moments are shared."""
-        other = copy.copy(self)
-        other.last, other.seen = self.last.copy(), self.seen.copy()
-        return other
+    def state(self) -> tuple[dict, dict]:
+        arrays = {f"moments.{k}": v for k, v in self.moments.state().items()}
+        arrays.update({f"clock.{k}": v for k, v in self.clock.state().items()})
+        arrays["scaled"] = self.scaled.copy()
+        return arrays, {"names": list(self.names), "kinds": list(self.kinds), "clock": self.clock_name}
 
 
 def frame_rows(X) -> list[dict]:

@@ -1,0 +1,73 @@
+"""The state contract of every forecasting part: its learned state is a flat dict of named arrays.
+
+A part lists the attributes that make up its state in ``_state``; numbers
+(floats, ints, bools) travel as 0-d arrays and come back as Python numbers.
+Parts made of parts list those in ``_parts``; their arrays are prefixed with
+the part's name and a dot.  ``state()`` copies, ``load`` checks every array
+before it changes anything, so a file for another configuration raises
+``StateError`` and leaves the object as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..state import StateError
+
+
+class Stateful:
+    _state: tuple[str, ...] = ()
+    _parts: tuple[str, ...] = ()
+    #: arrays whose length may differ from the current one (they grow with the features)
+    _growable: tuple[str, ...] = ()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every learned array and number, by name (copies)."""
+        out = {name: np.array(getattr(self, name), copy=True) for name in self._state}
+        for part in self._parts:
+            child = getattr(self, part)
+            if child is not None:
+                out.update({f"{part}.{k}": v for k, v in child.state().items()})
+        return out
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore ``state()``'s arrays; StateError (and nothing changed) if they do not fit."""
+        self._plan(arrays)()
+
+    def _plan(self, arrays: dict[str, np.ndarray]):
+        """Check ``arrays`` and return a function that applies them (two phases: check all, then write)."""
+        values = {}
+        for name in self._state:
+            if name not in arrays:
+                raise StateError(f"{type(self).__name__} state has no array {name!r}")
+            current = getattr(self, name)
+            given = np.asarray(arrays[name])
+            if isinstance(current, np.ndarray):
+                if given.ndim != current.ndim or (name not in self._growable and given.shape != current.shape):
+                    raise StateError(f"state array {name!r} has shape {given.shape}, expected {current.shape}")
+                values[name] = np.array(given, dtype=current.dtype, copy=True)
+            elif given.ndim != 0:
+                raise StateError(f"state value {name!r} must be a number, got shape {given.shape}")
+            else:
+                kind = type(current) if isinstance(current, (bool, int, float)) else float
+                values[name] = kind(given.item())
+            if np.asarray(values[name]).dtype.kind == "f" and not np.isfinite(values[name]).all():
+                raise StateError(f"state array {name!r} is not finite")
+        applies = []
+        for part in self._parts:
+            child = getattr(self, part)
+            if child is not None:
+                prefix = part + "."
+                applies.append(child._plan({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
+
+        def apply():
+            for name, value in values.items():
+                setattr(self, name, value)
+            for f in applies:
+                f()
+            self._loaded()
+
+        return apply
+
+    def _loaded(self) -> None:
+        """Recompute caches after ``load`` (nothing by default)."""
