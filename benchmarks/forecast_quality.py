@@ -306,7 +306,28 @@ def main(argv=None) -> int:
         rows.append(row)
 
     report(rows, seeds)
+    if not args.quick:
+        memory_table(seeds)
     return 0
+
+
+def delayed_recall(n: int = 5000, delay: int = 6, noise: float = 0.1, seed: int = 0) -> list:
+    """x_t = {"u": u_t}, y_t = u_{t-6} + noise: only a memory of the inputs can predict y."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=n + delay)
+    return [({"u": float(u[t])}, float(u[t - delay] + noise * rng.normal())) for t in range(delay, n + delay)]
+
+
+def memory_table(seeds: list[int]) -> None:
+    """Not in the ratios above: a synthetic stream that needs memory, where the network must do the work."""
+    data = delayed_recall()
+    ours = [progressive(data, RNNRegressor(seed=s), metrics.MAE()) for s in seeds]
+    linear = progressive(data, RNNRegressor(hidden_size=0), metrics.MAE())
+    river_lr = progressive(data, preprocessing.StandardScaler() | linear_model.LinearRegression(), metrics.MAE())
+    print("\nwhere memory matters (synthetic, not in the ratios): y_t = u_{t-6} + noise, MAE\n")
+    print("| stream | streamrnn | no network | StandardScaler \\| LinearRegression |")
+    print("|---|---|---|---|")
+    print(f"| delayed recall (5000) | {cell(ours)} | {cell([linear])} | {cell([river_lr])} |")
 
 
 def report(rows: list[Row], seeds: list[int]) -> None:

@@ -49,6 +49,11 @@ class RNNForecaster(RNNEstimator, Forecaster):
     multiplicative
         None: the trended smoothing and Theta model log y when every value so far
         is > 0; True: all smoothing does, and y must be > 0; False: none does.
+    horizon
+        The steps ahead you will ask for: the aggregation learns weights for each of
+        them from the first value.  None: a season ahead (at most 48 steps), or 1
+        without a season.  Asking further grows it (those steps then start
+        learning); the cost per value grows with it (see the README).
     {PARAMETERS_DOC}
 
     Examples
@@ -64,7 +69,7 @@ class RNNForecaster(RNNEstimator, Forecaster):
     >>> model = RNNForecaster()
     >>> mae = evaluate.evaluate(datasets.AirlinePassengers(), model, metrics.MAE(), horizon=12)
     >>> round(statistics.mean(m.get() for m in mae.metrics))
-    20
+    19
     >>> model.diagnostics["periods"]
     [12]
     >>> len(model.forecast(horizon=3))
@@ -76,6 +81,7 @@ class RNNForecaster(RNNEstimator, Forecaster):
         season=None,
         lags=None,
         multiplicative: bool | None = None,
+        horizon: int | None = None,
         hidden_size: int = 16,
         n_layers: int = 1,
         activation: str = "tanh",
@@ -89,9 +95,10 @@ class RNNForecaster(RNNEstimator, Forecaster):
         self.season = season
         self.lags = lags
         self.multiplicative = multiplicative
+        self.horizon = horizon
         check_periods("season", season)
         super().__init__(hidden_size, n_layers, activation, beta, recurrent_gain, learner, optimizer, clip_norm, seed)
-        HybridForecaster(season, multiplicative, lags, layers=None)  # ValueError now for bad lags or settings
+        HybridForecaster(season, multiplicative, lags, horizon, layers=None)  # ValueError now for bad settings
 
     def _init_learned(self) -> None:
         self._core: HybridForecaster | None = None
@@ -99,7 +106,7 @@ class RNNForecaster(RNNEstimator, Forecaster):
     @classmethod
     def _unit_test_params(cls):
         yield {"season": 12}
-        yield {"hidden_size": 4, "lags": (1, 2)}
+        yield {"hidden_size": 4, "lags": (1, 2), "horizon": 3}
 
     # ----- the core ---------------------------------------------------------------
     def _ensure_core(self, x: dict) -> HybridForecaster:
@@ -109,7 +116,7 @@ class RNNForecaster(RNNEstimator, Forecaster):
             if self.season is None and has_clock:
                 candidates = ()  # decided once the sampling interval is known (``_update_candidates``)
             self._core = HybridForecaster(
-                self.season, self.multiplicative, self.lags, n_features=self._features.width,
+                self.season, self.multiplicative, self.lags, self.horizon, n_features=self._features.width,
                 candidates=candidates, **self._network(),
             )
         return self._core

@@ -70,7 +70,14 @@ class MLPoly(Stateful):
         such an expert must be better by more than its noise before it gets weight."""
         if self.margin and self.prior is not None:
             R = R - self.margin * np.sqrt(S) * (self.prior == 0.0)
-        return np.maximum(R, 0.0)
+        return np.maximum(R, 0.0)  # a new array: callers may write to it
+
+    def _positive(self, R: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """(R_k)_+, or with a margin (R_k - margin sqrt(S_k))_+ for the experts without prior weight:
+        such an expert must be better by more than its noise before it gets weight."""
+        if self.margin and self.prior is not None:
+            R = R - self.margin * np.sqrt(S) * (self.prior == 0.0)
+        return np.maximum(R, 0.0)  # a new array: callers may write to it
 
     def _fallback(self, awake: np.ndarray) -> np.ndarray:
         """The weights while no awake expert has a positive regret."""
@@ -99,18 +106,33 @@ class MLPoly(Stateful):
         self.S = np.vstack([self.S, np.zeros((k, experts))])
         self._cache = {}
 
-    def weights(self, h: int, awake: np.ndarray) -> np.ndarray:
-        """The weights at horizon step h (0-based; beyond the tracked ones, the last), summing to 1."""
-        h = min(h, self.horizon - 1)
-        key = (h, awake.tobytes())
+    def _rows(self, R: np.ndarray, S: np.ndarray, awake: np.ndarray) -> np.ndarray:
+        """Normalised weights for rows of regrets R, S (n, K) and awake masks (n, K) or (K,)."""
+        w = self._positive(R, S)
+        w /= np.where(S > 0.0, S, np.inf)
+        w *= awake
+        total = w.sum(axis=1, keepdims=True)
+        if (total > 0.0).all():
+            w /= total
+            return w
+        awake = np.broadcast_to(awake, w.shape)  # some rows have no positive regret yet
+        fallback = awake.astype(float) if self.prior is None else self.prior * awake
+        empty = fallback.sum(axis=1, keepdims=True) <= 0.0
+        fallback = np.where(empty, awake, fallback)
+        fallback /= np.maximum(fallback.sum(axis=1, keepdims=True), 1e-300)
+        return np.where(total > 0.0, w / np.where(total > 0.0, total, 1.0), fallback)
+
+    def table(self, awake: np.ndarray) -> np.ndarray:
+        """The weights of every tracked step (H, K) for one awake mask; cached until the next update."""
+        key = awake.tobytes()
         w = self._cache.get(key)
         if w is None:
-            S, R = self.S[h], self.R[h]
-            w = np.where(awake & (S > 0.0), self._positive(R, S) / np.where(S > 0.0, S, 1.0), 0.0)
-            total = w.sum()
-            w = w / total if total > 0.0 else self._fallback(awake)
-            self._cache[key] = w
+            w = self._cache[key] = self._rows(self.R, self.S, awake)
         return w
+
+    def weights(self, h: int, awake: np.ndarray) -> np.ndarray:
+        """The weights at horizon step h (0-based; beyond the tracked ones, the last), summing to 1."""
+        return self.table(awake)[min(h, self.horizon - 1)]
 
     def update(self, h: int, forecasts: np.ndarray, awake: np.ndarray, y: float) -> None:
         """Learn from the value y that the experts forecast h + 1 steps before (absolute loss)."""
@@ -126,12 +148,7 @@ class MLPoly(Stateful):
         if n == 0:
             return
         F, awake = forecasts[:n], awake[:n]
-        R, S = self.R[:n], self.S[:n]
-        w = np.where(awake & (S > 0.0), self._positive(R, S) / np.where(S > 0.0, S, 1.0), 0.0)
-        total = w.sum(axis=1, keepdims=True)
-        fallback = np.array([self._fallback(a) for a in awake]) if self.prior is not None else (
-            awake / np.maximum(awake.sum(axis=1, keepdims=True), 1))
-        w = np.where(total > 0.0, w / np.where(total > 0.0, total, 1.0), fallback)
+        w = self._rows(self.R[:n], self.S[:n], awake)
         combined = (w * np.where(awake, F, 0.0)).sum(axis=1, keepdims=True)
         r = np.sign(combined - y) * (combined - F) * awake
         r[~awake.any(axis=1)] = 0.0
@@ -145,4 +162,4 @@ class MLPoly(Stateful):
         if np.isfinite(regret).all():
             self.R[h] += regret
             self.S[h] += regret * regret
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != h} if self.horizon > 1 else {}
+            self._cache = {}

@@ -146,7 +146,7 @@ class HybridForecaster:
         self.bounded = 0
         periods = self.fixed_periods or ()
         lags = self.user_lags or default_lags(periods)
-        capacity = max(max(lags) + 2, max(periods, default=0) + 2, 8)
+        capacity = max(max(lags) + 2, max(periods, default=12) + 2)  # the trend looks a season back
         if self.fixed_periods is None:
             capacity = max(capacity, AUTO_CAPACITY)
         self.history = History(capacity)
@@ -311,7 +311,11 @@ class HybridForecaster:
         return F, awake
 
     def _combine(self, F: np.ndarray, awake: np.ndarray) -> np.ndarray:
-        return np.array([self.level1.weights(h, awake) @ F[:, h] for h in range(F.shape[1])])
+        W = self.level1.table(awake)
+        H = F.shape[1]
+        if H > len(W):  # beyond the tracked steps: the last step's weights
+            W = np.vstack([W, np.repeat(W[-1:], H - len(W), 0)])
+        return np.einsum("hk,kh->h", W[:H], F)
 
     def _origin(self, features) -> None:
         """Forecast H steps from the newest value and keep what the aggregations will need."""
@@ -352,13 +356,10 @@ class HybridForecaster:
                 corr = cor.corrections(cor.inputs(self.ring_hidden[slot], D))
         if self.corrector is None:
             return comb.copy()
-        both = np.ones(2, dtype=bool)
+        w = self.level2.table(np.ones(2, dtype=bool))[:, 1]  # the correction's share at each step
+        share = w[np.minimum(np.arange(horizon), len(w) - 1)]
         lo, hi = self._limits()
-        out = np.empty(horizon)
-        for h in range(horizon):
-            w = self.level2.weights(h, both)
-            out[h] = w[0] * comb[h] + w[1] * (comb[h] + corr[h])
-        return bound(out, lo, hi)
+        return bound(comb + share * corr, lo, hi)
 
     # ----- introspection ---------------------------------------------------------
     def weights(self, h: int = 0) -> dict[str, float]:

@@ -84,10 +84,21 @@ class LinearAR(Component):
         self.changes.update(change)
 
     def forecast(self, horizon: int, future=None) -> np.ndarray:
-        p = max(self.lags)
-        values = np.concatenate([self.history.window(p + 1), np.zeros(horizon)])
+        # the recursion in plain floats: a handful of lags per step, where numpy calls would cost more
+        p, L = max(self.lags), len(self.lags)
+        values = self.history.window(p + 1).tolist()
         w, s = self.rls.w[0], self.scale
+        lag_weights = list(zip(w[1 : 1 + L].tolist(), self.lags))
+        drift = float(w[0])
+        steer = [0.0] * horizon  # the features' part of each step, (future @ w_features)
+        if future is not None and self.n_features:
+            steer = np.clip(future, -FEATURE_LIMIT, FEATURE_LIMIT).dot(w[1 + L :]).tolist()
+        limit = FEATURE_LIMIT
         for h in range(horizon):
-            z = self._inputs(values[h : h + p + 1], None if future is None else future[h], s)
-            values[p + 1 + h] = values[p + h] + s * float(w @ z)
-        return values[p + 1 :]
+            last = values[-1]
+            change = drift + steer[h]
+            for weight, k in lag_weights:
+                r = (values[-1 - k] - last) / s
+                change += weight * (limit if r > limit else (-limit if r < -limit else r))
+            values.append(last + s * change)
+        return np.array(values[p + 1 :])

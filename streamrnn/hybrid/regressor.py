@@ -74,9 +74,14 @@ class HybridRegressor(Stateful):
                 optimizer if optimizer is not None else DEFAULT_OPTIMIZER, clip_norm, seed,
             )
 
+    # the cached pass of the newest predict is not state
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_last_pass"}
+
     def grow_features(self, k: int) -> None:
         if k <= 0:
             return
+        self._last_pass = None
         n = self.n
         self.linear.insert(1 + n, k)
         self.linear_change.insert(1 + 2 * n, k)  # the new changes, after the old ones
@@ -117,6 +122,18 @@ class HybridRegressor(Stateful):
         return F, awake, x1, x2
 
     def _combined(self, z: np.ndarray, dx: np.ndarray, advance: bool):
+        key = (z.tobytes(), dx.tobytes())
+        cached = getattr(self, "_last_pass", None)
+        if cached is not None and cached[0] == key:  # predict's pass, reused by learn on the same event
+            out = cached[1]
+            if advance and self.corrector is not None and out[6] is not None:
+                self.corrector.propose(out[7], z)  # the network's forward pass is cached by the engine
+            return out
+        out = self._compute(z, dx, advance)
+        self._last_pass = None if advance else (key, out)
+        return out
+
+    def _compute(self, z: np.ndarray, dx: np.ndarray, advance: bool):
         F, awake, x1, x2 = self._components(z, dx)
         comb = float(self.level1.weights(0, awake) @ F) if awake.any() else 0.0
         corr, hidden, D = 0.0, None, None
@@ -154,6 +171,7 @@ class HybridRegressor(Stateful):
             self.bounded += 1
         self.lo, self.hi = (min(self.lo, y), max(self.hi, y)) if self.seen else (y, y)
         F, awake, x1, x2, comb, corr, hidden, D = self._combined(z, dx, advance=True)
+        self._last_pass = None  # the state moves on
         mean, std, s = self._scales()
         if awake.any():
             self.level1.update(0, F, awake, y)

@@ -7,12 +7,13 @@ error-correction form, with one-step error e_t = v_t - v_hat_t:
     v_hat_t = l_{t-1} + b_{t-1} + sum_j s_j[t mod m_j]
     l_t     = l_{t-1} + b_{t-1} + alpha e_t
     s_j     = s_j + gamma (1 - alpha) e_t / J         at the phase t mod m_j
-    b_t     = b_{t-1} + kappa ((l_t - l_{t-m}) / m - b_{t-1})
+    b_t     = b_{t-1} + max(kappa, 1/k) ((v_t - v_{t-m}) / m - b_{t-1})
 
-The trend b is the level's growth per step *measured over a full season*
-(m the longest period, 12 without seasons): within a season it cannot be told
-apart from the seasonal shape, and on high-frequency data a per-step trend
-gain blows up long forecasts.  Three choices make it work from the first
+The trend b is the growth per step *over a full season* (m the longest
+period, 12 without seasons), from the values themselves, year on year; k
+counts these observations, so the first one sets b and later ones average
+in.  Within a season growth cannot be told apart from the seasonal shape,
+and on high-frequency data a per-step trend gain blows up long forecasts.  Three choices make it work from the first
 events without batch initialisation:
 
 * a seasonal phase seen for the first time takes the whole error (so after one
@@ -45,7 +46,7 @@ LOG_LIMIT = 700.0  # exp() of more overflows; forecasts are bounded by the forec
 class ExponentialSmoothing(Component):
     """Level, trend measured over a season, and additive seasons, on y or on log y."""
 
-    _state = ("started", "retired", "level", "slope", "t", "season", "visits", "levels")
+    _state = ("started", "retired", "level", "slope", "t", "season", "visits")
     _parts = ("errors",)
 
     def __init__(self, history, periods=(), alpha: float = 0.2, gamma: float = 0.2, trend: bool = True,
@@ -61,7 +62,6 @@ class ExponentialSmoothing(Component):
         self.t = 0  # values learned: the phase of the next one is t mod m
         self.season = np.zeros(int(self._offsets[-1]))
         self.visits = np.zeros(int(self._offsets[-1]))
-        self.levels = np.zeros(self.cycle + 1)  # ring of the newest levels, for the trend
         self.errors = RobustScale(rate=0.05)
 
     @property
@@ -97,7 +97,6 @@ class ExponentialSmoothing(Component):
             self.started, self.level, self.t = True, v, 1
             for i in self._phases(0):
                 visits[i] = 1.0
-            self.levels[0] = v
             return
         e = v - self.one_step()
         idx = self._phases(self.t)
@@ -116,10 +115,12 @@ class ExponentialSmoothing(Component):
             for i in idx:
                 season[i] += max(self.gamma, 1.0 / visits[i]) * share
         self.t += 1
-        self.levels[self.t % len(self.levels)] = self.level
-        if self.trend and self.t > 2 * self.cycle:
-            growth = (self.level - self.levels[(self.t - self.cycle) % len(self.levels)]) / self.cycle
-            self.slope += self.kappa * (growth - self.slope)
+        m = self.cycle
+        if self.trend and self.t > m and self.history.size > m:
+            # the growth per step over the last full season, of the values themselves
+            growth = (v - self._v(self.history.lag(m))) / m
+            k = self.t - m
+            self.slope += max(self.kappa, 1.0 / k) * (growth - self.slope)
 
     def seasons_ahead(self, horizon: int) -> np.ndarray | float:
         """The seasons' sum at steps t+1 ... t+horizon (0.0 without seasons)."""
