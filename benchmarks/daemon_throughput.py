@@ -2,11 +2,14 @@
 
     python benchmarks/daemon_throughput.py            # 20,000 events, 5 repeats (about a minute)
     python benchmarks/daemon_throughput.py --quick    # 5,000 events, 3 repeats
+    python benchmarks/daemon_throughput.py --bare     # keys as the bare network (model.hybrid = false)
 
 The same supervised events (4 features, a target on every event, one key) go
 
-1. through the library alone: ``OnlineRNN.step`` on the daemon's default model
-   (Elman(16) + exact RTRL + Adam, clip 1.0), inputs already as lists;
+1. through the library alone: the key's model stepped in-process (the daemon's
+   ``SupervisedStream``: a ``HybridRegressor`` with the default network, Elman(16)
+   + exact RTRL + Adam, on features standardised by ``RunningMoments``), events
+   already parsed;
 2. through the daemon on stdin: JSON lines written to a pipe, every reply read
    back from stdout;
 3. through the daemon on TCP: one connection, lines written while replies are read.
@@ -46,8 +49,11 @@ sys.path.insert(0, str(REPO))
 
 from service.config import load  # noqa: E402
 from service.names import ModelTemplate  # noqa: E402
+from service.protocol import SupervisedEvent  # noqa: E402
+from service.streams import SupervisedStream  # noqa: E402
 
 FEATURES = ("f0", "f1", "f2", "f3")
+SETTINGS: dict[str, str] = {}  # STREAMRNN_* settings for both the library and the daemon
 
 
 def events(n: int, seed: int = 0) -> tuple[bytes, list, list]:
@@ -60,14 +66,17 @@ def events(n: int, seed: int = 0) -> tuple[bytes, list, list]:
 
 
 def library(xs, ys) -> tuple[float, list[float]]:
-    """(events per second, per-step seconds) of the default model stepped alone."""
-    model = ModelTemplate(load(environ={}).model).build(len(FEATURES), 1)
+    """(events per second, per-step seconds) of the default key's model stepped alone."""
+    config = load(environ=SETTINGS)
+    stream = SupervisedStream(ModelTemplate(config.model, config.forecast), list(FEATURES))
+    parsed = [SupervisedEvent.model_construct(key=None, id=None, x=dict(zip(FEATURES, x)), y=y[0])
+              for x, y in zip(xs, ys)]
     steps = []
     clock = time.perf_counter
     start = clock()
-    for x, y in zip(xs, ys):
+    for event in parsed:
         t = clock()
-        model.step(x, y)
+        stream.apply(event)
         steps.append(clock() - t)
     return len(xs) / (clock() - start), steps
 
@@ -77,6 +86,7 @@ class Daemon:
         self.log_path = Path(workdir) / f"daemon-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")}
         env["PYTHONPATH"] = str(REPO)
+        env.update(SETTINGS)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--metrics-port", "0", "--progress", "0",
@@ -181,7 +191,10 @@ def main() -> None:
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--bare", action="store_true", help="supervised keys as the bare network")
     args = p.parse_args()
+    if args.bare:
+        SETTINGS["STREAMRNN_MODEL_HYBRID"] = "false"
     if args.quick:
         args.events, args.repeats = 5_000, 3
     threadpool_limits(1)
@@ -209,7 +222,7 @@ def main() -> None:
     print(f"\n{n:,} supervised events (4 features, one key), default model, medians of {args.repeats} runs\n")
     print("| path | events/s | ÷ library | p50 step (us) | p99 step (us) |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| library alone (`OnlineRNN.step`) | {med(lib):,.0f} | 1.00 | {med(lib_p50):.0f} | {med(lib_p99):.0f} |")
+    print(f"| library alone (the key's model in-process) | {med(lib):,.0f} | 1.00 | {med(lib_p50):.0f} | {med(lib_p99):.0f} |")
     print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | <= {med(d50):.0f} | <= {med(d99):.0f} |")
     print(f"| daemon, TCP (pipelined) | {med(tcp):,.0f} | {med(tcp) / med(lib):.2f} | <= {med(t50):.0f} | <= {med(t99):.0f} |")
     print(f"| daemon, TCP round trip, one event at a time | {1e6 / med(rt50):,.0f} | - | {med(rt50):.0f} | {med(rt99):.0f} |")

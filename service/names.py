@@ -86,8 +86,10 @@ class ModelTemplate:
 
     @property
     def hybrid(self) -> bool:
-        """Whether supervised keys use the library's hybrid regressor (squared error on an identity readout)."""
-        return self.settings.loss == "squared" and self.settings.readout == "identity"
+        """Whether supervised keys use the library's hybrid regressor (squared error on an identity readout,
+        unless ``model.hybrid`` is off)."""
+        s = self.settings
+        return s.hybrid and s.loss == "squared" and s.readout == "identity"
 
     def _network(self) -> dict:
         s = self.settings

@@ -141,3 +141,15 @@ def test_a_key_hit_by_a_huge_value_forecasts_finite_values_again_after_a_restart
     assert all(r["forecast"] is not None and all(np.isfinite(r["forecast"])) for r in replies)
     assert abs(replies[-1]["forecast"][0] - (10.0 + np.sin(80))) < 1.5
     assert again.table.totals()["bounded"] == 1
+
+
+def test_supervised_keys_can_be_the_bare_network():
+    import streamrnn as sr
+
+    w = worker(**{"model.hybrid": "false"})
+    model = sr.OnlineRNN(2, (sr.Elman(16, "tanh"),), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(2e-3),
+                         clip_norm=1.0, seed=0)
+    for e in supervised_events(40, keys=("a",)):
+        r = handle(w, e)
+        expected = model.step([e["x"]["u"], e["x"]["v"]], [e["y"]] if "y" in e else None)
+        assert r["prediction"] == float(expected.prediction[0]) and r.get("loss") == expected.loss
