@@ -115,7 +115,7 @@ class Scores:
 
     def table(self) -> str:
         rows = ["| model | MAE | RMSE | scored events |", "|---|---:|---:|---:|"]
-        for name, errors in (("streamrnn online RNN", self.model), ("persistence (previous value)", self.persistence)):
+        for name, errors in (("streamrnn", self.model), ("persistence (previous value)", self.persistence)):
             e = np.array(errors)
             mae = f"{e.mean():.4f}" if len(e) else "-"
             rmse = f"{math.sqrt(np.mean(e ** 2)):.4f}" if len(e) else "-"

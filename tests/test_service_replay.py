@@ -18,7 +18,7 @@ def test_jsonl_and_csv(tmp_path):
     (tmp_path / "events.jsonl").write_bytes(lines(supervised_events(200)) + b"not json\n")
     result = replay(tmp_path, "events.jsonl")
     assert result.returncode == 0, result.stderr
-    assert "| streamrnn online RNN |" in result.stdout and "| persistence (previous value) |" in result.stdout
+    assert "| streamrnn |" in result.stdout and "| persistence (previous value) |" in result.stdout
     assert "201 events (1 rejected)" in result.stdout
     assert "201/201 events" in result.stderr  # the progress bar
 
