@@ -35,6 +35,8 @@ PANELS = {
     "Rejected inputs": {"streamrnn_rejected_lines_total"},
     "Keys and connections": {"streamrnn_live_keys"},
     "Checkpoint age": {"streamrnn_checkpoint_last_success_timestamp_seconds"},
+    "Component weights": {"streamrnn_component_weight"},
+    "Bounded values": {"streamrnn_bounded_values_total"},
 }
 DEFAULTS = settings({})
 
