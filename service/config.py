@@ -76,7 +76,7 @@ class ModelSettings(Section):
     h: int = Field(10, ge=1, le=100_000, description="BPTT window")
     h_prime: int = Field(1, ge=1, le=100_000, description="BPTT: an update every h_prime events")
     optimizer: _choice(names.OPTIMIZERS) = "adam"
-    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
     schedule: _choice(names.SCHEDULES) = "constant"
     decay: float = Field(0.5, ge=0.0, description="exponential: rate per decay_steps; inverse_time: decay")
     decay_steps: int = Field(10_000, ge=1)

@@ -26,7 +26,7 @@ START_TIMEOUT = 20.0
 
 
 #: the daemon's default network (service.config defaults), as library arguments
-NETWORK = dict(learner=sr.RTRL(), optimizer=sr.Adam(2e-3), clip_norm=1.0, seed=0)
+NETWORK = dict(learner=sr.RTRL(), optimizer=sr.Adam(1e-3), clip_norm=1.0, seed=0)
 
 
 def library_regressor() -> sr.RNNRegressor:

@@ -147,7 +147,7 @@ def test_supervised_keys_can_be_the_bare_network():
     import streamrnn as sr
 
     w = worker(**{"model.hybrid": "false"})
-    model = sr.OnlineRNN(2, (sr.Elman(16, "tanh"),), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(2e-3),
+    model = sr.OnlineRNN(2, (sr.Elman(16, "tanh"),), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(1e-3),
                          clip_norm=1.0, seed=0)
     for e in supervised_events(40, keys=("a",)):
         r = handle(w, e)

@@ -54,7 +54,7 @@ PARAMETERS_DOC = """hidden_size
         ``streamrnn.RTRL()`` or ``streamrnn.TruncatedBPTT(h, h_prime)``; None for
         ``TruncatedBPTT(10, 1)``.
     optimizer
-        A streamrnn optimiser (``Adam``, ``SGD``, ``Chain(...)``); None for ``Adam(0.002)``
+        A streamrnn optimiser (``Adam``, ``SGD``, ``Chain(...)``); None for ``Adam(0.001)``
         (``Adam(0.01)`` in the classifier).
     clip_norm
         Scale each gradient to at most this global norm (None: never).

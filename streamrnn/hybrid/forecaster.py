@@ -59,7 +59,7 @@ AUTO_CAPACITY = 1600
 #: the default horizon tracked for a seasonal series is its season, up to this many steps
 SEASON_HORIZON = 48
 DEFAULT_LEARNER = TruncatedBPTT(10, 1)
-DEFAULT_OPTIMIZER = Adam(0.002)
+DEFAULT_OPTIMIZER = Adam(0.001)
 
 
 def default_lags(periods) -> tuple[int, ...]:
