@@ -147,6 +147,9 @@ class MLPoly(Stateful):
         n = min(len(forecasts), self.horizon)
         if n == 0:
             return
+        if n == 1:  # one step: the weights are most likely cached from the forecast
+            self.update(0, forecasts[0], awake[0], y)
+            return
         F, awake = forecasts[:n], awake[:n]
         w = self._rows(self.R[:n], self.S[:n], awake)
         combined = (w * np.where(awake, F, 0.0)).sum(axis=1, keepdims=True)

@@ -306,9 +306,10 @@ class HybridForecaster:
         awake = np.array([c.ready for c in self.components])
         for k, c in enumerate(self.components):
             if awake[k]:
-                f = c.forecast(horizon, future)
-                F[k] = bound(np.where(np.isfinite(f), f, last), lo, hi)
-        return F, awake
+                F[k] = c.forecast(horizon, future)
+        if not np.isfinite(F.dot(np.ones(horizon))).all():  # one pass for the common case: all finite
+            F[~np.isfinite(F)] = last
+        return bound(F, lo, hi), awake
 
     def _combine(self, F: np.ndarray, awake: np.ndarray) -> np.ndarray:
         W = self.level1.table(awake)

@@ -109,6 +109,9 @@ class RLS(Stateful):
     def update_heads(self, Z: np.ndarray, targets: np.ndarray) -> None:
         """``update`` of heads 0 .. n-1 at once, head h with input row Z[h] and target targets[h]."""
         n = min(len(Z), self.heads)
+        if n == 1:
+            self.update(0, Z[0], float(targets[0]))
+            return
         if self.huber:  # each head's Huber weight depends on its own error scale
             for h in range(n):
                 self.update(h, Z[h], float(targets[h]))
