@@ -123,6 +123,8 @@ class SourceSettings(Section):
     input: list[str] = Field(default_factory=list, description="JSON-lines files, or river:NAME series")
     input_rate: float = Field(0.0, ge=0.0, description="events per second from input files (0: no limit)")
     max_line_bytes: int = Field(1 << 20, ge=64)
+    max_connections: int = Field(256, ge=1, description="open client connections; one more is told and closed")
+    unix_mode: str = Field("0660", pattern=r"^0?[0-7]{3}$", description="permissions of the Unix sockets (octal)")
 
     @field_validator("tcp")
     @classmethod

@@ -79,6 +79,8 @@ DAEMON_FIGURES = {
     "eviction_failures": ("eviction_failures", "counter",
                           "Keys that could not be checkpointed out (they stay in memory)."),
     "restore_failures": ("restore_failures", "counter", "Stored keys that could not be read back."),
+    "corrupt_keys": ("corrupt_keys", "counter",
+                     "Stored keys whose state was unreadable: quarantined, answered corrupt_state, then forgotten."),
     "connections": ("connections", "gauge", "Open client connections."),
     "connections_accepted": ("connections_accepted", "counter", "Client connections accepted."),
     "checkpoint_failures": ("checkpoint_failures", "counter", "Checkpoints that could not be written."),
@@ -95,7 +97,8 @@ def daemon_figures(stats: Stats, table: StreamTable, worker) -> dict:
     return {
         "live_keys": len(table.live), "stored_keys": len(table.stored), "evictions": table.evictions,
         "restores": table.restores, "eviction_failures": table.eviction_failures,
-        "restore_failures": table.restore_failures, "connections": stats.connections_open,
+        "restore_failures": table.restore_failures, "corrupt_keys": table.corrupt_keys,
+        "connections": stats.connections_open,
         "connections_accepted": stats.connections, "checkpoint_failures": stats.checkpoint_failures,
         "checkpoint_corrupt": stats.checkpoint_corrupt, "checkpoint_last_success": stats.checkpoint_last_success,
         "checkpoint_generation": worker.generation, "reply_write_failures": stats.stdout_failures,

@@ -61,6 +61,8 @@ ERROR_CODES = (
     "wrong_kind",       # a forecasting event on a supervised key, or the reverse
     "invalid_value",    # refused by the model, e.g. a log-loss target outside [0, 1]
     "unavailable",      # the key's stored state cannot be read now (I/O): nothing changed, retry
+    "corrupt_state",    # the key's stored state was unreadable: quarantined; this event not applied
+    "too_many_connections",  # sources.max_connections clients are connected already: this one is closed
     "truncated",        # the connection closed in the middle of a line (no one to answer)
     "internal",         # a bug: logged with its traceback
 )

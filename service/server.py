@@ -100,7 +100,8 @@ class Server:
             self.sources.append(FileSource(spec, worker, limit, stop, out, config.sources.input_rate))
         for kind, addresses in (("tcp", config.sources.tcp), ("unix", config.sources.unix)):
             for address in addresses:
-                self.sources.append(SocketSource(kind, address, worker, limit, stop, worker.stats))
+                self.sources.append(SocketSource(kind, address, worker, limit, stop, worker.stats,
+                                                 config.sources.max_connections, int(config.sources.unix_mode, 8)))
         for source in self.sources:
             try:
                 await source.start()

@@ -5,15 +5,25 @@ handled as they arrive, and the replies are written back on the same transport.
 A client resumes a key from the ``step`` of its last reply (or from
 ``{"command": "status", "key": ...}``): socket positions are per key, not per
 connection.
+
+At most ``sources.max_connections`` clients are connected at a time, over all
+listeners: one more is sent a ``too_many_connections`` error line and closed.
+A Unix socket is created with ``sources.unix_mode`` (0660: the owner and its
+group).  A daemon refuses to start on a Unix path where another daemon answers,
+and on stopping removes only the socket file it created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import stat
 from pathlib import Path
 
+from .protocol import error
 from .sources import LineSplitter, Source
 from .stats import Stats
 
@@ -32,26 +42,41 @@ class _Connection(asyncio.Protocol):
         self.splitter = LineSplitter(source.limit)
         self.transport = None
         self.peer = source.address
+        self.refused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=1 << 20)  # replies of a whole read, before pausing
         self.peer = transport.get_extra_info("peername") or self.source.address
+        stats = self.source.stats
+        if stats.connections_open >= self.source.max_connections:
+            self.refused = True
+            stats.reject("too_many_connections")
+            message = f"{stats.connections_open} clients are connected, the most sources.max_connections allows"
+            transport.write((json.dumps(error("too_many_connections", message, None)) + "\n").encode())
+            transport.close()
+            log.warning("refused a %s client %s: %s", self.source.kind, self.peer, message)
+            return
         self.source.clients.add(self)
-        self.source.stats.connections += 1
-        self.source.stats.connections_open += 1
+        stats.connections += 1
+        stats.connections_open += 1
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.source.should_stop():  # stopping: read nothing more
             self.transport.pause_reading()
             return
         self.transport.write(self.source.take(self.splitter, data, None))
 
     def eof_received(self) -> bool:
-        self._truncated("closed the connection")
+        if not self.refused:
+            self._truncated("closed the connection")
         return False  # close once the replies written so far are flushed
 
     def connection_lost(self, exc) -> None:
+        if self.refused:
+            return
         if exc is not None:
             self._truncated(f"dropped ({exc})")
         self.source.clients.discard(self)
@@ -76,12 +101,15 @@ class SocketSource(Source):
 
     finite = False
 
-    def __init__(self, kind: str, address: str, worker, limit, should_stop, stats: Stats):
+    def __init__(self, kind: str, address: str, worker, limit, should_stop, stats: Stats,
+                 max_connections: int = 256, unix_mode: int = 0o660):
         super().__init__(worker, limit, should_stop)
         self.kind, self.address, self.stats = kind, address, stats
+        self.max_connections, self.unix_mode = max_connections, unix_mode
         self.name = f"{kind}:{address}"
         self.server: asyncio.AbstractServer | None = None
         self.clients: set[_Connection] = set()
+        self._created = None  # (device, inode) of the Unix socket file this daemon made
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,9 +121,14 @@ class SocketSource(Source):
         else:
             path = Path(self.address)
             if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+                if _answers(path):
+                    raise OSError(f"another process is listening on unix socket {path}")
                 path.unlink()  # left by a daemon that did not stop cleanly
             self.server = await loop.create_unix_server(lambda: _Connection(self), str(path))
-            log.info("listening on unix socket %s", path)
+            os.chmod(path, self.unix_mode)
+            info = path.stat()
+            self._created = (info.st_dev, info.st_ino)
+            log.info("listening on unix socket %s (mode %o)", path, self.unix_mode)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting and reading; flush the replies written so far (within ``timeout``), then close."""
@@ -113,4 +146,27 @@ class SocketSource(Source):
         for client in list(self.clients):
             client.transport.abort()  # what could not be flushed in time
         if self.kind == "unix":
-            Path(self.address).unlink(missing_ok=True)
+            self.remove_socket()
+
+    def remove_socket(self) -> None:
+        """Remove the Unix socket file, if it is still the one this daemon created."""
+        path = Path(self.address)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return
+        if self._created == (info.st_dev, info.st_ino):
+            path.unlink(missing_ok=True)
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ class CheckpointStore:
     def get_stream(self, ref: str) -> tuple[dict, dict]:
         raise NotImplementedError
 
+    def quarantine(self, ref: str) -> str:
+        """Set a stored key's unreadable state aside (never deleted); returns where it went."""
+        raise NotImplementedError
+
     def commit(self, checkpoint: Checkpoint) -> None:
         raise NotImplementedError
 
@@ -80,6 +85,10 @@ class MemoryStore(CheckpointStore):
 
     def get_stream(self, ref):
         return self._streams[ref]
+
+    def quarantine(self, ref):
+        self._streams.pop(ref, None)
+        return "nowhere (kept in memory only)"
 
     def commit(self, checkpoint):
         pass
@@ -109,6 +118,15 @@ class DirectoryStore(CheckpointStore):
         arrays, header = state.load(self.keys / ref)
         header.pop("key", None)
         return arrays, header
+
+    def quarantine(self, ref):
+        """Move an unreadable key file to ``keys/quarantine/`` (for a person to look at; never deleted)."""
+        target = self.keys / "quarantine"
+        target.mkdir(exist_ok=True)
+        source = self.keys / ref
+        if source.exists():
+            os.replace(source, target / ref)
+        return str(target / ref)
 
     # ----- checkpoints ---------------------------------------------------------------------
     def _path(self, generation: int) -> Path:

@@ -18,10 +18,17 @@ from collections import OrderedDict
 from streamrnn import state
 
 from . import streams
-from .protocol import ProtocolError
 from .store import Checkpoint, CheckpointStore
 
 log = logging.getLogger("streamrnn.table")
+
+
+class KeyUnavailable(Exception):
+    """A stored key's state cannot be read now (the store is out of reach); nothing changed, retry."""
+
+
+class KeyCorrupt(Exception):
+    """A stored key's state is unreadable for good; its file was quarantined and the key forgotten."""
 COUNTERS = ("steps", "updates", "skipped", "clipped", "bounded")
 
 
@@ -43,6 +50,7 @@ class StreamTable:
         self.restores = 0
         self.restore_failures = 0
         self.eviction_failures = 0
+        self.corrupt_keys = 0  # stored keys found unreadable and quarantined
 
     def __len__(self) -> int:
         return len(self.live) + len(self.stored)
@@ -56,22 +64,42 @@ class StreamTable:
         ref = self.stored.get(key)
         if ref is None:
             return None
-        try:
-            stream = streams.restore(self.template, *self.store.get_stream(ref))
-        except OSError as err:  # the store is out of reach: keep the key stored, refuse the event
-            raise ProtocolError("unavailable", f"the state of key {key!r} cannot be read now ({err}); "
-                                "nothing changed, try again") from None
-        except (state.StateError, KeyError, ValueError) as err:
-            # the stored state is lost: say so loudly, and let the key start afresh
-            log.error("cannot restore key %r from %s (%s); it starts again from the template", key, ref, err)
-            self.restore_failures += 1
-            del self.stored[key]
-            return None
+        stream = streams.restore(self.template, *self.read(key))
         del self.stored[key]
         self._retire(stream, -1)
         self.restores += 1
         self.add(key, stream)
         return stream
+
+    def read(self, key: str) -> tuple[dict, dict]:
+        """A stored key's (arrays, header).
+
+        KeyUnavailable if the store is out of reach (the key stays stored); KeyCorrupt if the
+        state is unreadable for good: then its file is quarantined, the key is forgotten (its
+        next event starts it afresh), it is logged and counted -- never reset silently.
+        """
+        ref = self.stored[key]
+        try:
+            arrays, header = self.store.get_stream(ref)
+            if header.get("kind") not in streams.BY_NAME:
+                raise state.StateError(f"no stream kind in {ref}")
+            return arrays, header
+        except OSError as err:
+            raise KeyUnavailable(f"the state of key {key!r} cannot be read now ({err}); nothing changed, "
+                                 "try again") from None
+        except (state.StateError, KeyError, ValueError) as err:
+            where = self.store.quarantine(ref)
+            del self.stored[key]
+            self.corrupt_keys += 1
+            self.restore_failures += 1
+            log.error("the stored state of key %r is corrupt (%s); moved to %s, and the key is forgotten",
+                      key, err, where)
+            raise KeyCorrupt(f"the stored state of key {key!r} was corrupt and has been quarantined; "
+                             "this event was not applied, and the key's next event starts it afresh") from None
+
+    def stored_step(self, key: str) -> int:
+        """The ``events`` of a stored key's header (KeyUnavailable / KeyCorrupt as ``read``)."""
+        return int(self.read(key)[1]["events"])
 
     def add(self, key: str, stream: streams.Stream) -> None:
         self.live[key] = stream
@@ -121,10 +149,17 @@ class StreamTable:
             pass
 
     def digest(self) -> str:
-        """SHA-256 over every key's state, live or stored: equal digests, equal daemons."""
+        """SHA-256 over every key's state, live or stored: equal digests, equal daemons.
+
+        A stored key found corrupt is quarantined and left out (``read``); KeyUnavailable if the
+        store is out of reach.
+        """
         total = hashlib.sha256()
         for key in sorted(set(self.live) | set(self.stored)):
             stream = self.live.get(key)
-            snap = stream.snapshot() if stream is not None else self.store.get_stream(self.stored[key])
+            try:
+                snap = stream.snapshot() if stream is not None else self.read(key)
+            except KeyCorrupt:
+                continue
             total.update(f"{key}\0{digest_of(*snap)}\n".encode())
         return total.hexdigest()

@@ -21,7 +21,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii
 from .protocol import Command, ProtocolError, error, parse
 from .stats import Stats
 from .streams import KINDS
-from .table import StreamTable
+from .table import KeyCorrupt, KeyUnavailable, StreamTable
 
 log = logging.getLogger("streamrnn.worker")
 
@@ -124,6 +124,14 @@ class Worker:
     # ----- events -----------------------------------------------------------------------------
     def respond(self, event) -> dict:
         """The reply to a parsed event; ProtocolError (and no state change) if it cannot apply."""
+        try:
+            return self._respond(event)
+        except KeyUnavailable as err:
+            raise ProtocolError("unavailable", str(err)) from None
+        except KeyCorrupt as err:
+            raise ProtocolError("corrupt_state", str(err)) from None
+
+    def _respond(self, event) -> dict:
         kind = KINDS.get(type(event))
         if kind is None:
             return self._command(event)
@@ -172,14 +180,10 @@ class Worker:
             "positions": {name: p.as_dict() for name, p in self.positions.items()},
         }
         if command.key is not None:  # a stored key's header is read, the key stays where it is
-            stream, ref = table.live.get(command.key), table.stored.get(command.key)
+            stream = table.live.get(command.key)
             step = stream.events if stream is not None else 0
-            if ref is not None:
-                try:
-                    step = int(table.store.get_stream(ref)[1]["events"])
-                except (OSError, ValueError, KeyError) as err:
-                    raise ProtocolError("unavailable", f"the state of key {command.key!r} cannot be read now "
-                                        f"({err})") from None
+            if command.key in table.stored:
+                step = table.stored_step(command.key)
             reply.update(key=command.key, step=step)
         return reply
 

@@ -109,7 +109,7 @@ def test_every_metric_moves(tmp_path):
     # a fraction of 16 units: it need not move between two scrapes, but it must be one
     assert 0.0 <= after["streamrnn_saturated_ratio{model=daemon}"] <= 1.0
     assert not [n for n in after if "key=" in n], "no per-key labels"
-    assert "cannot restore" not in daemon.log()
+    assert "is corrupt" not in daemon.log()
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (CI installs prometheus)")

@@ -153,3 +153,32 @@ def test_supervised_keys_can_be_the_bare_network():
         r = handle(w, e)
         expected = model.step([e["x"]["u"], e["x"]["v"]], [e["y"]] if "y" in e else None)
         assert r["prediction"] == float(expected.prediction[0]) and r.get("loss") == expected.loss
+
+
+def test_a_corrupt_stored_key_is_quarantined_and_answered_one_way_everywhere(tmp_path):
+    """Truncate a stored key's file: digest, status and the key's next event all say corrupt_state
+    (none says internal, none starts the key over silently); the file is kept aside."""
+    from service.store import DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0", "streams.max_keys": "1"})
+    for ask in ("event", "status", "digest"):
+        store = DirectoryStore(tmp_path / ask)
+        w = build_worker(config, store)
+        for i in range(5):
+            handle(w, {"key": "a", "value": float(i)})
+        handle(w, {"key": "b", "value": 1.0})  # evicts a to keys/
+        (ref,) = w.table.stored.values()
+        path = store.keys / ref
+        path.write_bytes(path.read_bytes()[:200])
+        before = w.events
+        request = {"event": {"key": "a", "value": 9.0}, "status": {"command": "status", "key": "a"},
+                   "digest": {"command": "digest"}}[ask]
+        reply = handle(w, request)
+        if ask == "digest":
+            assert "digest" in reply and reply["keys"] == 1  # the corrupt key is left out, not an internal error
+        else:
+            assert reply["error"]["code"] == "corrupt_state", reply
+        assert w.events == before and w.table.corrupt_keys == 1
+        assert not path.exists() and (store.keys / "quarantine" / ref).exists()
+        again = handle(w, {"key": "a", "value": 9.0})  # told once: the next event starts the key afresh
+        assert again["step"] == 1
