@@ -91,19 +91,25 @@ class Worker:
         ``line`` is None for a line over the length limit.  Never raises.
         """
         started = time.perf_counter()
-        if position is not None:
-            position.lines += 1
-            position.bytes += size
         event = None
         try:
             if line is None:
                 raise ProtocolError("too_long", f"line of {size} bytes is over the length limit")
             event = parse(line)
+            if position is not None and type(event) is not Command:
+                position.lines += 1  # commands are questions, not part of the stream: they never move it
+                position.bytes += size
             text = encode(self.respond(event))
         except ProtocolError as err:
+            if position is not None and event is None:  # a line that is not an event still was read
+                position.lines += 1
+                position.bytes += size
             self.stats.reject(err.code)
             text = encode(error(err.code, err.message, err.id if event is None else event.id))
         except Exception as err:  # a bug: keep serving, say where
+            if position is not None and event is None:
+                position.lines += 1
+                position.bytes += size
             log.exception("internal error on a line")
             self.stats.reject("internal")
             text = encode(error("internal", f"internal error: {type(err).__name__}", getattr(event, "id", None)))

@@ -35,13 +35,13 @@ def test_default_key_and_forecasts(tmp_path):
     replies, _ = run_stdin(tmp_path, data, "--horizon", "3")
     first, second, multi, status = replies
     assert (first["key"], first["step"], "loss" not in first) == ("default", 1, True)
-    assert first["forecast"] == [1.0, 1.0, 1.0]  # an untrained network outputs c = 0: persistence
+    assert first["forecast"] == [1.0, 1.0, 1.0]  # one value seen: persistence
     assert second["id"] == 9 and isinstance(second["loss"], float) and len(second["forecast"]) == 3
     assert [len(f) for f in multi["forecast"]] == [2, 2, 2]
     for reply in (first, second, multi):
         ForecastReply.model_validate(reply)
     StatusReply.model_validate(status)
-    assert status["positions"]["stdin"]["lines"] == 4 and status["keys"] == 2
+    assert status["positions"]["stdin"]["lines"] == 3 and status["keys"] == 2  # its own line is not counted
 
 
 def test_concurrent_tcp_and_unix_clients(tmp_path):

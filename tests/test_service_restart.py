@@ -119,3 +119,27 @@ def test_file_input_resumes_by_itself(tmp_path):
         assert client.ask(DIGEST)["digest"] == whole[-1]["digest"]
         client.close()
         assert daemon.stop() == 0
+
+
+def test_stdin_resumes_the_documented_way_after_kill_9(tmp_path):
+    """README: after a restart, send {"command": "status"} on stdin and feed the input again from its
+    positions.stdin.bytes. The status line itself is not counted (commands never move a position),
+    so its figure is the restored checkpoint's, and a later crash resumes the same way."""
+    data = workload()
+    whole, _ = run_stdin(tmp_path / "whole", data + DIGEST, *ARGS)
+    work = tmp_path / "killed"
+    interrupted(work, data, after_replies=140, sig=signal.SIGKILL)
+    for last in (False, True):
+        daemon = Daemon(work, *ARGS, stdin=subprocess.PIPE, metrics=False)
+        restored = int(daemon.wait_for(r"restored checkpoint \d+ .*'stdin': \{'lines': \d+, 'bytes': (\d+)\}").group(1))
+        daemon.proc.stdin.write(b'{"command": "status"}\n')
+        daemon.proc.stdin.flush()
+        offset = json.loads(daemon.proc.stdout.readline())["positions"]["stdin"]["bytes"]
+        assert offset == restored and data[offset - 1 : offset] == b"\n"  # a line boundary of the input
+        half = data.index(b"\n", offset + (len(data) - offset) // 2) + 1  # stop at a line's end
+        rest = data[offset:] if last else data[offset:half]
+        daemon.proc.stdin.write(rest + (DIGEST if last else b""))
+        daemon.proc.stdin.close()
+        replies = [json.loads(line) for line in daemon.proc.stdout.read().splitlines()]
+        assert daemon.stop() == 0
+    assert replies[-1]["digest"] == whole[-1]["digest"]
