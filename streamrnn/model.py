@@ -47,7 +47,9 @@ class OnlineRNN:
         Scale each gradient to at most this global norm before the optimiser (None: never).
     target_feedback
         Feed the previous step's target (or, where none came, the previous prediction)
-        as extra inputs (Williams & Zipser's teacher forcing).
+        as extra inputs (Williams & Zipser's teacher forcing).  With a ``mask``, a
+        masked-out output is fed back as 0, not as its prediction: a masked target
+        is unknown, and 0 is the input's "no information" value.
     seed
         Seed of the generator that draws the initial weights.
 

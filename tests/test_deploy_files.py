@@ -67,6 +67,8 @@ def test_dashboard_has_the_panels_and_every_panel_is_wired():
     ids = [p["id"] for p in panels(board)]
     assert len(ids) == len(set(ids))
     assert [v["name"] for v in board["templating"]["list"]] == ["datasource", "job", "instance"]
+    for variable in board["templating"]["list"]:  # Grafana's schema: a current value has text and value
+        assert {"text", "value"} <= set(variable["current"]), variable["name"]
     cells = set()
     for p in panels(board):
         g = p["gridPos"]
@@ -92,6 +94,7 @@ def test_grafana_provisioning_matches_compose():
     assert provider["providers"][0]["options"]["path"] == mounts["./grafana/dashboards"]
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
     assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].startswith(mounts["./grafana/dashboards"])
+    assert "name" not in compose  # docker-compose 1.29 rejects a top-level name
     (sources,) = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
     (source,) = sources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]

@@ -63,7 +63,12 @@ PARAMETERS_DOC = """hidden_size
 
 
 class RNNEstimator:
-    """Mixin holding the network's parameters and a ``FeatureSpace``; see the module docstring."""
+    """Mixin holding the network's parameters and a ``FeatureSpace``; see the module docstring.
+
+    No parameter can be changed in place with river's ``mutate``: the models are built
+    from them at the first event.  ``clone({"hidden_size": 32})`` gives a fresh
+    estimator with new parameters.
+    """
 
     def __init__(
         self,
