@@ -10,9 +10,10 @@ library classes as the river estimators, so a key learns exactly what
   key's first event); every later event must carry exactly those names
   (``unknown_feature`` / ``missing_feature`` otherwise).  With the default
   squared error on an identity readout, each output is a
-  ``HybridRegressor`` on the features standardised by ``RunningMoments``
-  (the estimators' scaler) and their changes; with a log-loss or
-  cross-entropy readout the key is the bare network, fed x as it comes.
+  ``HybridRegressor`` on the estimators' ``FeatureSpace`` (features
+  standardised online, and their changes); with a log-loss or cross-entropy
+  readout, or ``model.hybrid`` off, the key is the bare network, fed x as it
+  comes.
 * Forecasting: ``value`` is one number or one per channel (the width is fixed
   by the first event).  Each channel is a ``HybridForecaster``; a reply
   carries the next H values of every channel, and ``loss`` is the mean
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.hybrid.scale import MAX_ABS, RunningMoments
+from streamrnn.estimators.features import FeatureSpace
+from streamrnn.hybrid.scale import MAX_ABS
+from streamrnn.hybrid.stateful import prefixed, unprefixed
 from streamrnn.state import StateError
 
 from .protocol import ForecastEvent, ProtocolError, SupervisedEvent
@@ -37,14 +40,6 @@ COUNTERS = ("steps", "updates", "skipped", "clipped")
 
 def _width_error(what: str, expected: int, got: int) -> ProtocolError:
     return ProtocolError("wrong_width", f"{what} must have {expected} values for this key, got {got}")
-
-
-def _prefixed(prefix: str, arrays: dict) -> dict:
-    return {f"{prefix}{k}": v for k, v in arrays.items()}
-
-
-def _sub(arrays: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 class Stream:
@@ -94,8 +89,8 @@ class SupervisedStream(Stream):
         n = len(self.features)
         if self.hybrid:
             self.cores = [template.regressor(n) for _ in range(self.outputs)]
-            self.moments = RunningMoments(n)
-            self.last = np.zeros(n)
+            self.space = FeatureSpace()  # what RNNRegressor reads its features with
+            self.space.add(self.features)
         else:
             self.model = template.build(n, self.outputs)
 
@@ -145,9 +140,7 @@ class SupervisedStream(Stream):
                 raise ProtocolError("invalid_value", str(err)) from None
             o, loss = result.prediction, result.loss
         else:
-            raw = np.clip(np.array(x, dtype=float), -MAX_ABS, MAX_ABS)  # squares stay finite in the moments
-            z = self.moments.scale(raw)
-            dx = raw - self.last if self.events else np.zeros(len(raw))
+            z, dx = self.space.vector(event.x), self.space.change(event.x)
             o = np.array([core.predict(z, dx) for core in self.cores])
             loss = None
             if y is not None:
@@ -155,8 +148,7 @@ class SupervisedStream(Stream):
                     core.learn(z, dx, target)
                 err = np.clip(o - np.asarray(y), -MAX_ABS, MAX_ABS)  # against a wild target, a large finite loss
                 loss = 0.5 * float(err @ err)
-            self.moments.update(raw)
-            self.last = raw
+            self.space.learn(event.x)
         self.events += 1
         return (float(o[0]) if self.outputs == 1 else o.tolist()), loss
 
@@ -165,10 +157,9 @@ class SupervisedStream(Stream):
         if not self.hybrid:
             arrays, header["model"] = self.model.state_dict()
             return arrays, header
-        arrays = _prefixed("moments.", self.moments.state())
-        arrays["last"] = self.last.copy()
+        arrays = prefixed("features.", self.space.state())
         for i, core in enumerate(self.cores):
-            arrays.update(_prefixed(f"out{i}.", core.state()))
+            arrays.update(prefixed(f"out{i}.", core.state()))
         return arrays, header
 
     @classmethod
@@ -177,10 +168,9 @@ class SupervisedStream(Stream):
         if bool(header.get("hybrid", False)) != stream.hybrid:
             raise StateError("the key was saved with another loss or readout")
         if stream.hybrid:
-            stream.moments.load(_sub(arrays, "moments."))
-            stream.last = np.array(arrays["last"], dtype=float)
+            stream.space.load(unprefixed(arrays, "features."))
             for i, core in enumerate(stream.cores):
-                core.load(_sub(arrays, f"out{i}."))
+                core.load(unprefixed(arrays, f"out{i}."))
         else:
             stream.model.load_state_dict(arrays, header["model"])
         stream.events = int(header["events"])
@@ -242,7 +232,7 @@ class ForecastStream(Stream):
         arrays, headers = {}, []
         for i, channel in enumerate(self.channels):
             a, h = channel.state_dict()
-            arrays.update(_prefixed(f"ch{i}.", a))
+            arrays.update(prefixed(f"ch{i}.", a))
             headers.append(h)
         header = {"kind": self.kind, "events": self.events, "width": self.width, "scalar": self.scalar,
                   "channels": headers}
@@ -252,7 +242,7 @@ class ForecastStream(Stream):
     def restore(cls, template, arrays, header) -> "ForecastStream":
         stream = cls(template, int(header["width"]), bool(header["scalar"]))
         for i, channel in enumerate(stream.channels):
-            channel.load_state_dict(_sub(arrays, f"ch{i}."), header["channels"][i])
+            channel.load_state_dict(unprefixed(arrays, f"ch{i}."), header["channels"][i])
         stream.events = int(header["events"])
         return stream
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..hybrid.calendar import N_CALENDAR, Clock, phase_features, timestamp
 from ..hybrid.scale import MAX_ABS, RunningMoments
+from ..hybrid.stateful import Stateful
 
 
 def value(name, v) -> float | None:
@@ -52,8 +53,11 @@ def check(name, v) -> float | None:
     return t if t is not None else value(name, v)
 
 
-class FeatureSpace:
+class FeatureSpace(Stateful):
     """Feature names -> input columns, and the standardised input vector.
+
+    Its learned state is ``state()``'s arrays; the names, in column order, are the
+    owner's to keep (``add`` them again before ``load``).
 
     Examples
     --------
@@ -70,6 +74,10 @@ class FeatureSpace:
     >>> space.width, space.clock_name
     (8, 'when')
     """
+
+    _state = ("scaled", "last", "has_last")
+    _parts = ("moments", "clock")
+    _growable = ("scaled", "last")
 
     def __init__(self):
         self.names: list = []  # every feature, in column order of first appearance
@@ -157,12 +165,6 @@ class FeatureSpace:
         if not x or self.clock_name is None:
             return None
         return timestamp(x.get(self.clock_name))
-
-    def state(self) -> tuple[dict, dict]:
-        arrays = {f"moments.{k}": v for k, v in self.moments.state().items()}
-        arrays.update({f"clock.{k}": v for k, v in self.clock.state().items()})
-        arrays["scaled"] = self.scaled.copy()
-        return arrays, {"names": list(self.names), "kinds": list(self.kinds), "clock": self.clock_name}
 
 
 def frame_rows(X) -> list[dict]:

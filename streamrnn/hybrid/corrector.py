@@ -64,10 +64,6 @@ class RNNCorrector(Stateful):
     def grow_horizon(self, horizon: int) -> None:
         self.heads.grow_heads(horizon)
 
-    @property
-    def last_error(self) -> float:
-        return float(self.errors_seen[0])
-
     def grow_features(self, k: int) -> None:
         from ..grow import grow_inputs
 
@@ -131,10 +127,6 @@ class RNNCorrector(Stateful):
     def learn_heads(self, Z: np.ndarray, targets: np.ndarray) -> None:
         """Heads 0 .. n-1 learn from their input rows Z and targets (clipped to +-CLIP)."""
         self.heads.update_heads(Z, bound(np.array(targets, dtype=float), -CLIP, CLIP))
-
-    def learn_head(self, h: int, z: np.ndarray, target: float) -> None:
-        if h < self.heads.heads:
-            self.heads.update(h, z, clamp(target, CLIP))
 
     # the network's own state: its arrays, and its header as JSON bytes
     def state(self) -> dict[str, np.ndarray]:

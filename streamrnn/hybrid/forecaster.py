@@ -52,12 +52,15 @@ from .naive import Persistence, SeasonalNaive
 from .scale import CLIP, GUARD, MAX_ABS, bound, limits
 from .seasonality import detect_periods
 from .smoothing import ExponentialSmoothing, Theta
+from .stateful import prefixed, unprefixed
 
 #: warm-up: when no periods are given, detection runs at these counts of values
 DETECT_AT = (50, 100, 200, 400, 800, 1600)
 AUTO_CAPACITY = 1600
 #: the default horizon tracked for a seasonal series is its season, up to this many steps
 SEASON_HORIZON = 48
+#: what the forecasts in flight keep, one slot per origin (see ``_reset_ring``)
+RING = ("ring_F", "ring_awake", "ring_comb", "ring_corr", "ring_hidden", "ring_scale")
 DEFAULT_LEARNER = TruncatedBPTT(10, 1)
 DEFAULT_OPTIMIZER = Adam(0.001)
 
@@ -142,7 +145,6 @@ class HybridForecaster:
         )
         self.auto_horizon = horizon is None
         self.horizon = int(horizon) if horizon is not None else _season_horizon(self.fixed_periods or ())
-        self.steps = 0
         self.bounded = 0
         periods = self.fixed_periods or ()
         lags = self.user_lags or default_lags(periods)
@@ -255,7 +257,6 @@ class HybridForecaster:
         self.history.push(y)
         for c in self.components:
             c.learn(features)
-        self.steps += 1
         if self.fixed_periods is None and self.history.n in DETECT_AT:
             self._detect()
         self._origin(features)
@@ -401,14 +402,14 @@ class HybridForecaster:
         }
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        arrays = {f"history.{k}": v for k, v in self.history.state().items()}
+        arrays = prefixed("history.", self.history.state())
         for i, c in enumerate(self.components):
-            arrays.update({f"c{i}.{k}": v for k, v in c.state().items()})
-        for name in ("level1", "level2"):
-            arrays.update({f"{name}.{k}": v for k, v in getattr(self, name).state().items()})
-        if self.corrector is not None:
-            arrays.update({f"corrector.{k}": v for k, v in self.corrector.state().items()})
-        for name in ("ring_F", "ring_awake", "ring_comb", "ring_corr", "ring_hidden", "ring_scale"):
+            arrays.update(prefixed(f"c{i}.", c.state()))
+        for name in ("level1", "level2", "corrector"):
+            part = getattr(self, name)
+            if part is not None:
+                arrays.update(prefixed(f"{name}.", part.state()))
+        for name in RING:
             arrays[name] = getattr(self, name).copy()
         header = {
             "config": self.config(),
@@ -416,7 +417,6 @@ class HybridForecaster:
             "horizon": self.horizon,
             "n_features": self.n_features,
             "names": self.names,
-            "steps": self.steps,
             "bounded": self.bounded,
             "origins": self.origins,
             "candidates": None if self.candidates is None else [int(c) for c in self.candidates],
@@ -435,20 +435,20 @@ class HybridForecaster:
             clone._build(tuple(header["periods"]))
             if clone.names != header["names"]:
                 raise StateError(f"forecaster state has components {header['names']}, expected {clone.names}")
-            clone.history.load(_sub(arrays, "history."))
+            clone.history.load(unprefixed(arrays, "history."))
             for i, c in enumerate(clone.components):
-                c.load(_sub(arrays, f"c{i}."))
-            clone.level1.load(_sub(arrays, "level1."))
-            clone.level2.load(_sub(arrays, "level2."))
-            if clone.corrector is not None:
-                clone.corrector.load(_sub(arrays, "corrector."))
-            for name in ("ring_F", "ring_awake", "ring_comb", "ring_corr", "ring_hidden", "ring_scale"):
+                c.load(unprefixed(arrays, f"c{i}."))
+            for name in ("level1", "level2", "corrector"):
+                part = getattr(clone, name)
+                if part is not None:
+                    part.load(unprefixed(arrays, f"{name}."))
+            for name in RING:
                 current = getattr(clone, name)
                 given = np.asarray(arrays[name])
                 if given.shape != current.shape:
                     raise StateError(f"state array {name!r} has shape {given.shape}, expected {current.shape}")
                 setattr(clone, name, given.astype(current.dtype, copy=True))
-            clone.steps, clone.bounded, clone.origins = int(header["steps"]), int(header["bounded"]), int(header["origins"])
+            clone.bounded, clone.origins = int(header["bounded"]), int(header["origins"])
             clone.candidates = None if header["candidates"] is None else tuple(header["candidates"])
         except KeyError as err:
             raise StateError(f"forecaster state lacks {err}") from None
@@ -457,10 +457,6 @@ class HybridForecaster:
 
 def _season_horizon(periods) -> int:
     return min(max(periods), SEASON_HORIZON) if periods else 1
-
-
-def _sub(arrays: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _check_lags(lags) -> tuple[int, ...]:

@@ -55,7 +55,3 @@ class History(Stateful):
         """The newest k values, oldest first (k <= size)."""
         idx = (self.n - k + np.arange(k)) % len(self.buffer)
         return self.buffer[idx]
-
-    @property
-    def span(self) -> float:
-        return self.hi - self.lo

@@ -59,6 +59,7 @@ class HybridRegressor(Stateful):
         self.seen = False
         self.last = 0.0
         self.lo = self.hi = 0.0  # range of the targets seen
+        self._last_pass = None  # (key, results) of the newest predict, reused by learn on the same event
         self.bounded = 0  # targets bounded before learning (far outside everything seen)
         self.targets = RunningMoments(1)
         self.changes = RobustScale()
@@ -77,6 +78,9 @@ class HybridRegressor(Stateful):
     # the cached pass of the newest predict is not state
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_last_pass"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _last_pass=None)
 
     def grow_features(self, k: int) -> None:
         if k <= 0:
@@ -123,7 +127,7 @@ class HybridRegressor(Stateful):
 
     def _combined(self, z: np.ndarray, dx: np.ndarray, advance: bool):
         key = (z.tobytes(), dx.tobytes())
-        cached = getattr(self, "_last_pass", None)
+        cached = self._last_pass
         if cached is not None and cached[0] == key:  # predict's pass, reused by learn on the same event
             out = cached[1]
             if advance and self.corrector is not None and out[6] is not None:
@@ -178,7 +182,7 @@ class HybridRegressor(Stateful):
         cor = self.corrector
         if cor is not None and hidden is not None:
             scale = cor.scale
-            cor.learn_head(0, np.concatenate([[1.0], hidden, D]), (y - comb) / scale)
+            cor.learn_heads(cor.inputs(hidden, D[:, None]), np.array([(y - comb) / scale]))
             self.level2.update(0, np.array([comb, comb + corr]), np.ones(2, dtype=bool), y)
             cor.observe(y - comb)
         if self.targets.count[0] >= 1:

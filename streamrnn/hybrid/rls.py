@@ -76,9 +76,6 @@ class RLS(Stateful):
             self.updates = np.concatenate([self.updates, np.zeros(extra)])
             self.errors += [RobustScale() for _ in range(extra)] if self.huber else []
 
-    def predict(self, head: int, z: np.ndarray) -> float:
-        return float(self.w[head] @ z)
-
     def update(self, head: int, z: np.ndarray, t: float) -> bool:
         """Learn t from z on one head; False (nothing changed) if the sample is not finite."""
         w, P = self.w[head], self.P[head]

@@ -15,6 +15,16 @@ import numpy as np
 from ..state import StateError
 
 
+def prefixed(prefix: str, arrays: dict) -> dict:
+    """``arrays`` with every name prefixed (a part's arrays inside its owner's)."""
+    return {f"{prefix}{k}": v for k, v in arrays.items()}
+
+
+def unprefixed(arrays: dict, prefix: str) -> dict:
+    """The arrays whose names start with ``prefix``, without it (``prefixed``'s inverse)."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 class Stateful:
     _state: tuple[str, ...] = ()
     _parts: tuple[str, ...] = ()
@@ -27,7 +37,7 @@ class Stateful:
         for part in self._parts:
             child = getattr(self, part)
             if child is not None:
-                out.update({f"{part}.{k}": v for k, v in child.state().items()})
+                out.update(prefixed(f"{part}.", child.state()))
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
@@ -57,8 +67,7 @@ class Stateful:
         for part in self._parts:
             child = getattr(self, part)
             if child is not None:
-                prefix = part + "."
-                applies.append(child._plan({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}))
+                applies.append(child._plan(unprefixed(arrays, f"{part}.")))
 
         def apply():
             for name, value in values.items():
