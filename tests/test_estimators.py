@@ -12,13 +12,14 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from river import compose, datasets, evaluate, metrics, preprocessing
+from river import anomaly, compose, datasets, evaluate, metrics, preprocessing
 
 from streamrnn import RNNAnomalyDetector, RNNClassifier, RNNForecaster, RNNRegressor
 
 TRUMP = list(datasets.TrumpApproval())
 PHISHING = list(datasets.Phishing())
 SHUTTLE = list(datasets.Shuttle().take(2000))
+SHUTTLE_LONG = list(datasets.Shuttle().take(3000))
 
 
 def snapshot(model) -> bytes:
@@ -263,10 +264,39 @@ def test_anomalous_events_are_more_surprising_and_scores_start_calibrated():
     for x, _ in SHUTTLE[:300]:
         scores.append(model.score_one(x))
         model.learn_one(x)
-    assert scores[:10] == [0.0] * 10  # calibrated from the first event: 0 until the error scales form
-    typical = np.median([model.score_one(x) for x, _ in SHUTTLE[300:350]])
+    assert scores[:20] == [0.0] * 20 and scores[30] > 0.0  # 0 until the calibration has 20 events
+    normal = [x for x, is_anomaly in SHUTTLE[300:500] if not is_anomaly]
+    typical = np.median([model.score_one(x) for x in normal])
+    assert 0.1 < typical < 0.7  # about -log10(1/2): a typical event is as rare as a coin toss
+    assert np.mean([model.score_one(x) >= 2.0 for x in normal]) < 0.05  # "rarer than 1 in 100" is rare
     odd = {k: v * 3 + 50 for k, v in SHUTTLE[299][0].items()}
-    assert 0.2 < typical < 5.0 and model.score_one(odd) > 20 * typical
+    assert model.score_one(odd) > 3.0
+
+
+def _shuttle_auc(model, n=3000) -> tuple[float, int, int]:
+    """ROC AUC of a detector's scores, scored before learning, and (flagged events, flagged anomalies)."""
+    auc, flagged, hits = metrics.ROCAUC(), 0, 0
+    for x, is_anomaly in SHUTTLE_LONG[:n]:
+        score = model.score_one(x)
+        auc.update(is_anomaly, score)
+        if hasattr(model, "classify") and model.classify(score):
+            flagged, hits = flagged + 1, hits + is_anomaly
+        model.learn_one(x)
+    return auc.get(), flagged, hits
+
+
+def test_river_filters_work_around_the_detector_and_beat_half_space_trees_on_shuttle():
+    """Under ThresholdFilter and QuantileFilter, which keep flagged events from being learned,
+    the scores stay calibrated: the filters flag mostly anomalies, and the ROC AUC beats river's
+    HalfSpaceTrees (with the MinMaxScaler its docs use) on the same 3,000 events."""
+    half_space, _, _ = _shuttle_auc(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42))
+    anomalies = sum(y for _, y in SHUTTLE_LONG[:3000])
+    threshold, flagged, _ = _shuttle_auc(anomaly.ThresholdFilter(RNNAnomalyDetector(), threshold=3.0))
+    assert threshold > half_space + 0.03 and flagged < 30  # 3: rarer than 1 in 1000 typical events
+    quantile, flagged, hits = _shuttle_auc(anomaly.QuantileFilter(RNNAnomalyDetector(), q=0.95))
+    assert quantile > half_space and hits > 0.8 * flagged and flagged > 0.5 * anomalies
+    _, flagged, hits = _shuttle_auc(anomaly.ThresholdFilter(RNNAnomalyDetector(), threshold=2.0))
+    assert hits > 0.9 * flagged and hits > 0.8 * anomalies  # a filter that finds the anomalies
 
 
 # ----- several targets and classes ----------------------------------------------------------------

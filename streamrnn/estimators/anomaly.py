@@ -10,15 +10,12 @@ from ..grow import grow_inputs, grow_outputs
 from ..hybrid.aggregation import MLPoly
 from ..hybrid.forecaster import DEFAULT_LEARNER, DEFAULT_OPTIMIZER
 from ..hybrid.rls import SharedRLS
-from ..hybrid.scale import RunningMoments
+from ..hybrid.surprise import WARM_UP, Surprise
 from ..losses import SquaredError
 from ..model import OnlineRNN
 from .base import FEATURES_DOC, PARAMETERS_DOC, RNNEstimator
 
 EXPERTS = ("last", "mean", "linear", "rnn")
-#: events before a score can be anything but 0: the error scales need a few events
-WARM_UP = 10
-_FLOOR = 1e-3  # smallest error variance, in standardised units: a perfectly predicted feature is not infinitely surprising
 
 
 class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
@@ -28,12 +25,19 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     its previous value, its running mean, a linear model of the previous
     event (recursive least squares, all features at once) and a recurrent
     network trained on every event by RTRL or BPTT -- combined per feature by
-    ML-Poly.  The score of an event is its squared error against that
-    combined forecast, divided by the feature's running mean squared error and
-    averaged over the features: a standardised surprise, near 1 for a typical
-    event and higher for anomalies.  It is 0 for the first {WARM_UP} events,
-    while the error scales form, so river's ``ThresholdFilter`` and
-    ``QuantileFilter`` can wrap the detector from the first event.  Score
+    ML-Poly.
+
+    The score is calibrated: it is -log10 of how rare the event's errors are
+    among the errors learned so far.  Each feature's squared error is ranked
+    against that feature's own past errors, the ranks are combined by Fisher's
+    method, and the statistic becomes a tail probability through an
+    exponential tail fitted to the median and 90th percentile of the past
+    statistics (``streamrnn.hybrid.surprise``).  A typical event scores about
+    0.3, a score of 1 is about as rare as 1 in 10, and 3 is rarer than 1 in
+    1000 (the tail is conservative).  The score is 0 for the first {WARM_UP}
+    events.  The tail is fitted to the bulk of the past only, so when river's
+    ``ThresholdFilter`` or ``QuantileFilter`` keeps flagged events from being
+    learned (``protect_anomaly_detector``), the score does not drift.  Score
     before learning, as in river's progressive evaluation.
 
     {FEATURES_DOC}
@@ -52,17 +56,16 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     ...     auc.update(is_anomaly, model.score_one(x))
     ...     model.learn_one(x)
     >>> print(f"{{auc.get():.2f}}")
-    0.88
+    0.92
     """
 
     # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
 
     def _init_learned(self) -> None:
         self._previous = np.zeros(0)  # the previous event, standardised (the models' input)
-        self._moments = RunningMoments()  # of the raw features (not the calendar columns)
         self._linear = SharedRLS(1)
         self._mixture = MLPoly(len(EXPERTS), 0)
-        self._errors = RunningMoments()  # of the combined forecast's squared error, per feature
+        self._surprise = Surprise()  # of the combined forecast's squared errors, per feature
         self._model: OnlineRNN | None = None
         self._events = 0
 
@@ -73,7 +76,7 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
         self._previous = np.concatenate([self._previous, np.zeros(k)])
         self._linear.grow(inputs=k, outputs=k)
         self._mixture.add_steps(k)
-        self._errors.grow(k)
+        self._surprise.grow(k)
         if self._model is None and self.hidden_size:
             net = self._network()
             self._model = OnlineRNN(
@@ -104,12 +107,11 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
         return np.array([self._mixture.weights(j, awake) @ F[:, j] for j in range(F.shape[1])])
 
     def score_one(self, x) -> float:
-        if not self._features.width or self._events < WARM_UP:
+        if not self._features.width:
             return 0.0
         target = self._features.vector(x)
         combined = self._combined(self._experts())
-        scale = np.maximum(self._errors.mean, _FLOOR)
-        return float(np.mean((combined - target) ** 2 / scale))
+        return self._surprise.score((combined - target) ** 2)
 
     def learn_one(self, x) -> None:
         self._features.new(x)  # checks every value before anything grows
@@ -122,7 +124,8 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
         awake = self._awake()
         for j in range(len(target)):
             self._mixture.update(j, F[:, j], awake, float(target[j]))
-        self._errors.update((combined - target) ** 2)
+        if self._events:  # the first event had no forecast
+            self._surprise.learn((combined - target) ** 2)
         self._linear.update(np.concatenate([[1.0], self._previous]), target)
         if self._model is not None:
             self._model.step(self._previous, target)
