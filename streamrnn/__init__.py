@@ -29,13 +29,15 @@ __all__ = [
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",
-    "RNNRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector", "DiagnosticsCollector",
+    "RNNRegressor", "RNNMultiTargetRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector",
+    "DiagnosticsCollector",
 ]
 
 # river estimators and the prometheus collector import river / prometheus_client:
 # they load on first use so that the engine itself needs only numpy.
 _LAZY = {
     "RNNRegressor": "streamrnn.estimators",
+    "RNNMultiTargetRegressor": "streamrnn.estimators",
     "RNNClassifier": "streamrnn.estimators",
     "RNNForecaster": "streamrnn.estimators",
     "RNNAnomalyDetector": "streamrnn.estimators",

@@ -3,6 +3,7 @@
 from .anomaly import RNNAnomalyDetector
 from .classifier import RNNClassifier
 from .forecaster import RNNForecaster
+from .multioutput import RNNMultiTargetRegressor
 from .regressor import RNNRegressor
 
-__all__ = ["RNNRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector"]
+__all__ = ["RNNRegressor", "RNNMultiTargetRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector"]

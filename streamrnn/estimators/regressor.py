@@ -1,8 +1,11 @@
-"""RNNRegressor: one or several numeric targets, on the hybrid regressor (``streamrnn.hybrid.HybridRegressor``)."""
+"""RNNRegressor: one or several numeric targets, on the hybrid regressor (``streamrnn.hybrid.HybridRegressor``).
+
+``TargetModels`` holds what it shares with ``RNNMultiTargetRegressor``
+(``multioutput``): one ``HybridRegressor`` per named target, on one feature space.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 from river import base
 
 from ..hybrid.regressor import HybridRegressor
@@ -10,7 +13,71 @@ from .base import FEATURES_DOC, PARAMETERS_DOC, RNNEstimator
 from .features import frame_rows, value
 
 
-class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
+def target_value(name, v) -> float | None:
+    """A target's value as a float, None when missing (None or NaN); ValueError naming it otherwise."""
+    try:
+        return value(name, v)
+    except ValueError:
+        raise ValueError(f"target {name!r} must be a finite number, got {type(v).__name__} {v!r}") from None
+
+
+class TargetModels(RNNEstimator):
+    """One ``HybridRegressor`` per named target, all reading the same features.
+
+    A target name gets its model at its first appearance (names new in the same
+    event are ordered by ``repr``); a target missing from an event, or None or
+    NaN there, is not learned from on that event.
+    """
+
+    def _init_learned(self) -> None:
+        self._targets: list = []  # target names, in order of first appearance; [None] for a single number
+        self._cores: dict = {}
+
+    def _predictions(self, x: dict) -> dict:
+        """{name: prediction} for every target seen so far (pure; {} before any)."""
+        if not self._targets:
+            return {}
+        z, dx = self._features.vector(x), self._features.change(x)
+        return {name: self._cores[name].predict(z, dx) for name in self._targets}
+
+    def _learn(self, x: dict, ys: dict) -> None:
+        """Learn the event x with its checked targets ``ys`` ({name: float or None})."""
+        new = self._features.new(x)  # checks x before anything changes
+        k = self._features.add(new, x)
+        for core in self._cores.values():
+            core.grow_features(k)
+        for name in sorted((n for n in ys if n not in self._cores), key=repr):
+            self._targets.append(name)
+            self._cores[name] = HybridRegressor(self._features.width, **self._network())
+        z, dx = self._features.vector(x), self._features.change(x)
+        for name, v in ys.items():
+            if v is not None:
+                self._cores[name].learn(z, dx, v)
+        self._features.learn(x)
+
+    def advance_one(self, x) -> None:
+        """An event whose target never comes: the features' scales learn from it."""
+        k = self._features.add(self._features.new(x), x)
+        for core in self._cores.values():
+            core.grow_features(k)
+        self._features.learn(x)
+
+    def learn_many(self, X, y) -> None:
+        targets = frame_rows(y) if hasattr(y, "columns") else list(y)
+        for x, yi in zip(frame_rows(X), targets):
+            self.learn_one(x, yi)
+
+    def _diagnostics(self) -> dict:
+        if not self._targets:
+            return {}
+        core = self._cores[self._targets[0]]
+        out = {"steps": int(core.targets.count[0]), "weights": core.weights(), "targets": len(self._targets)}
+        if core.corrector is not None:
+            out["rnn"] = core.corrector.rnn.diagnostics()
+        return out
+
+
+class RNNRegressor(TargetModels, base.MiniBatchRegressor):
     __doc__ = f"""Regressor that learns online, on every event.
 
     Exact online components -- the previous target, the running mean, a
@@ -28,7 +95,9 @@ class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
     ``y`` may be a number or a dict of named numbers; with a dict, each target
     has its own models, ``predict_one`` returns a dict, and a target missing
     from an event is not learned from.  Before any target, ``predict_one``
-    returns 0.0.  ``advance_one(x)`` is accepted for an event whose target never
+    returns 0.0.  (``RNNMultiTargetRegressor`` learns the same way and is a
+    river ``MultiTargetRegressor``: use it for dict targets with river's
+    ``metrics.multioutput`` and checks.)  ``advance_one(x)`` is accepted for an event whose target never
     comes (the feature scales learn from it).
 
     {FEATURES_DOC}
@@ -55,54 +124,22 @@ class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
 
     # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
 
-    def _init_learned(self) -> None:
-        self._targets: list = []  # target names; [None] for a single numeric target
-        self._cores: dict = {}
-
     def _split(self, y) -> dict:
         """y as {name: float or None}; a plain number is the single target named None."""
         if isinstance(y, dict):
-            return {k: value(k, v) for k, v in y.items()}
-        return {None: value("y", y)}
+            return {k: target_value(k, v) for k, v in y.items()}
+        return {None: target_value("y", y)}
 
-    def _output(self, x: dict):
-        if not self._targets:
+    def predict_one(self, x):
+        preds = self._predictions(x)
+        if not preds:
             return 0.0
-        z, dx = self._features.vector(x), self._features.change(x)
-        preds = {name: self._cores[name].predict(z, dx) for name in self._targets}
         if self._targets == [None]:
             return preds[None]
         return preds
 
-    def predict_one(self, x):
-        return self._output(x)
-
     def learn_one(self, x, y):
-        ys = self._split(y)  # checks y, then x, before anything changes
-        new = self._features.new(x)
-        k = self._features.add(new, x)
-        for core in self._cores.values():
-            core.grow_features(k)
-        for name in sorted((n for n in ys if n not in self._cores), key=repr):
-            self._targets.append(name)
-            self._cores[name] = HybridRegressor(self._features.width, **self._network())
-        z, dx = self._features.vector(x), self._features.change(x)
-        for name, v in ys.items():
-            if v is not None:
-                self._cores[name].learn(z, dx, v)
-        self._features.learn(x)
-
-    def advance_one(self, x) -> None:
-        """An event whose target never comes: the features' scales learn from it."""
-        k = self._features.add(self._features.new(x), x)
-        for core in self._cores.values():
-            core.grow_features(k)
-        self._features.learn(x)
-
-    def learn_many(self, X, y) -> None:
-        targets = frame_rows(y) if hasattr(y, "columns") else list(y)
-        for x, yi in zip(frame_rows(X), targets):
-            self.learn_one(x, yi)
+        self._learn(x, self._split(y))  # checks y, then x, before anything changes
 
     def predict_many(self, X):
         import pandas as pd
@@ -111,12 +148,3 @@ class RNNRegressor(RNNEstimator, base.MiniBatchRegressor):
         if preds and isinstance(preds[0], dict):
             return pd.DataFrame(preds, index=X.index)
         return pd.Series(preds, index=X.index, dtype=float)
-
-    def _diagnostics(self) -> dict:
-        if not self._targets:
-            return {}
-        core = self._cores[self._targets[0]]
-        out = {"steps": int(core.targets.count[0]), "weights": core.weights(), "targets": len(self._targets)}
-        if core.corrector is not None:
-            out["rnn"] = core.corrector.rnn.diagnostics()
-        return out
