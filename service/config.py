@@ -113,6 +113,12 @@ class ForecastSettings(Section):
 
 class StreamSettings(Section):
     max_keys: int = Field(10_000, ge=1, description="live keys; the least recently used are checkpointed out")
+    max_stored_keys: int = Field(100_000, ge=0, description="keys checkpointed out to disk, at most")
+    when_full: Literal["refuse", "expire"] = Field(
+        "refuse", description="max_stored_keys reached: refuse new keys (too_many_keys), or forget the stored "
+        "key that has gone longest without an event")
+    max_key_bytes: int = Field(16 << 20, ge=1024, description="state of one key, at most (a new key over it "
+                               "is refused: too_large)")
     default_key: str = Field("default", min_length=1, max_length=256)
 
 
@@ -125,6 +131,19 @@ class SourceSettings(Section):
     max_line_bytes: int = Field(1 << 20, ge=64)
     max_connections: int = Field(256, ge=1, description="open client connections; one more is told and closed")
     unix_mode: str = Field("0660", pattern=r"^0?[0-7]{3}$", description="permissions of the Unix sockets (octal)")
+    auth_token_file: Optional[Path] = Field(None, description="a file holding the shared secret every TCP and "
+                                            "Unix client sends first; none: clients do not authenticate")
+    auth_timeout_seconds: float = Field(10.0, gt=0.0, description="with a token: a client that has not "
+                                        "authenticated by then is told unauthenticated and closed")
+    allow_unauthenticated: bool = Field(False, description="listen on a TCP address other hosts can reach "
+                                        "without auth_token_file (anyone who can connect may write to any key)")
+
+    @field_validator("auth_token_file", mode="before")
+    @classmethod
+    def _named(cls, value):
+        if isinstance(value, str) and not value.strip():  # Path("") would be the working directory
+            raise ValueError("must name a file (none: no authentication)")
+        return value
 
     @field_validator("tcp")
     @classmethod

@@ -7,7 +7,9 @@ Events (one JSON object per line):
   (``loss`` only when y came);
 * forecasting -- ``{"key": "pump-7", "value": 41.2}`` (or a list, one number per channel):
   learn to predict this value from the previous one, reply the forecast of the next H values;
-* command -- ``{"command": "digest"}`` or ``{"command": "status", "key": "pump-7"}``: read-only.
+* command -- ``{"command": "digest"}`` or ``{"command": "status", "key": "pump-7"}``: read-only;
+  ``{"command": "auth", "token": "..."}`` is the first line of a socket connection when the
+  daemon has a token (``service.sockets`` checks it; anywhere else it is answered ``authenticated``).
 
 ``key`` and ``id`` are optional everywhere; events without a key go to the
 default stream and ``id`` is echoed in the reply.  Any line that is not a
@@ -62,7 +64,10 @@ ERROR_CODES = (
     "invalid_value",    # refused by the model, e.g. a log-loss target outside [0, 1]
     "unavailable",      # the key's stored state cannot be read now (I/O): nothing changed, retry
     "corrupt_state",    # the key's stored state was unreadable: quarantined; this event not applied
+    "too_many_keys",    # a new key, and streams.max_keys live + streams.max_stored_keys stored are taken
+    "too_large",        # a new key whose state would be over streams.max_key_bytes
     "too_many_connections",  # sources.max_connections clients are connected already: this one is closed
+    "unauthenticated",  # a socket connection whose first line is not auth with the right token: closed
     "truncated",        # the connection closed in the middle of a line (no one to answer)
     "internal",         # a bug: logged with its traceback
 )
@@ -98,9 +103,11 @@ class ForecastEvent(Message):
 
 
 class Command(Message):
-    """Read-only requests: ``digest`` of the whole learned state, ``status`` (with key: its step)."""
+    """Read-only requests: ``digest`` of the whole learned state, ``status`` (with key: its step), ``auth``."""
 
-    command: Literal["digest", "status"]
+    command: Literal["digest", "status", "auth"]
+    token: Optional[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        None, description="with auth: the daemon's shared secret (sources.auth_token_file)")
 
 
 def _kind(data) -> str | None:
@@ -237,7 +244,13 @@ class StatusReply(BaseModel):
     step: Optional[int] = Field(None, description="with key: events that key has taken in")
 
 
-REPLIES = (PredictionReply, ForecastReply, ErrorReply, DigestReply, StatusReply)
+class AuthReply(BaseModel):
+    id: Optional[EventId] = None
+    authenticated: Literal[True] = Field(description="this connection may send events (a wrong token is an "
+                                         "unauthenticated error instead, and the connection is closed)")
+
+
+REPLIES = (PredictionReply, ForecastReply, ErrorReply, DigestReply, StatusReply, AuthReply)
 
 
 def error(code: str, message: str, id=None) -> dict:

@@ -23,7 +23,7 @@ from .config import Config
 from .endpoints import Endpoints
 from .metrics import registry_for
 from .names import ModelTemplate
-from .sockets import SocketSource
+from .sockets import AuthError, SocketSource, read_token
 from .sources import FileSource, StdinSource, Stdout
 from .stats import Stats
 from .store import DirectoryStore, MemoryStore
@@ -41,7 +41,8 @@ class StartupError(RuntimeError):
 def build_worker(config: Config, store) -> Worker:
     """The worker and the keyed streams behind it, from the settings (shared with ``replay``)."""
     template = ModelTemplate(config.model, config.forecast)
-    table = StreamTable(template, store, config.streams.max_keys)
+    s = config.streams
+    table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
     every = config.checkpoint.every_events if config.checkpoint.enabled else 0
     return Worker(table, Stats(), config.streams.default_key, every)
 
@@ -90,6 +91,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # first: a signal during start-up stops cleanly too
             loop.add_signal_handler(sig, self.handle_exit, sig)
+        token = self._token()  # before restoring a checkpoint, which may take a while
         self.worker = worker = build_worker(config, self._store())
         self._restore()
         limit, stop = config.sources.max_line_bytes, lambda: self.should_exit
@@ -101,11 +103,13 @@ class Server:
         for kind, addresses in (("tcp", config.sources.tcp), ("unix", config.sources.unix)):
             for address in addresses:
                 self.sources.append(SocketSource(kind, address, worker, limit, stop, worker.stats,
-                                                 config.sources.max_connections, int(config.sources.unix_mode, 8)))
+                                                 config.sources.max_connections, int(config.sources.unix_mode, 8),
+                                                 token, config.sources.allow_unauthenticated,
+                                                 config.sources.auth_timeout_seconds))
         for source in self.sources:
             try:
                 await source.start()
-            except OSError as err:
+            except (OSError, AuthError) as err:
                 raise StartupError(f"cannot listen on {source.name}: {err}") from None
         if config.metrics.enabled:
             registry = registry_for(worker.stats, worker.table, worker)
@@ -119,6 +123,14 @@ class Server:
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
         self.ready = True
         log.info("ready: %s", ", ".join(s.name for s in self.sources) or "no sources")
+
+    def _token(self) -> bytes | None:
+        """The socket clients' shared secret, read once at start-up (None: they do not authenticate)."""
+        path = self.config.sources.auth_token_file
+        try:
+            return None if path is None else read_token(path)
+        except AuthError as err:
+            raise StartupError(str(err)) from None
 
     def _restore(self) -> None:
         worker, c = self.worker, self.config.checkpoint

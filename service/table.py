@@ -4,6 +4,21 @@ Live keys sit in least-recently-used order.  Past ``max_keys`` the least
 recently used key is written to the checkpoint store and dropped from memory;
 when an event for it comes again its state is read back, exactly as it was.
 
+Bounds, so that no stream of events can exhaust memory or disk:
+
+* a new key whose state is over ``max_key_bytes`` (measured after its first
+  event) is refused (``too_large``), so memory stays under about
+  ``max_keys * max_key_bytes``;
+* at most ``max_stored_keys`` keys are checkpointed out.  When that many are
+  stored and the live table is full, a new key is refused
+  (``too_many_keys``, policy ``refuse``), or the stored key that has gone
+  longest without an event is forgotten (policy ``expire``: logged, counted,
+  its file deleted once no kept checkpoint refers to it).
+
+``digest`` is incremental: a stored key's digest is computed once, when it is
+checkpointed out, and kept with the checkpoint; a live key's is computed again
+only when the key has taken events since the last ``digest``.
+
 Model counters (steps, updates, skipped and clipped updates) of keys out of
 memory are kept in ``retired`` so that totals over all keys stay monotonic.
 """
@@ -29,6 +44,17 @@ class KeyUnavailable(Exception):
 
 class KeyCorrupt(Exception):
     """A stored key's state is unreadable for good; its file was quarantined and the key forgotten."""
+
+
+class KeyRefused(Exception):
+    """A new key the bounds do not admit: ``code`` (``too_many_keys`` or ``too_large``) and why; nothing changed."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+POLICIES = ("refuse", "expire")
 COUNTERS = ("steps", "updates", "skipped", "clipped", "bounded")
 
 
@@ -39,18 +65,27 @@ def digest_of(arrays: dict, header: dict) -> str:
 
 
 class StreamTable:
-    def __init__(self, template, store: CheckpointStore, max_keys: int):
+    def __init__(self, template, store: CheckpointStore, max_keys: int, max_stored_keys: int = 100_000,
+                 when_full: str = "refuse", max_key_bytes: int = 16 << 20):
+        if when_full not in POLICIES:
+            raise ValueError(f"when_full must be one of {POLICIES}, got {when_full!r}")
         self.template = template
         self.store = store
         self.max_keys = max_keys
+        self.max_stored_keys = max_stored_keys
+        self.when_full = when_full
+        self.max_key_bytes = max_key_bytes
         self.live: OrderedDict[str, streams.Stream] = OrderedDict()
-        self.stored: dict[str, str] = {}  # key -> store reference
+        self.stored: dict[str, str] = {}  # key -> store reference, least recently used first
+        self.digests: dict[str, str] = {}  # stored key -> digest_of its state
+        self._live_digests: dict[str, tuple[int, str]] = {}  # live key -> (its events then, digest)
         self.retired = dict.fromkeys(COUNTERS, 0)
         self.evictions = 0
         self.restores = 0
         self.restore_failures = 0
         self.eviction_failures = 0
         self.corrupt_keys = 0  # stored keys found unreadable and quarantined
+        self.expired_keys = 0  # stored keys forgotten to make room (policy "expire")
 
     def __len__(self) -> int:
         return len(self.live) + len(self.stored)
@@ -66,6 +101,9 @@ class StreamTable:
             return None
         stream = streams.restore(self.template, *self.read(key))
         del self.stored[key]
+        digest = self.digests.pop(key, None)
+        if digest is not None:  # the state read back is the state that was hashed
+            self._live_digests[key] = (stream.events, digest)
         self._retire(stream, -1)
         self.restores += 1
         self.add(key, stream)
@@ -90,6 +128,7 @@ class StreamTable:
         except (state.StateError, KeyError, ValueError) as err:
             where = self.store.quarantine(ref)
             del self.stored[key]
+            self.digests.pop(key, None)
             self.corrupt_keys += 1
             self.restore_failures += 1
             log.error("the stored state of key %r is corrupt (%s); moved to %s, and the key is forgotten",
@@ -101,25 +140,54 @@ class StreamTable:
         """The ``events`` of a stored key's header (KeyUnavailable / KeyCorrupt as ``read``)."""
         return int(self.read(key)[1]["events"])
 
+    def check_room(self, key: str) -> None:
+        """KeyRefused if a new ``key`` would need a stored key more than ``max_stored_keys`` allows."""
+        full = len(self.live) >= self.max_keys and len(self.stored) >= self.max_stored_keys
+        if full and self.when_full == "refuse":
+            raise KeyRefused("too_many_keys", f"key {key!r} is new, and {len(self.live)} keys are live and "
+                             f"{len(self.stored)} stored, the most streams.max_keys and "
+                             "streams.max_stored_keys allow (policy refuse)")
+
+    def check_size(self, key: str, stream: streams.Stream) -> None:
+        """KeyRefused if a new key's state (after its first event) is over ``max_key_bytes``."""
+        size = sum(a.nbytes for a in stream.snapshot()[0].values())
+        if size > self.max_key_bytes:
+            raise KeyRefused("too_large", f"key {key!r} would hold {size} bytes of state, over "
+                             f"streams.max_key_bytes = {self.max_key_bytes}; use fewer features, outputs or channels")
+
     def add(self, key: str, stream: streams.Stream) -> None:
         self.live[key] = stream
         while len(self.live) > self.max_keys and self._evict():
             pass
+        while len(self.stored) > self.max_stored_keys and self.when_full == "expire":
+            self._expire()
 
     def _evict(self) -> bool:
         """Checkpoint the least recently used key out; False (it stays in memory) if the store fails."""
         key, stream = next(iter(self.live.items()))
+        snap = stream.snapshot()
         try:
-            ref = self.store.put_stream(key, *stream.snapshot())
+            ref = self.store.put_stream(key, *snap)
         except Exception as err:
             self.eviction_failures += 1
             log.error("cannot checkpoint key %r out of memory (%s); it stays in memory for now", key, err)
             return False
         del self.live[key]
         self.stored[key] = ref
+        self.digests[key] = digest_of(*snap)
+        self._live_digests.pop(key, None)
         self._retire(stream, +1)
         self.evictions += 1
         return True
+
+    def _expire(self) -> None:
+        """Forget the stored key that has gone longest without an event (its counters stay in the totals)."""
+        key = next(iter(self.stored))
+        del self.stored[key]
+        self.digests.pop(key, None)
+        self.expired_keys += 1
+        log.warning("forgot stored key %r: %d keys are stored, the most streams.max_stored_keys allows "
+                    "(policy expire)", key, self.max_stored_keys)
 
     def _retire(self, stream, sign: int) -> None:
         for name in COUNTERS:
@@ -136,13 +204,16 @@ class StreamTable:
 
     # ----- whole-table state ------------------------------------------------------------
     def checkpoint(self, generation: int, meta: dict) -> Checkpoint:
-        meta = dict(meta, retired=dict(self.retired))
+        meta = dict(meta, retired=dict(self.retired), digests=dict(self.digests))
         return Checkpoint(generation, meta, {k: s.snapshot() for k, s in self.live.items()}, dict(self.stored))
 
     def load(self, checkpoint: Checkpoint) -> None:
         """Replace everything with the checkpoint's keys (StateError if one does not fit)."""
         live = OrderedDict((key, streams.restore(self.template, *snap)) for key, snap in checkpoint.live.items())
         self.live, self.stored = live, dict(checkpoint.stored)
+        self._live_digests = {}
+        digests = checkpoint.meta.get("digests", {})
+        self.digests = {key: digests[key] for key in self.stored if key in digests}
         retired = checkpoint.meta.get("retired", {})
         self.retired = {name: int(retired.get(name, 0)) for name in COUNTERS}
         while len(self.live) > self.max_keys and self._evict():
@@ -151,15 +222,26 @@ class StreamTable:
     def digest(self) -> str:
         """SHA-256 over every key's state, live or stored: equal digests, equal daemons.
 
-        A stored key found corrupt is quarantined and left out (``read``); KeyUnavailable if the
-        store is out of reach.
+        A stored key's digest was kept when it was checkpointed out, and a live key's is reused
+        while its event count stays the same (a stream changes only by taking an event), so only
+        the live keys that moved are hashed here.  A stored key without one (a checkpoint written before digests were kept) is
+        read once; found corrupt, it is quarantined and left out (``read``); KeyUnavailable if
+        the store is out of reach.
         """
         total = hashlib.sha256()
         for key in sorted(set(self.live) | set(self.stored)):
             stream = self.live.get(key)
-            try:
-                snap = stream.snapshot() if stream is not None else self.read(key)
-            except KeyCorrupt:
-                continue
-            total.update(f"{key}\0{digest_of(*snap)}\n".encode())
+            if stream is not None:
+                events, digest = self._live_digests.get(key, (-1, ""))
+                if events != stream.events:
+                    digest = digest_of(*stream.snapshot())
+                    self._live_digests[key] = (stream.events, digest)
+            elif key in self.digests:
+                digest = self.digests[key]
+            else:
+                try:
+                    digest = self.digests[key] = digest_of(*self.read(key))
+                except KeyCorrupt:
+                    continue
+            total.update(f"{key}\0{digest}\n".encode())
         return total.hexdigest()

@@ -21,7 +21,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii
 from .protocol import Command, ProtocolError, error, parse
 from .stats import Stats
 from .streams import KINDS
-from .table import KeyCorrupt, KeyUnavailable, StreamTable
+from .table import KeyCorrupt, KeyRefused, KeyUnavailable, StreamTable
 
 log = logging.getLogger("streamrnn.worker")
 
@@ -115,9 +115,9 @@ class Worker:
             text = encode(error("internal", f"internal error: {type(err).__name__}", getattr(event, "id", None)))
         else:
             if type(event) is not Command:
+                if self._due is not None and self.events >= self._due:
+                    self.checkpoint()  # inside the event's latency: alerts on latency see checkpoint stalls
                 self.stats.latency.observe(time.perf_counter() - started)
-        if self._due is not None and self.events >= self._due:
-            self.checkpoint()
         return (text + "\n").encode()
 
     def unanswerable(self, code: str, message: str, size: int = 0, position: Position | None = None) -> None:
@@ -136,6 +136,8 @@ class Worker:
             raise ProtocolError("unavailable", str(err)) from None
         except KeyCorrupt as err:
             raise ProtocolError("corrupt_state", str(err)) from None
+        except KeyRefused as err:
+            raise ProtocolError(err.code, str(err)) from None
 
     def _respond(self, event) -> dict:
         kind = KINDS.get(type(event))
@@ -145,12 +147,14 @@ class Worker:
         stream = self.table.get(key)
         created = stream is None
         if created:
+            self.table.check_room(key)
             stream = kind.create(self.table.template, event)
         elif type(stream) is not kind:
             raise ProtocolError("wrong_kind", f"key {key!r} is a {stream.kind} stream; "
                                 f"this is a {kind.kind} event")
         output, loss = stream.apply(event)
-        if created:
+        if created:  # a new stream is not in the table yet: refusing it now changes nothing
+            self.table.check_size(key, stream)
             self.table.add(key, stream)
         self.events += 1
         stats = self.stats
@@ -178,6 +182,8 @@ class Worker:
 
     def _command(self, command: Command) -> dict:
         table = self.table
+        if command.command == "auth":  # a line that reaches the worker comes from a trusted or authenticated source
+            return {"id": command.id, "authenticated": True}
         if command.command == "digest":
             return {"id": command.id, "digest": table.digest(), "keys": len(table), "events": self.events}
         reply = {

@@ -152,13 +152,29 @@ def kubernetes() -> dict[tuple[str, str], dict]:
     return out
 
 
+def container_settings(container: dict):
+    """The daemon's settings in a pod: the image's environment, then the container's."""
+    return settings({**image_environment(), **{e["name"]: e["value"] for e in container["env"]}})
+
+
+def kustomization() -> dict:
+    return load_yaml(DEPLOY / "kubernetes/kustomization.yaml")[0]
+
+
+def refused_as_placeholder(path: Path) -> None:
+    """The shipped token file is a placeholder the daemon refuses, so no deployment runs on a known token."""
+    from service.sockets import AuthError, read_token
+
+    with pytest.raises(AuthError, match="is it still the placeholder"):
+        read_token(path)
+
+
 def test_kubernetes_statefulset_probes_volume_and_settings():
     k8s = kubernetes()
     sts = k8s[("StatefulSet", "streamrnn")]
     pod = sts["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    env = {**image_environment(), **{e["name"]: e["value"] for e in container["env"]}}
-    config = settings(env)
+    config = container_settings(container)
     assert not config.sources.stdin and config.sources.tcp == ["0.0.0.0:7070"] and config.metrics.host == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"events": 7070, "metrics": config.metrics.port}
@@ -194,13 +210,68 @@ def test_kustomize_renders_the_manifests():
     import yaml
 
     docs = list(yaml.safe_load_all(out.stdout))
-    assert sorted(d["kind"] for d in docs) == ["Namespace", "Service", "Service", "StatefulSet"]
+    assert sorted(d["kind"] for d in docs) == ["Namespace", "NetworkPolicy", "Secret", "Service", "Service",
+                                               "StatefulSet"]
     sts = next(d for d in docs if d["kind"] == "StatefulSet")
     assert sts["metadata"]["namespace"] == "streamrnn"
+    secret = next(d for d in docs if d["kind"] == "Secret")  # its name carries the content hash
+    assert secret["metadata"]["name"] in {v.get("secret", {}).get("secretName")
+                                          for v in sts["spec"]["template"]["spec"]["volumes"]}
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "streamrnn:0.1.0"
 
 
+def test_every_kubernetes_manifest_is_in_the_kustomization():
+    listed = set(kustomization()["resources"])
+    on_disk = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed <= on_disk and on_disk - listed == {"podmonitor.yaml"}  # needs the Prometheus Operator's CRDs
+    assert "# - podmonitor.yaml" in (DEPLOY / "kubernetes/kustomization.yaml").read_text()
+
+
+def test_kubernetes_mounts_the_token_secret_where_the_settings_point():
+    pod = kubernetes()[("StatefulSet", "streamrnn")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = container_settings(container).sources.auth_token_file
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == path.parent]
+    (volume,) = [v["secret"] for v in pod["volumes"] if v["name"] == mount["name"]]
+    (generator,) = kustomization()["secretGenerator"]
+    (item,) = generator["files"]
+    key, _, file = item.partition("=")
+    assert volume["secretName"] == generator["name"] and key == path.name and mount["readOnly"]
+    assert volume["defaultMode"] & 0o007 == 0  # not readable by others: the daemon would warn
+    refused_as_placeholder(DEPLOY / "kubernetes" / file)
+
+
+def test_network_policy_admits_clients_to_events_and_prometheus_to_metrics():
+    k8s = kubernetes()
+    pod = k8s[("StatefulSet", "streamrnn")]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    policy = k8s[("NetworkPolicy", "streamrnn")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    sources = {}
+    for rule in policy["ingress"]:
+        (port,) = rule["ports"]
+        assert port["port"] in ports and port["protocol"] == "TCP" and rule["from"], rule  # an empty from admits all
+        sources[port["port"]] = rule["from"]
+    assert set(sources) == set(ports)
+    (clients,) = sources["events"]
+    assert clients["podSelector"] == {"matchLabels": {"streamrnn-client": "true"}}
+    (prometheus,) = sources["metrics"]
+    assert prometheus["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+
+
 # ----- compose ---------------------------------------------------------------------------------------------
+
+
+def test_image_and_compose_turn_authentication_on():
+    (compose,) = load_yaml(DEPLOY / "compose.yaml")
+    daemon = compose["services"]["streamrnn"]
+    config = settings({**image_environment(), **daemon["environment"]})
+    (name,) = daemon["secrets"]  # compose mounts a secret at /run/secrets/NAME
+    assert config.sources.auth_token_file == Path("/run/secrets") / name and not config.sources.allow_unauthenticated
+    refused_as_placeholder(DEPLOY / compose["secrets"][name]["file"])
 
 
 def test_compose_wires_daemon_prometheus_and_grafana():
@@ -357,6 +428,15 @@ def test_systemd_unit_stops_gracefully_and_is_hardened():
         assert s[option] == "yes", option
     assert s["ProtectSystem"] == "strict" and s["CapabilityBoundingSet"] == ""
     assert u["Install.WantedBy"] == ["multi-user.target"]
+
+
+def test_systemd_unit_hands_the_daemon_its_token():
+    u = unit()
+    env = dict(e.split("=", 1) for e in u["Service.Environment"])
+    (credential,) = u["Service.LoadCredential"]
+    name, _, source = credential.partition(":")
+    assert env["STREAMRNN_SOURCES_AUTH_TOKEN_FILE"] == f"%d/{name}"  # %d: the unit's credentials directory
+    assert source.startswith("/etc/streamrnn/") and settings(env).sources.auth_token_file is not None
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

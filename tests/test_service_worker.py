@@ -171,6 +171,9 @@ def test_a_corrupt_stored_key_is_quarantined_and_answered_one_way_everywhere(tmp
         path = store.keys / ref
         path.write_bytes(path.read_bytes()[:200])
         before = w.events
+        if ask == "digest":  # the digest kept at eviction answers without reading the store ...
+            assert handle(w, {"command": "digest"})["keys"] == 2 and path.exists()
+            w.table.digests.clear()  # ... so read it, as for a checkpoint written before digests were kept
         request = {"event": {"key": "a", "value": 9.0}, "status": {"command": "status", "key": "a"},
                    "digest": {"command": "digest"}}[ask]
         reply = handle(w, request)
