@@ -31,7 +31,18 @@ TrumpApproval: the last value, and river's ``StandardScaler |
 LinearRegression``; for Phishing, ``StandardScaler | LogisticRegression``.
 
 streamrnn cells are mean +- sd over seeds (the network's initial weights);
-"spread" is (max - min) / mean over the seeds.  The ablation column runs the
+"spread" is (max - min) / mean over the seeds.
+
+**Wins and noise.**  The seeds show only the model's own randomness; whether
+streamrnn beats the best baseline on a series is a question about the
+series' noise.  The "verdict" column answers it with a Diebold-Mariano test
+on the per-origin losses (the mean absolute error over the H steps of each
+origin, or the per-event loss for TrumpApproval and Phishing, streamrnn's
+averaged over the seeds): d_t = loss(streamrnn) - loss(best baseline), DM =
+mean(d) / sqrt(Newey-West variance / n) with max(H, n^(1/3)) lags, since the
+overlapping H-step errors are autocorrelated.  DM < -2 is a win, DM > 2 a loss,
+anything between is within noise.  River's protocol row has no verdict: it
+scores the baselines out of phase.  The ablation column runs the
 same model without its network (``hidden_size=0``).  Times are the median time
 per event (learning plus the forecast), on one BLAS thread.
 """
@@ -197,38 +208,77 @@ def baselines(seasons) -> dict:
 # ----- protocols ----------------------------------------------------------------------------
 
 
-def forecast_mae(stream, model, horizon: int) -> tuple[float, float]:
-    """(mean over h of the MAE, seconds per event): learn y_t, then forecast y_{t+1..t+H} with their xs."""
+Run = collections.namedtuple("Run", "value seconds losses")  # losses: per origin or event (None: not kept)
+
+
+def forecast_mae(stream, model, horizon: int) -> Run:
+    """Mean over h of the MAE, seconds per event, and each origin's mean absolute error over its H steps:
+    learn y_t, then forecast y_{t+1..t+H} with their xs."""
     ys = np.array([y for _, y in stream])
-    n, err, count = len(ys), np.zeros(horizon), 0
+    n, losses = len(ys), []
     start = time.perf_counter()
     for t, (x, y) in enumerate(stream):
         model.learn_one(y, x)
         if horizon - 1 <= t < n - horizon:
             xs = [stream[t + 1 + k][0] for k in range(horizon)]
-            err += np.abs(np.asarray(model.forecast(horizon, xs), dtype=float) - ys[t + 1 : t + 1 + horizon])
-            count += 1
-    return float(err.mean() / count), (time.perf_counter() - start) / n
+            err = np.abs(np.asarray(model.forecast(horizon, xs), dtype=float) - ys[t + 1 : t + 1 + horizon])
+            losses.append(err.mean())
+    return Run(float(np.mean(losses)), (time.perf_counter() - start) / n, np.array(losses))
 
 
-def river_protocol(stream, model, horizon: int) -> tuple[float, float]:
+def river_protocol(stream, model, horizon: int) -> Run:
     start = time.perf_counter()
     result = evaluate.evaluate(stream, model, metrics.MAE(), horizon=horizon)
-    return statistics.mean(m.get() for m in result.metrics), (time.perf_counter() - start) / len(stream)
+    return Run(statistics.mean(m.get() for m in result.metrics), (time.perf_counter() - start) / len(stream), None)
 
 
-def progressive(stream, model, metric) -> tuple[float, float]:
+def progressive(stream, model, accuracy: bool = False) -> Run:
+    """river's progressive validation (predict x_t, then learn y_t): the MAE, or the accuracy.
+
+    As in ``evaluate.progressive_val_score``, a prediction of None (no class seen yet) is not scored
+    (its loss is NaN here).
+    """
+    losses = []
     start = time.perf_counter()
-    value = evaluate.progressive_val_score(stream, model, metric).get()
-    return value, (time.perf_counter() - start) / len(stream)
+    for x, y in stream:
+        guess = model.predict_one(x)
+        if guess is None:
+            losses.append(math.nan)
+        else:
+            losses.append(float(guess != y) if accuracy else abs(y - guess))
+        model.learn_one(x, y)
+    seconds = (time.perf_counter() - start) / len(stream)
+    value = float(np.nanmean(losses))
+    return Run(1.0 - value if accuracy else value, seconds, np.array(losses))
+
+
+def diebold_mariano(ours: np.ndarray, theirs: np.ndarray, horizon: int) -> float:
+    """DM statistic of the loss differences (negative: ours lower), Newey-West variance."""
+    d = ours - theirs
+    d = d[~np.isnan(d)]  # events one of them did not predict
+    n = len(d)
+    lags = max(horizon, int(n ** (1 / 3)))
+    c = d - d.mean()
+    variance = c @ c / n
+    for k in range(1, min(lags, n - 1) + 1):
+        variance += 2.0 * (1.0 - k / (lags + 1)) * (c[k:] @ c[:-k]) / n
+    if variance <= 0.0:
+        return 0.0 if not d.any() else math.copysign(math.inf, d.mean())
+    return float(d.mean() / math.sqrt(variance / n))
+
+
+def verdict(dm: float | None) -> str:
+    if dm is None:
+        return "n/a"
+    return "win" if dm < -2.0 else ("loss" if dm > 2.0 else "within noise")
 
 
 # ----- the table ------------------------------------------------------------------------------
 
 
 class Row:
-    def __init__(self, name: str, lower_is_better: bool = True):
-        self.name, self.lower = name, lower_is_better
+    def __init__(self, name: str, lower_is_better: bool = True, horizon: int = 1):
+        self.name, self.lower, self.horizon = name, lower_is_better, horizon
         self.baselines: dict[str, tuple[float, float]] = {}
         self.ours: list[tuple[float, float]] = []
         self.linear: list[tuple[float, float]] = []
@@ -243,18 +293,25 @@ class Row:
         return name, self.error(self.baselines[name][0])
 
     def ratio(self, runs) -> float:
-        return float(np.mean([self.error(v) for v, _ in runs])) / self.best[1]
+        return float(np.mean([self.error(r.value) for r in runs])) / self.best[1]
+
+    def dm(self) -> float | None:
+        """Diebold-Mariano statistic of streamrnn (seed-averaged losses) against the best baseline."""
+        theirs = self.baselines[self.best[0]].losses
+        if theirs is None or self.ours[0].losses is None:
+            return None
+        return diebold_mariano(np.mean([r.losses for r in self.ours], axis=0), theirs, self.horizon)
 
 
 def cell(runs, pct: bool = False) -> str:
-    values = np.array([v for v, _ in runs]) * (100.0 if pct else 1.0)
+    values = np.array([r.value for r in runs]) * (100.0 if pct else 1.0)
     if len(values) == 1:
         return f"{values[0]:.4g}"
     return f"{values.mean():.4g} ± {values.std(ddof=1):.2g}"
 
 
 def spread(runs) -> float:
-    values = [v for v, _ in runs]
+    values = [r.value for r in runs]
     return (max(values) - min(values)) / abs(np.mean(values))
 
 
@@ -272,7 +329,7 @@ def main(argv=None) -> int:
             continue
         stream = load()
         for horizon in horizons:
-            row = Row(f"{name}, h=1..{horizon}")
+            row = Row(f"{name}, h=1..{horizon}", horizon=horizon)
             for label, make in baselines(seasons).items():
                 row.baselines[label] = forecast_mae(stream, make(), horizon)
             row.ours = [forecast_mae(stream, RNNForecaster(season=season, seed=s), horizon) for s in seeds]
@@ -280,7 +337,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"  {row.name}: done", file=sys.stderr)
         if name == "AirlinePassengers":  # river's own protocol, as river users run it
-            row = Row("AirlinePassengers, h=1..12, river's evaluate")
+            row = Row("AirlinePassengers, h=1..12, river's evaluate", horizon=12)
             for label, make in baselines(seasons).items():
                 row.baselines[label] = river_protocol(stream, make(), 12)
             row.ours = [river_protocol(stream, RNNForecaster(season=season, seed=s), 12) for s in seeds]
@@ -289,20 +346,19 @@ def main(argv=None) -> int:
 
     trump = list(datasets.TrumpApproval())
     row = Row("TrumpApproval, river progressive MAE")
-    row.baselines["persistence"] = progressive(trump, LastValue(), metrics.MAE())
-    row.baselines["linear model"] = progressive(
-        trump, preprocessing.StandardScaler() | linear_model.LinearRegression(), metrics.MAE())
-    row.ours = [progressive(trump, RNNRegressor(seed=s), metrics.MAE()) for s in seeds]
-    row.linear = [progressive(trump, RNNRegressor(hidden_size=0), metrics.MAE())]
+    row.baselines["persistence"] = progressive(trump, LastValue())
+    row.baselines["linear model"] = progressive(trump, preprocessing.StandardScaler() | linear_model.LinearRegression())
+    row.ours = [progressive(trump, RNNRegressor(seed=s)) for s in seeds]
+    row.linear = [progressive(trump, RNNRegressor(hidden_size=0))]
     rows.append(row)
 
     if not args.quick:
         phishing = list(datasets.Phishing())
         row = Row("Phishing, accuracy", lower_is_better=False)
         row.baselines["linear model"] = progressive(
-            phishing, preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.Accuracy())
-        row.ours = [progressive(phishing, RNNClassifier(seed=s), metrics.Accuracy()) for s in seeds]
-        row.linear = [progressive(phishing, RNNClassifier(hidden_size=0), metrics.Accuracy())]
+            phishing, preprocessing.StandardScaler() | linear_model.LogisticRegression(), accuracy=True)
+        row.ours = [progressive(phishing, RNNClassifier(seed=s), accuracy=True) for s in seeds]
+        row.linear = [progressive(phishing, RNNClassifier(hidden_size=0), accuracy=True)]
         rows.append(row)
 
     report(rows, seeds)
@@ -321,9 +377,9 @@ def delayed_recall(n: int = 5000, delay: int = 6, noise: float = 0.1, seed: int 
 def memory_table(seeds: list[int]) -> None:
     """Not in the ratios above: a synthetic stream that needs memory, where the network must do the work."""
     data = delayed_recall()
-    ours = [progressive(data, RNNRegressor(seed=s), metrics.MAE()) for s in seeds]
-    linear = progressive(data, RNNRegressor(hidden_size=0), metrics.MAE())
-    river_lr = progressive(data, preprocessing.StandardScaler() | linear_model.LinearRegression(), metrics.MAE())
+    ours = [progressive(data, RNNRegressor(seed=s)) for s in seeds]
+    linear = progressive(data, RNNRegressor(hidden_size=0))
+    river_lr = progressive(data, preprocessing.StandardScaler() | linear_model.LinearRegression())
     print("\nwhere memory matters (synthetic, not in the ratios): y_t = u_{t-6} + noise, MAE\n")
     print("| stream | streamrnn | no network | StandardScaler \\| LinearRegression |")
     print("|---|---|---|---|")
@@ -337,29 +393,34 @@ def report(rows: list[Row], seeds: list[int]) -> None:
           "ratio = streamrnn / best baseline (error rates for accuracy); AR(m+1): m the first season; "
           "linear model: StandardScaler | LinearRegression (TrumpApproval), | LogisticRegression (Phishing)\n")
     escape = lambda text: text.replace("|", "\\|")
-    head = ["series", "streamrnn", "spread", "no network", "network gain", "ratio", "best baseline"] + columns + [
+    head = ["series", "streamrnn", "spread", "no network", "network gain", "ratio", "best baseline", "DM", "verdict"]
+    head += columns + [
         "µs/event streamrnn", "µs/event best baseline"]
     print("| " + " | ".join(escape(h) for h in head) + " |")
     print("|" + "---|" * len(head))
-    ratios, gains = [], []
+    ratios, gains, verdicts = [], [], []
     for r in rows:
         pct = not r.lower
         best_name, _ = r.best
         ratio = r.ratio(r.ours)
-        gain = 1.0 - np.mean([r.error(v) for v, _ in r.ours]) / r.error(r.linear[0][0])
+        gain = 1.0 - np.mean([r.error(run.value) for run in r.ours]) / r.error(r.linear[0].value)
+        dm = r.dm()
         ratios.append(ratio)
         gains.append(gain)
+        verdicts.append(verdict(dm))
         cells = [r.name, cell(r.ours, pct), f"{spread(r.ours):.1%}", cell(r.linear, pct), f"{gain:+.1%}",
-                 f"{ratio:.3f}", best_name]
+                 f"{ratio:.3f}", best_name, "" if dm is None else f"{dm:+.1f}", verdicts[-1]]
         cells += [cell([r.baselines[c]], pct) if c in r.baselines else "" for c in columns]
-        cells += [f"{statistics.median(t for _, t in r.ours) * 1e6:.0f}", f"{r.baselines[best_name][1] * 1e6:.0f}"]
+        cells += [f"{statistics.median(run.seconds for run in r.ours) * 1e6:.0f}",
+                  f"{r.baselines[best_name].seconds * 1e6:.0f}"]
         print("| " + " | ".join(cells) + " |")
     geo = math.exp(np.mean(np.log(ratios)))
     own = [r for row, r in zip(rows, ratios) if "river's evaluate" not in row.name]
     print(f"\ngeometric mean of the ratios: {geo:.3f} over {len(ratios)} rows "
           f"({math.exp(np.mean(np.log(own))):.3f} without river's protocol row); worst ratio {max(ratios):.3f}; "
           f"the network improves the error by >= 2 % on {sum(g >= 0.02 for g in gains)} of {len(gains)} rows; "
-          f"largest seed spread {max(spread(r.ours) for r in rows):.1%}")
+          f"largest seed spread {max(spread(r.ours) for r in rows):.1%}; "
+          f"verdicts: {dict(collections.Counter(verdicts))}")
 
 
 if __name__ == "__main__":
