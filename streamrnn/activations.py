@@ -45,15 +45,17 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def f(self, z, out):
-        # 1 / (1 + e^-z), written as (1 + tanh(z/2)) / 2: no overflow for any z
-        np.multiply(z, 0.5, out=out)
-        np.tanh(out, out=out)
-        np.add(out, 1.0, out=out)
-        return np.multiply(out, 0.5, out=out)
+        # with e = exp(-|z|) <= 1 (never overflows): sigma(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below,
+        # accurate to the last bit for every z (1 - 1/(1 + e^-z) would lose it all below z ~ -37)
+        e = np.exp(-np.abs(z))
+        np.divide(np.where(z >= 0.0, 1.0, e), 1.0 + e, out=out)
+        return out
 
     def derivative(self, z, fz, out):
-        np.subtract(1.0, fz, out=out)  # sigma' = sigma (1 - sigma)
-        return np.multiply(out, fz, out=out)
+        # sigma' = sigma (1 - sigma) = e / (1 + e)^2, from z: 1 - sigma would cancel for large z
+        e = np.exp(-np.abs(z))
+        np.divide(e, np.square(1.0 + e), out=out)
+        return out
 
     def saturated(self, h):
         return (h < 0.01) | (h > 0.99)

@@ -102,6 +102,7 @@ class RNNForecaster(RNNEstimator, Forecaster):
 
     def _init_learned(self) -> None:
         self._core: HybridForecaster | None = None
+        self._origin_rows = np.zeros((0, 0))  # the future features the newest origin was forecast with
 
     @classmethod
     def _unit_test_params(cls):
@@ -138,9 +139,13 @@ class RNNForecaster(RNNEstimator, Forecaster):
         k = self._features.add(new, x)
         if k:
             core.grow_features(k)
-        core.learn(y, self._features.vector(x))
-        self._features.learn(x)
+        features = self._features.vector(x)
+        self._features.learn(x)  # the clock takes x's time: the calendar of the next steps is known
         self._update_candidates()
+        self._origin_rows = self._calendar(core.horizon)
+        core.learn(y, features, self._origin_rows if core.n_features else None)
+        if core.horizon != self._origin_rows.shape[0]:  # detection lengthened it: those rows were not used
+            self._origin_rows = np.zeros((0, core.n_features))
 
     def forecast(self, horizon: int, xs=None) -> list:
         if self._core is None or not self._core.history.n:
@@ -154,17 +159,30 @@ class RNNForecaster(RNNEstimator, Forecaster):
             steps.append(clock.steps_to(t) if t is not None and clock.ready else k + 1)
         depth = max(steps)
         core.track(depth)  # learn weights for this many steps from now on
-        future = np.zeros((depth, core.n_features))
-        for k in range(depth):
-            if clock.ready and self._features.clock_name is not None:
-                future[k] = self._features.vector({self._features.clock_name: _datetime(clock.future_time(k + 1))})
-        for k, step in enumerate(steps):
-            x = xs[k] if k < len(xs) and xs[k] else None
-            if x:
-                self._features.new(x)  # ValueError for a bad value; unknown features are ignored
-                future[step - 1] = self._features.vector(x)
-        path = core.forecast(depth, future if core.n_features else None)
+        name = self._features.clock_name
+        only_times = all(not x or set(x) <= {name} for x in xs[:horizon])
+        if only_times and steps == list(range(1, horizon + 1)) and horizon <= self._origin_rows.shape[0]:
+            # the steps just ahead, known by their times alone: the forecasts the newest origin made,
+            # with the clock's calendar for those steps, when its value was learned
+            path = core.forecast(horizon)
+        else:
+            future = self._calendar(depth)
+            for k, step in enumerate(steps):
+                x = xs[k] if k < len(xs) and xs[k] else None
+                if x:
+                    self._features.new(x)  # ValueError for a bad value; unknown features are ignored
+                    future[step - 1] = self._features.vector(x)
+            path = core.forecast(depth, future if core.n_features else None)
         return [float(path[step - 1]) for step in steps]
+
+    def _calendar(self, depth: int) -> np.ndarray:
+        """(depth, features): the features of the next steps as far as the clock knows them (else zeros)."""
+        future = np.zeros((depth, self._core.n_features))
+        clock, name = self._features.clock, self._features.clock_name
+        if clock.ready and name is not None:
+            for k in range(depth):
+                future[k] = self._features.vector({name: _datetime(clock.future_time(k + 1))})
+        return future
 
     def _diagnostics(self) -> dict:
         return self._core.diagnostics() if self._core is not None else {}

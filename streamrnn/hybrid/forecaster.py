@@ -247,9 +247,18 @@ class HybridForecaster:
         return min(max(y, lo), hi)
 
     # ----- learning -----------------------------------------------------------
-    def learn(self, y, features=None) -> None:
-        """Learn the next value y (with the features of its step); ValueError and no change if bad."""
+    def learn(self, y, features=None, future=None) -> None:
+        """Learn the next value y (with the features of its step); ValueError and no change if bad.
+
+        ``future``: the features of the next ``horizon`` steps where they are known now (the
+        calendar), (horizon, n_features); the forecasts made from this value are learned, and
+        served by ``forecast(h)`` without recomputing them, with these rows (None: zeros).
+        """
         y, features = self._check(y, features)
+        if future is not None:
+            future = np.asarray(future, dtype=float).reshape(self.horizon, self.n_features)
+            if not np.isfinite(future).all():
+                raise ValueError("future features must be finite")
         yb = self.bound(y)
         self.bounded += yb != y
         y = yb
@@ -259,7 +268,9 @@ class HybridForecaster:
             c.learn(features)
         if self.fixed_periods is None and self.history.n in DETECT_AT:
             self._detect()
-        self._origin(features)
+        if future is not None and future.shape[0] != self.horizon:  # detection lengthened the horizon
+            future = None
+        self._origin(features, future)
 
     def _feedback(self, y: float) -> None:
         """The forecasts made 1..H steps ago for this value: aggregations and heads learn from them."""
@@ -319,10 +330,10 @@ class HybridForecaster:
             W = np.vstack([W, np.repeat(W[-1:], H - len(W), 0)])
         return np.einsum("hk,kh->h", W[:H], F)
 
-    def _origin(self, features) -> None:
+    def _origin(self, features, future=None) -> None:
         """Forecast H steps from the newest value and keep what the aggregations will need."""
         H = self.horizon
-        F, awake = self._forecasts(H)
+        F, awake = self._forecasts(H, future)
         comb = self._combine(F, awake)
         slot = self.origins % H
         self.ring_F[slot], self.ring_awake[slot], self.ring_comb[slot] = F, awake, comb
@@ -339,6 +350,8 @@ class HybridForecaster:
     def forecast(self, horizon: int, future=None) -> np.ndarray:
         """y_{t+1} ... y_{t+horizon} from the newest value; ``future``: (horizon, n_features) or None.
 
+        With ``future`` None and horizon <= H, the forecasts made when the newest value was
+        learned (with the ``future`` rows given then); otherwise they are computed from ``future``.
         Pure: nothing changes.  Before any value the forecast is 0.
         """
         if not self.history.n:
