@@ -31,7 +31,7 @@ def _check_rate(name: str, value, low: float = 0.0, high: float = math.inf, clos
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and value >= low and (value <= high if closed_high else value < high)
     if not ok:
-        bound = f"]{high}]" if closed_high else f"{high})"
+        bound = f"{high}]" if closed_high else f"{high})"
         raise ValueError(f"{name} must be a number in [{low}, {bound}, got {value!r}")
 
 

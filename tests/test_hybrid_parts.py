@@ -287,3 +287,32 @@ def test_calendar_phases_and_periods():
         clock.tick(dt.datetime(2023, month, 1, tzinfo=dt.timezone.utc).timestamp())
     nov_2024 = dt.datetime(2024, 11, 1, tzinfo=dt.timezone.utc).timestamp()
     assert clock.steps_to(nov_2024) == 11
+
+
+def test_linear_ar_rolls_its_forecasts_forward_as_lags():
+    """Multi-step forecasts feed each step's forecast back as the newest value (the recursive strategy):
+    forecast(H) equals the fitted one-step model applied H times to its own output, and on a noiseless
+    oscillation of the changes -- which turns only if the forecasts are fed back -- it follows the truth."""
+    def continue_(values, n):  # d_{t+1} = 1.6 d_t - 0.95 d_{t-1}: in relative lags, w1 = -2.55, w2 = 0.95
+        values = list(values)
+        for _ in range(n):
+            values.append(values[-1] + 1.6 * (values[-1] - values[-2]) - 0.95 * (values[-2] - values[-3]))
+        return values
+
+    y = continue_([10.0, 10.5, 11.5], 60)
+    h = History(20)
+    lin = LinearAR(h, lags=(1, 2), lam=1.0, delta=1e-6, huber=None)
+    for v in y:
+        h.push(v)
+        lin.learn()
+    H = 12
+    got = lin.forecast(H)
+    w, s = lin.rls.w[0], lin.scale
+    np.testing.assert_allclose(w, [0.0, -2.55, 0.95], atol=1e-3)
+    path = list(h.window(3))  # by hand: each step on the values so far, the forecasts included
+    for _ in range(H):
+        z = np.array([1.0, (path[-2] - path[-1]) / s, (path[-3] - path[-1]) / s])
+        path.append(path[-1] + s * float(w @ z))
+    np.testing.assert_allclose(got, path[3:], rtol=1e-12)
+    truth = continue_(y, H)[-H:]
+    np.testing.assert_allclose(got, truth, atol=0.01 * np.ptp(y))

@@ -7,6 +7,8 @@ import pytest
 
 from streamrnn import RTRL, Adam, CrossEntropy, Elman, ExponentialDecay, OnlineRNN, Readout, SquaredError, TruncatedBPTT
 
+from .frozen import frozen_when_asked  # noqa: F401  (STREAMRNN_TEST_FREEZE=1: every "learning" test must fail)
+
 STEPS = 20_000
 OPTIMUM, LAG3_ONLY, MEMORYLESS = 0.4545, 0.5192, 0.6616
 
@@ -42,14 +44,24 @@ def held_out_cross_entropy(learner, seed=0) -> float:
     return float(np.mean(losses))
 
 
+def lag3_only_cross_entropy(seed=0) -> float:
+    """The baseline on the same stream: P(y_t | x_{t-3}) counted on the 20,000 learning steps, scored on
+    the 5,000 held-out ones (0.518 here; the theory says 0.5192)."""
+    x, y = add_task(STEPS + 5000, np.random.default_rng(seed))
+    x3 = np.concatenate([np.zeros(3), x[:-3]]).astype(int)
+    p = np.array([y[:STEPS][x3[:STEPS] == v].mean() for v in (0, 1)])[x3[STEPS:]]
+    return float(-np.mean(np.log(np.where(y[STEPS:] == 1, p, 1.0 - p))))
+
+
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("learner", [RTRL(), TruncatedBPTT(10)], ids=["rtrl", "bptt-10"])
 def test_add_task_learns_both_lags(learner):
     ce = held_out_cross_entropy(learner)
     # well below what x_{t-3} alone allows (0.519): the lag-8 dependency is learned too.
     # The issue's goal is <= 0.46 (optimum 0.4545), reached here only after ~100,000 steps;
     # see the README's results section.
-    assert OPTIMUM - 0.01 < ce < 0.485, ce
+    assert OPTIMUM - 0.01 < ce < lag3_only_cross_entropy() - 0.033, ce
 
 
 def delayed_recall_error(learner, lag=6, units=8, steps=8000, seed=0) -> float:
@@ -65,8 +77,18 @@ def delayed_recall_error(learner, lag=6, units=8, steps=8000, seed=0) -> float:
     return float(np.mean(errors))
 
 
+def running_mean_error(steps=8000, seed=0) -> float:
+    """The baseline on the same stream: the running mean of the targets as the prediction, scored as above (~1)."""
+    x = np.random.default_rng(seed).choice([-1.0, 1.0], size=steps + 1000)
+    targets = np.concatenate([np.zeros(6), x[:-6]])
+    mean = np.concatenate([[0.0], np.cumsum(targets)[:-1] / np.arange(1, len(x))])  # of the targets before
+    return float(np.mean((targets - mean)[steps:] ** 2))
+
+
 @pytest.mark.slow
+@pytest.mark.learning
 def test_rtrl_learns_a_dependency_longer_than_the_bptt_window():
-    assert delayed_recall_error(RTRL()) < 0.05  # recalls x_{t-6} almost perfectly
-    assert delayed_recall_error(TruncatedBPTT(2)) > 0.8  # a 2-step window never sees the cause: chance is 1.0
-    assert delayed_recall_error(TruncatedBPTT(8)) < 0.05  # ... while a window that spans the lag does
+    chance = running_mean_error()
+    assert delayed_recall_error(RTRL()) < 0.05 * chance  # recalls x_{t-6} almost perfectly
+    assert delayed_recall_error(TruncatedBPTT(2)) > 0.8 * chance  # a 2-step window never sees the cause
+    assert delayed_recall_error(TruncatedBPTT(8)) < 0.05 * chance  # ... while a window that spans the lag does

@@ -197,3 +197,80 @@ def test_recurrent_gain_scales_the_initial_orthogonal_u():
     np.testing.assert_allclose(scaled.params["U0"], 0.25 * unit.params["U0"])
     assert not scaled.params["U1"].any()
     assert scaled.config()["layers"][0]["gain"] == 0.25
+
+
+def _finite_difference_jacobian(model, l, h_prev, x_in, eps=1e-6):
+    """dh_t/dh_{t-1} of layer l by central differences of h_t = (1 - beta) h + beta tanh(U h + W x + b)."""
+    p = model.params
+    U, W, b = p[f"U{l}"], p[f"W{l}"], p[f"b{l}"]
+    beta = model.network.stack.layers[l].beta_vector()
+    beta = np.ones(len(h_prev)) if beta is None else beta
+
+    def h_new(h):
+        return (1.0 - beta) * h + beta * np.tanh(U @ h + W @ x_in + b)
+
+    J = np.empty((len(h_prev), len(h_prev)))
+    for j in range(len(h_prev)):
+        d = np.zeros(len(h_prev))
+        d[j] = eps
+        J[:, j] = (h_new(h_prev + d) - h_new(h_prev - d)) / (2 * eps)
+    return J
+
+
+@pytest.mark.parametrize("layers", [
+    (Leaky(5, "tanh", beta=0.3),),
+    (Elman(4, "tanh"), Leaky(3, "tanh", beta=(0.2, 0.5, 0.9))),
+    (Leaky(3, "tanh", beta=0.6), Elman(4, "tanh")),
+], ids=["leaky", "elman-then-leaky", "leaky-then-elman"])
+def test_jacobian_norm_and_regime_equal_finite_differences_of_the_step(layers):
+    """diagnostics' ||J|| against dh_t/dh_{t-1} measured by finite differences of the step itself."""
+    model = make(layers=layers)
+    rng = np.random.default_rng(4)
+    st = model.network.stack
+    for _ in range(15):
+        model.step(rng.normal(size=2), rng.normal(size=1))
+    h_prev = [st.hidden(l).copy() for l in range(len(layers))]
+    x = rng.normal(size=2)
+    model.step(x)  # no target: the weights of this step are still the model's weights
+    norms = []
+    for l in range(len(layers)):
+        x_in = x if l == 0 else st.hidden(l - 1)  # the input of layer l at the newest step
+        J = _finite_difference_jacobian(model, l, h_prev[l], x_in)
+        np.testing.assert_allclose(st.recurrent_jacobian(l), J, atol=1e-7)
+        norms.append(np.linalg.norm(J, 2))
+    d = model.diagnostics()
+    assert d["jacobian_norm"] == pytest.approx(max(norms), rel=1e-6)
+
+    # where the leak decides the regime: U = 0 leaves J = (1 - beta) I, a slow but stable decay
+    slow = make(layers=(Leaky(4, "tanh", beta=0.1),))
+    slow.params["U0"][...] = 0.0
+    h_prev = slow.network.stack.hidden(0).copy()
+    slow.step(x)
+    J = _finite_difference_jacobian(slow, 0, h_prev, x)
+    np.testing.assert_allclose(J, 0.9 * np.eye(4), atol=1e-8)
+    assert slow.diagnostics()["jacobian_norm"] == pytest.approx(0.9)
+    assert slow.diagnostics()["gradient_regime"] == "stable"  # 0.9 ** 10 = 0.35: not vanishing
+
+
+def test_loading_a_state_drops_the_forward_pass_a_predict_cached(tmp_path):
+    """predict caches its forward pass for the next step; a load in between must not let the
+    step reuse it: the step after the load is the loaded model's step, bit for bit."""
+    rng = np.random.default_rng(6)
+    a, b = make(seed=0), make(seed=1)
+    for _ in range(10):
+        x, y = rng.normal(size=2), rng.normal(size=1)
+        a.step(x, y)
+        b.step(x, -y)
+    b.save(tmp_path / "b.npz")
+    x, y = rng.normal(size=2), rng.normal(size=1)
+    for load in (lambda m: m.load_state_dict(*b.state_dict()), lambda m: m.load(tmp_path / "b.npz")):
+        model = make(seed=0)
+        model.load_state_dict(*a.state_dict())
+        model.predict(x)  # caches a's forward pass for x
+        load(model)
+        twin = make(seed=2)
+        twin.load_state_dict(*b.state_dict())
+        got, want = model.step(x, y), twin.step(x, y)
+        np.testing.assert_array_equal(got.prediction, want.prediction)
+        assert got.loss == want.loss
+        assert_same(snapshot(model), snapshot(twin))

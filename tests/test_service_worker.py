@@ -185,3 +185,361 @@ def test_a_corrupt_stored_key_is_quarantined_and_answered_one_way_everywhere(tmp
         assert not path.exists() and (store.keys / "quarantine" / ref).exists()
         again = handle(w, {"key": "a", "value": 9.0})  # told once: the next event starts the key afresh
         assert again["step"] == 1
+
+
+# ----- every error after parsing changes nothing -----------------------------------------------------
+
+SMALL = {"u": 0.5, "v": -1.0}
+WIDE = {f"f{i}": float(i) for i in range(12)}
+
+
+def _unreadable(exc):
+    def get_stream(ref):
+        raise exc
+
+    return get_stream
+
+
+# code: (settings, the events before, the bad event, what breaks the store for it, the keys watched)
+ERROR_CASES = {
+    "invalid_value": ({"model.loss": "logloss", "model.readout": "sigmoid"},
+                      [{"key": "a", "x": SMALL, "y": 1.0}, {"key": "a", "x": SMALL, "y": 0.0}],
+                      {"key": "a", "x": SMALL, "y": 2.0}, None),
+    "invalid_value-forecast": ({"forecast.multiplicative": "true"},
+                               [{"key": "a", "value": 3.0}, {"key": "a", "value": 4.0}],
+                               {"key": "a", "value": -1.0}, None),
+    "wrong_width": ({}, [{"key": "a", "x": SMALL, "y": 1.0}], {"key": "a", "x": SMALL, "y": [1.0, 2.0]}, None),
+    "wrong_width-forecast": ({}, [{"key": "a", "value": 1.0}], {"key": "a", "value": [1.0, 2.0]}, None),
+    "unknown_feature": ({}, [{"key": "a", "x": SMALL, "y": 1.0}], {"key": "a", "x": {**SMALL, "w": 1.0}}, None),
+    "missing_feature": ({}, [{"key": "a", "x": SMALL, "y": 1.0}], {"key": "a", "x": {"u": 1.0}}, None),
+    "missing_feature-new-key": ({}, [{"key": "a", "x": SMALL, "y": 1.0}], {"key": "new", "x": {}}, None),
+    "wrong_kind": ({}, [{"key": "a", "x": SMALL, "y": 1.0}], {"key": "a", "value": 1.0}, None),
+    "unavailable": ({"streams.max_keys": "1"}, [{"key": "a", "value": 1.0}, {"key": "b", "value": 2.0}],
+                    {"key": "a", "value": 3.0}, OSError("disk out of reach")),
+    "too_large": ({"streams.max_key_bytes": "SIZE"}, [{"key": "a", "x": SMALL, "y": 1.0}],
+                  {"key": "new", "x": WIDE, "y": 1.0}, None),
+    "too_many_keys": ({"streams.max_keys": "1", "streams.max_stored_keys": "1"},
+                      [{"key": "a", "value": 1.0}, {"key": "b", "value": 2.0}], {"key": "new", "value": 1.0}, None),
+    "corrupt_state": ({"streams.max_keys": "1"}, [{"key": "a", "value": 1.0}, {"key": "b", "value": 2.0}],
+                      {"key": "a", "value": 3.0}, "corrupt"),
+}
+
+
+def _observe(w) -> dict:
+    """Everything an applied event would move: steps, digest, the worker's, table's and models' counters."""
+    table = w.table
+    steps = {key: handle(w, {"command": "status", "key": key})["step"] for key in ("a", "b", "new")}
+    return {
+        "steps": steps,
+        "digest": handle(w, {"command": "digest"})["digest"],
+        "events": w.events,
+        "outcomes": {k: v for k, v in w.stats.outcomes.items() if k != "rejected"},
+        "losses": (w.stats.loss_count, w.stats.loss_sum, w.stats.last_loss),
+        "totals": table.totals(),
+        "table": {name: getattr(table, name) for name in ("evictions", "restores", "restore_failures",
+                                                          "eviction_failures", "corrupt_keys", "expired_keys")},
+        "keys": (sorted(table.live), sorted(table.stored), len(table)),
+        "models": {key: stream.counters for key, stream in table.live.items()},
+    }
+
+
+def _error_case_worker(case):
+    settings, before, _, _ = ERROR_CASES[case]
+    settings = dict(settings)
+    if settings.get("streams.max_key_bytes") == "SIZE":  # room for the small key's state, not the wide one's
+        probe = worker()
+        handle(probe, before[0])
+        settings["streams.max_key_bytes"] = str(sum(a.nbytes for a in probe.table.live["a"].snapshot()[0].values()))
+    w = worker(**settings)
+    for event in before:
+        assert "step" in handle(w, event)
+    return w
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_every_error_after_parsing_changes_no_step_digest_or_counter(case):
+    """For each error a parsed event can get, the key's step, the digest and every counter stay as
+    they were (only the rejection is counted).  corrupt_state is the one error that changes the
+    table, as it says: the unreadable key is set aside and forgotten, and nothing else moves."""
+    from streamrnn.state import StateError
+
+    code = case.split("-")[0]
+    _, _, bad, breaks = ERROR_CASES[case]
+    w = _error_case_worker(case)
+    before = _observe(w)
+    rejected = dict(w.stats.rejected)
+    read = w.table.store.get_stream
+    if breaks is not None:
+        w.table.store.get_stream = _unreadable(StateError("truncated") if breaks == "corrupt" else breaks)
+    reply = handle(w, bad)
+    w.table.store.get_stream = read
+    assert reply["error"]["code"] == code, reply
+    assert w.stats.rejected == {**rejected, code: rejected[code] + 1}
+    after = _observe(w)
+    if code == "corrupt_state":  # the key is forgotten: its step is 0 and it is out of the digest
+        twin = _error_case_worker(case)
+        del twin.table.stored["a"]
+        twin.table.digests.pop("a")
+        assert after["digest"] == _observe(twin)["digest"] != before["digest"]
+        assert after["steps"] == {**before["steps"], "a": 0}
+        assert after["table"] == {**before["table"], "corrupt_keys": 1, "restore_failures": 1}
+        before["keys"] = (before["keys"][0], [], 1)
+        for name in ("digest", "steps", "table"):
+            del before[name], after[name]
+    assert after == before
+
+
+def test_events_refused_on_a_stored_key_leave_its_state_and_step_alone():
+    """A refused event for a key checkpointed out brings it back into memory (a read, counted as a
+    restore) but changes neither its state nor anyone's step."""
+    w = worker(**{"streams.max_keys": "1"})
+    handle(w, {"key": "a", "x": SMALL, "y": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+    digest, events, totals = handle(w, {"command": "digest"})["digest"], w.events, w.table.totals()
+    for bad, code in (({"key": "a", "value": 1.0}, "wrong_kind"), ({"key": "a", "x": {"u": 1.0}}, "missing_feature"),
+                      ({"key": "b", "value": [1.0, 2.0]}, "wrong_width")):
+        assert handle(w, bad)["error"]["code"] == code
+        assert handle(w, {"command": "digest"})["digest"] == digest and w.events == events
+        assert [handle(w, {"command": "status", "key": k})["step"] for k in "ab"] == [1, 1]
+        assert w.table.totals() == totals
+
+
+def test_eviction_takes_the_least_recently_used_key_not_the_first_added():
+    w = worker(**{"streams.max_keys": "3"})
+    for key in "abc":
+        handle(w, {"key": key, "value": 1.0})
+    handle(w, {"key": "a", "value": 2.0})  # a, the oldest key, was used last: b is now the least recent
+    handle(w, {"key": "d", "value": 1.0})
+    assert list(w.table.stored) == ["b"] and list(w.table.live) == ["c", "a", "d"]
+    handle(w, {"key": "c", "value": 2.0})  # a live key used again moves to the back ...
+    handle(w, {"key": "b", "value": 2.0})  # ... so bringing b back evicts a, not c
+    assert list(w.table.stored) == ["a"] and list(w.table.live) == ["d", "c", "b"]
+    assert w.table.evictions == 2 and w.table.restores == 1
+    assert [handle(w, {"command": "status", "key": k})["step"] for k in "abcd"] == [2, 2, 2, 1]
+
+
+# ----- lines, positions, commands and checkpoints, in-process -------------------------------------
+
+
+def test_positions_count_events_and_unreadable_lines_but_not_commands():
+    from service.worker import Position
+
+    w = worker()
+    p = Position()
+    assert p.as_dict() == {"lines": 0, "bytes": 0}
+
+    def send(text, size=None):
+        line = None if text is None else text.encode()
+        return json.loads(w.handle(line, size if size is not None else len(line) + 1, p))
+
+    assert "step" in send('{"key": "a", "value": 1.0}')  # 27 bytes with its newline
+    assert p.as_dict() == {"lines": 1, "bytes": 27}
+    send('{"command": "status"}')  # a question, not part of the stream
+    assert p.as_dict() == {"lines": 1, "bytes": 27}
+    assert send('{"key": "a", "value": [1.0, 2.0]}')["error"]["code"] == "wrong_width"  # parsed: it was read
+    assert p.as_dict() == {"lines": 2, "bytes": 61}
+    assert send("{not json")["error"]["code"] == "malformed_json"
+    assert p.as_dict() == {"lines": 3, "bytes": 71}
+    too_long = send(None, size=5000)
+    assert too_long == {"error": {"code": "too_long", "message": "line of 5000 bytes is over the length limit"},
+                        "id": None}
+    assert p.as_dict() == {"lines": 4, "bytes": 5071}
+    assert w.stats.rejected["too_long"] == 1 and w.stats.rejected["malformed_json"] == 1
+    w.unanswerable("truncated", "a connection closed mid-line", 9, p)
+    assert p.as_dict() == {"lines": 4, "bytes": 5080} and w.stats.rejected["truncated"] == 1
+    w.unanswerable("truncated", "again, from nowhere resumable")  # no position: nothing moves
+    assert p.as_dict() == {"lines": 4, "bytes": 5080} and w.stats.rejected["truncated"] == 2
+
+
+def test_an_internal_error_is_answered_counted_and_logged_and_the_line_still_counts(caplog, monkeypatch):
+    from service.worker import Position
+
+    w = worker()
+    p = Position()
+
+    def broken(event):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(w, "_respond", broken)
+    line = b'{"key": "a", "value": 1.0, "id": "e7"}'
+    with caplog.at_level("ERROR", logger="streamrnn.worker"):
+        reply = json.loads(w.handle(line, len(line) + 1, p))
+    assert reply == {"error": {"code": "internal", "message": "internal error: KeyError"}, "id": "e7"}
+    assert p.as_dict() == {"lines": 1, "bytes": len(line) + 1}  # parsed: counted as read once
+    assert w.stats.rejected["internal"] == 1
+    assert [r.getMessage() for r in caplog.records] == ["internal error on a line"]
+
+
+def test_errors_carry_the_events_id_whether_or_not_it_parsed():
+    w = worker()
+    handle(w, {"key": "a", "value": 1.0})
+    assert handle(w, {"key": "a", "value": [1.0, 2.0], "id": "late"})["id"] == "late"  # refused after parsing
+    assert handle(w, {"key": "a", "value": "x", "id": "early"})["id"] == "early"  # refused by the parser
+    assert handle(w, {"key": "a", "value": "x"})["id"] is None
+
+
+def test_unanswerable_lines_are_logged(caplog):
+    w = worker()
+    with caplog.at_level("WARNING", logger="streamrnn.worker"):
+        w.unanswerable("truncated", "the connection closed after 3 bytes of a line")
+    assert [r.getMessage() for r in caplog.records] == ["the connection closed after 3 bytes of a line"]
+
+
+def test_command_replies():
+    w = worker(**{"streams.max_keys": "1"})
+    assert handle(w, {"command": "auth", "token": "t", "id": 1}) == {"id": 1, "authenticated": True}
+    for key in ("a", "b"):
+        handle(w, {"key": key, "value": 1.0})
+    handle(w, {"key": "b", "value": 2.0})
+    digest = handle(w, {"command": "digest", "id": 2})
+    assert digest == {"id": 2, "digest": w.table.digest(), "keys": 2, "events": 3}
+    w.position("stdin").lines = 5
+    assert handle(w, {"command": "status", "id": 3}) == {
+        "id": 3, "events": 3, "live_keys": 1, "keys": 2, "generation": 0,
+        "positions": {"stdin": {"lines": 5, "bytes": 0}}}
+    live, stored, new = (handle(w, {"command": "status", "key": k}) for k in ("b", "a", "c"))
+    assert (live["key"], live["step"]) == ("b", 2)
+    assert (stored["key"], stored["step"]) == ("a", 1)
+    assert (new["key"], new["step"]) == ("c", 0)
+
+
+def test_worker_defaults_stream_key_and_no_checkpoints():
+    from service.stats import Stats
+    from service.worker import Worker
+
+    table = worker().table
+    w = Worker(table, Stats())
+    reply = handle(w, {"value": 1.0})
+    assert reply["key"] == "default" and list(table.live) == ["default"]
+    for i in range(5):
+        handle(w, {"value": float(i)})
+    assert w.generation == 0 and w.every_events == 0
+
+
+class _CountingStore(MemoryStore):
+    def __init__(self, fail=False):
+        super().__init__()
+        self.commits, self.fail = [], fail
+
+    def commit(self, checkpoint):
+        if self.fail:
+            raise OSError("disk full")
+        self.commits.append(checkpoint.meta["events"])
+
+
+def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
+    config = load(environ={}, overrides={"checkpoint.every_events": "3"})
+    from service.server import build_worker as build
+
+    store = _CountingStore()
+    w = build(config, store)
+    assert w.dirty()  # nothing written yet
+    for i in range(10):
+        handle(w, {"key": "a", "value": float(i)})
+        handle(w, {"command": "status"})  # commands never make a checkpoint due
+    assert store.commits == [3, 6, 9] and w.generation == 3
+    assert w.dirty()  # the tenth event came after the last one
+    assert w.checkpoint() and store.commits[-1] == 10 and w.generation == 4
+    assert not w.dirty()
+    w.position("stdin").bytes += 4  # a position that moved is something to write, too
+    assert w.dirty()
+
+
+def test_a_failed_checkpoint_is_counted_logged_and_changes_no_generation(caplog):
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    from service.server import build_worker as build
+
+    w = build(config, _CountingStore(fail=True))
+    handle(w, {"key": "a", "value": 1.0})
+    with caplog.at_level("ERROR", logger="streamrnn.worker"):
+        assert w.checkpoint() is False
+        assert w.checkpoint() is False
+    assert w.stats.checkpoint_failures == 2 and w.generation == 0 and w.dirty()
+    assert [r.getMessage() for r in caplog.records] == ["checkpoint failed: disk full"] * 2
+
+
+def test_replies_encode_non_finite_numbers_as_null_everywhere():
+    from service.worker import encode
+
+    assert encode({"a": 1.5, "b": [1.0, 2.0], "c": {"d": -0.0}}) == '{"a":1.5,"b":[1.0,2.0],"c":{"d":-0.0}}'
+    reply = {"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": 2.5}, "e": "x", "f": 3, "g": 0.1}
+    assert encode(reply) == '{"a":[1.0,null],"b":{"c":null,"d":2.5},"e":"x","f":3,"g":0.1}'
+    with pytest.raises(TypeError, match="^object is not JSON serialisable$"):
+        encode({"a": object()})
+
+
+def test_restore_brings_back_positions_the_checkpoint_schedule_and_a_clean_slate(tmp_path):
+    from service.server import build_worker as build
+    from service.store import Checkpoint, DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "4"})
+    assert build(config, DirectoryStore(tmp_path / "empty")).restore() is False
+    first = build(config, DirectoryStore(tmp_path))
+    for i in range(6):
+        first.position("in.jsonl").lines += 1
+        first.position("in.jsonl").bytes += 10
+        handle(first, {"key": "a", "value": float(i)})
+    assert first.checkpoint() and first.generation == 2  # one at 4 events, this one at 6
+
+    again = build(config, DirectoryStore(tmp_path))
+    assert again.restore() and again.generation == 2 and again.events == 6
+    assert {k: p.as_dict() for k, p in again.positions.items()} == {"in.jsonl": {"lines": 6, "bytes": 60}}
+    assert not again.dirty()
+    for i in range(3):
+        handle(again, {"key": "a", "value": 1.0})
+    assert again.generation == 2  # the next one is due 4 events after the restored one ...
+    handle(again, {"key": "a", "value": 1.0})
+    assert again.generation == 3  # ... at event 10
+
+    # a checkpoint that has no positions or creation time (an older writer) restores with none
+    old = DirectoryStore(tmp_path / "old")
+    old.commit(Checkpoint(5, {"events": 0}))
+    w = build(config, old)
+    assert w.restore() and w.positions == {} and w.stats.checkpoint_last_success == 0.0 and w.generation == 5
+
+
+def test_the_worker_keeps_the_stats_the_metrics_publish():
+    w = worker(**{"model.hybrid": "false"})
+    stats = w.stats
+    assert handle(w, {"key": "s", "x": SMALL, "id": "p"}) == {
+        "id": "p", "key": "s", "step": 1, "prediction": stats.last_prediction}
+    assert stats.outcomes["predicted"] == 1 and stats.last_target == []
+    losses = []
+    for i in range(3):
+        reply = handle(w, {"key": "s", "x": SMALL, "y": float(i), "id": i})
+        assert reply["id"] == i and reply["loss"] == reply["loss"]  # a finite loss
+        losses.append(reply["loss"])
+        assert stats.last_prediction == reply["prediction"] and stats.last_target == float(i)
+    handle(w, {"key": "s", "x": SMALL})  # no target: the last target stays
+    assert stats.last_target == 2.0
+    assert stats.outcomes["learned"] == 3 and stats.outcomes["predicted"] == 2
+    assert stats.loss_count == 3 and stats.loss_sum == pytest.approx(sum(losses)) and stats.last_loss == losses[-1]
+    forecast = handle(w, {"key": "f", "value": 4.0, "id": "q"})
+    assert forecast["id"] == "q" and "forecast" in forecast
+    assert stats.last_prediction == forecast["forecast"][0] and stats.last_target == 4.0
+    wrong = handle(w, {"key": "s", "value": 1.0})
+    assert wrong["error"] == {"code": "wrong_kind", "message": "key 's' is a supervised stream; this is a forecast event"}
+
+
+def test_unreadable_stored_keys_say_why(monkeypatch):
+    from streamrnn.state import StateError
+
+    w = worker(**{"streams.max_keys": "1"})
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+
+    def unreachable(ref):
+        raise OSError("disk out of reach")
+
+    monkeypatch.setattr(w.table.store, "get_stream", unreachable)
+    error = handle(w, {"key": "a", "value": 2.0})["error"]
+    assert error["code"] == "unavailable" and "disk out of reach" in error["message"]
+    assert error["message"].startswith("the state of key 'a' cannot be read now")
+
+    def corrupt(ref):
+        raise StateError("truncated")
+
+    monkeypatch.setattr(w.table.store, "get_stream", corrupt)
+    error = handle(w, {"key": "a", "value": 2.0})["error"]
+    assert error["code"] == "corrupt_state"
+    assert error["message"].startswith("the stored state of key 'a' was corrupt and has been quarantined")

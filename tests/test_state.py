@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,143 @@ def test_from_file_rebuilds_the_model_from_its_header(tmp_path):
     assert restored.config() == model.config()
     evs = events(10, seed=3)
     np.testing.assert_array_equal(run(restored, evs), run(model, evs))
+
+
+def test_save_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    """The durability the README promises: the data reaches the disk before the rename makes it
+    the state file, and the rename itself reaches the disk (fsync of the directory) after."""
+    import os
+    import stat
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        calls.append(("fsync", "dir" if stat.S_ISDIR(info.st_mode) else "file", info.st_ino, info.st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    model = OnlineRNN(2, (Elman(3),), seed=0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    assert [c[:2] for c in calls] == [("fsync", "file"), ("replace", calls[1][1]), ("fsync", "dir")]
+    _, _, file_inode, size_at_fsync = calls[0]
+    assert calls[1][2] == str(path) and calls[1][1] != str(path)
+    assert file_inode == path.stat().st_ino and size_at_fsync == path.stat().st_size  # the whole file, synced
+    assert calls[2][2] == tmp_path.stat().st_ino  # the directory holding the new name
+
+    # a crash at the rename: the old state file stays whole and no temporary file is left
+    model.step([1.0, 2.0], [0.5])
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        model.save(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_every_state_error_says_what_is_wrong(tmp_path):
+    import re
+
+    model = make(RTRL(), Adam())
+    run(model, events(5))
+    arrays, header = model.state_dict()
+
+    def refused(match, arrays=arrays, header=header):
+        with pytest.raises(StateError, match=match):
+            model.load_state_dict(dict(arrays), dict(header))
+
+    refused(re.escape("state format must be 'streamrnn-state' version 1, got 'streamrnn-state' version 2"),
+            header=dict(header, version=2))
+    refused(re.escape("state format must be 'streamrnn-state' version 1, got 'other' version 1"),
+            header=dict(header, format="other"))
+    other = dict(header["config"], clip_norm=3.0)
+    refused(re.escape(f"state was saved by a model configured differently: saved {other!r}, "
+                      f"this model {header['config']!r}"), header=dict(header, config=other))
+    refused(re.escape("state has no array 'U0'"), arrays={k: v for k, v in arrays.items() if k != "U0"})
+    refused(re.escape("state array 'U0' has shape (2, 2), expected (6, 6)"), arrays=dict(arrays, U0=np.zeros((2, 2))))
+    refused(re.escape("learner state is missing array 'S1'"),
+            arrays={k: v for k, v in arrays.items() if k != "learner.S1"})
+    refused("^state has no valid random generator state: ", header=dict(header, rng={"bit_generator": "Nope"}))
+
+    with pytest.raises(ValueError, match=re.escape("array name '__header__' is reserved")):
+        state_io.save(tmp_path / "x.npz", {"__header__": np.zeros(1)}, header)
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(StateError, match=f"^there is no state file {re.escape(str(missing))}$"):
+        state_io.load(missing)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(StateError, match=f"^cannot read state file {re.escape(str(garbage))}: ."):
+        state_io.load(garbage)
+
+
+def test_files_without_a_header_or_a_checksum_are_state_errors(tmp_path):
+    import re
+
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, U0=np.zeros(2))
+    with pytest.raises(StateError, match=f"^state file {re.escape(str(bare))} has no header$"):
+        state_io.load(bare)
+    unreadable = tmp_path / "unreadable.npz"
+    np.savez(unreadable, U0=np.zeros(2), __header__=np.frombuffer(b"\xff{", dtype=np.uint8))
+    with pytest.raises(StateError, match=f"^state file {re.escape(str(unreadable))} has a corrupt header: "):
+        state_io.load(unreadable)
+    unchecked = tmp_path / "unchecked.npz"
+    np.savez(unchecked, U0=np.zeros(2), __header__=np.frombuffer(b'{"format": "streamrnn-state"}', dtype=np.uint8))
+    with pytest.raises(StateError, match="fails its checksum"):
+        state_io.load(unchecked)
+
+
+_UNPICKLED = []
+
+
+def _record_unpickling(tag):
+    _UNPICKLED.append(tag)
+    return tag
+
+
+class _Payload:
+    def __reduce__(self):
+        return _record_unpickling, ("ran",)
+
+
+def test_load_never_unpickles(tmp_path):
+    """A state file is data: an object array in it is refused, and its pickle never runs."""
+    path = tmp_path / "evil.npz"
+    arrays = {"U0": np.array([_Payload()], dtype=object)}
+    header = {"checksum": state_io.checksum({"U0": np.zeros(1)})}
+    np.savez(path, **arrays, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    _UNPICKLED.clear()
+    with pytest.raises(StateError, match="cannot read state file"):
+        state_io.load(path)
+    assert _UNPICKLED == []
+
+
+def test_save_writes_through_a_hidden_temporary_file_beside_the_target(tmp_path, monkeypatch):
+    """The temporary file sits in the target's directory (so the rename is atomic) and is named
+    ``.<name>.*.tmp``, the pattern DirectoryStore.latest() sweeps after a crash."""
+    import os
+
+    renames = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "gen-000000000001.npz"
+    state_io.save(path, {"a": np.arange(3.0)}, {"format": "x"})
+    [(tmp, dst)] = renames
+    assert dst == path and tmp.parent == tmp_path
+    assert tmp.name.startswith(".gen-000000000001.npz.") and tmp.name.endswith(".tmp")
+    assert tmp.match(".gen-*.tmp")

@@ -27,18 +27,20 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     network trained on every event by RTRL or BPTT -- combined per feature by
     ML-Poly.
 
-    The score is calibrated: it is -log10 of how rare the event's errors are
-    among the errors learned so far.  Each feature's squared error is ranked
-    against that feature's own past errors, the ranks are combined by Fisher's
-    method, and the statistic becomes a tail probability through an
-    exponential tail fitted to the median and 90th percentile of the past
-    statistics (``streamrnn.hybrid.surprise``).  A typical event scores about
-    0.3, a score of 1 is about as rare as 1 in 10, and 3 is rarer than 1 in
-    1000 (the tail is conservative).  The score is 0 for the first {WARM_UP}
-    events.  The tail is fitted to the bulk of the past only, so when river's
-    ``ThresholdFilter`` or ``QuantileFilter`` keeps flagged events from being
-    learned (``protect_anomaly_detector``), the score does not drift.  Score
-    before learning, as in river's progressive evaluation.
+    The score is calibrated: it is 1 - p, where p estimates how rare the
+    event's errors are among the errors learned so far.  Each feature's
+    squared error is ranked against that feature's own past errors, the ranks
+    are combined by Fisher's method, and the statistic becomes a tail
+    probability through an exponential tail fitted to the median and 90th
+    percentile of the past statistics (``streamrnn.hybrid.surprise``).  A
+    typical event scores about 0.5, 0.9 is about as rare as 1 in 10, and 0.999
+    rarer than 1 in 1000 (the tail is conservative).  Scores lie in [0, 1], as
+    river's ``metrics.ROCAUC`` and ``anomaly.ThresholdFilter`` expect, and are
+    0 for the first {WARM_UP} events.  The tail is fitted to the bulk of the
+    past only, so when river's ``ThresholdFilter`` or ``QuantileFilter`` keeps
+    flagged events from being learned (``protect_anomaly_detector``), the
+    score does not drift.  Score before learning, as in river's progressive
+    evaluation.
 
     {FEATURES_DOC}
 
@@ -56,7 +58,7 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
     ...     auc.update(is_anomaly, model.score_one(x))
     ...     model.learn_one(x)
     >>> print(f"{{auc.get():.2f}}")
-    0.92
+    0.95
     """
 
     # the parameters are RNNEstimator's, so is __init__ (river reads the signature from it)
@@ -111,7 +113,7 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
             return 0.0
         target = self._features.vector(x)
         combined = self._combined(self._experts())
-        return self._surprise.score((combined - target) ** 2)
+        return 1.0 - 10.0 ** -self._surprise.score((combined - target) ** 2)  # 1 - p
 
     def learn_one(self, x) -> None:
         self._features.new(x)  # checks every value before anything grows
