@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "streamrnn-state"
-VERSION = 1
+#: 2: the BPTT tape no longer holds each step's recurrent Jacobian (tape.JT*), which version 1 had
+VERSION = 2
+#: versions this code loads; a version-1 state's tape.JT* arrays are ignored (recomputed from D and U)
+READABLE = (1, 2)
 HEADER = "__header__"
 
 
@@ -79,9 +82,10 @@ def _take(arrays, name, shape):
 
 def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None:
     """Restore ``model`` from (arrays, header); StateError and no change if they do not fit."""
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
+    if header.get("format") != FORMAT or header.get("version") not in READABLE:
         raise StateError(
-            f"state format must be {FORMAT!r} version {VERSION}, "
+            f"state format must be {FORMAT!r} version {VERSION} (this version of streamrnn also reads "
+            f"{', '.join(str(v) for v in READABLE if v != VERSION)}), "
             f"got {header.get('format')!r} version {header.get('version')!r}"
         )
     if header.get("config") != model.config():

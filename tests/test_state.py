@@ -227,10 +227,10 @@ def test_every_state_error_says_what_is_wrong(tmp_path):
         with pytest.raises(StateError, match=match):
             model.load_state_dict(dict(arrays), dict(header))
 
-    refused(re.escape("state format must be 'streamrnn-state' version 1, got 'streamrnn-state' version 2"),
-            header=dict(header, version=2))
-    refused(re.escape("state format must be 'streamrnn-state' version 1, got 'other' version 1"),
-            header=dict(header, format="other"))
+    refused(re.escape("state format must be 'streamrnn-state' version 2 (this version of streamrnn also reads 1), "
+                      "got 'streamrnn-state' version 3"), header=dict(header, version=3))
+    refused(re.escape("state format must be 'streamrnn-state' version 2 (this version of streamrnn also reads 1), "
+                      "got 'other' version 2"), header=dict(header, format="other"))
     other = dict(header["config"], clip_norm=3.0)
     refused(re.escape(f"state was saved by a model configured differently: saved {other!r}, "
                       f"this model {header['config']!r}"), header=dict(header, config=other))
@@ -312,3 +312,36 @@ def test_save_writes_through_a_hidden_temporary_file_beside_the_target(tmp_path,
     assert dst == path and tmp.parent == tmp_path
     assert tmp.name.startswith(".gen-000000000001.npz.") and tmp.name.endswith(".tmp")
     assert tmp.match(".gen-*.tmp")
+
+def test_a_version_1_state_loads_and_continues_and_another_version_is_refused_naming_both():
+    """Version 1 kept each BPTT step's recurrent Jacobian (tape.JT*); version 2 recomputes it from D
+    and U.  A version-1 state (its JT arrays included) loads and continues like the version-2 state
+    of the same model; a version this code does not know is refused, naming it and the current one."""
+    model = make(TruncatedBPTT(5, 1), Adam(0.01))
+    for x, y in events(30):
+        model.step(x, y)
+    arrays, header = model.state_dict()
+    old = dict(arrays)
+    for l, n in enumerate((6, 4)):  # what version 1 wrote beside the tape
+        old[f"learner.tape.JT{l}"] = np.ones((5, n, n))
+    twin = make(TruncatedBPTT(5, 1), Adam(0.01))
+    twin.load_state_dict(old, dict(header, version=1))
+    model.load_state_dict(arrays, header)
+    for x, y in events(20, seed=1):
+        assert twin.step(x, y).loss == model.step(x, y).loss
+    before = twin.state_dict()[0]
+    with pytest.raises(StateError, match=r"version 2 .*got 'streamrnn-state' version 3"):
+        twin.load_state_dict(arrays, dict(header, version=3))
+    after = twin.state_dict()[0]
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_truncated_bptt_memory_grows_with_the_window_not_its_square():
+    """The tape holds O(h n) numbers: a window of 100,000 steps on 8 units is a few tens of MB,
+    where the per-step Jacobians and the h x h table of ring orders of version 1 needed about 80 GB."""
+    model = OnlineRNN(1, (Elman(8),), Readout(1), learner=TruncatedBPTT(100_000, 1), seed=0)
+    size = sum(a.nbytes for a in model.learner.state_arrays().values())
+    assert size <= 100_000 * (10 + 8 + 9 + 1) * 8 + 64  # per row: v = [h; x; 1], D, [h; 1], delta
+    for t in range(50):
+        model.step([np.sin(t / 3)], [np.cos(t / 3)])
+    assert np.isfinite(model.grad_norm)

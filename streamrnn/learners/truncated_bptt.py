@@ -29,9 +29,6 @@ class TruncatedBPTT(Learner):
         # ring position of the newest row, rows filled, steps since the last update,
         # and whether any of those steps had a target
         self._counters = np.array([-1, 0, 0, 0], dtype=np.int64)
-        h = self.h
-        # _orders[p] lists ring rows newest first when the newest is row p
-        self._orders = ((np.arange(h)[:, None] - np.arange(h)[None, :]) % h).tolist()
 
     def step(self, net, delta, grad) -> bool:
         c = self._counters
@@ -48,7 +45,9 @@ class TruncatedBPTT(Learner):
         c[2] = c[3] = 0
         if due:
             filled = int(c[1])
-            backprop(net, self._tape, self._orders[pos][:filled], min(self.h_prime, filled), grad)
+            # ring rows newest first: pos, pos - 1, ..., 0, h - 1, ... (O(h) memory, made per update)
+            order = list(range(pos, -1, -1)) + list(range(self.h - 1, pos, -1))
+            backprop(net, self._tape, order[:filled], min(self.h_prime, filled), grad)
         return due
 
     def reset(self) -> None:
