@@ -13,9 +13,9 @@ are parsed by pydantic, lists split on commas, ``none`` clears an optional
 setting.  Every problem is a ``ConfigError`` naming the setting and where its
 value came from; the command line turns it into exit code 2.
 
->>> config = load(environ={"STREAMRNN_MODEL_UNITS": "32"}, overrides={"model.learner": "bptt"})
->>> config.model.units, config.model.learner, config.sources.stdin
-(32, 'bptt', True)
+>>> config = load(environ={"STREAMRNN_MODEL_UNITS": "32"}, overrides={"model.learner": "bptt", "model.learner.h": "20"})
+>>> config.model.units, config.model.learner.build(), config.sources.stdin
+(32, TruncatedBPTT(h=20, h_prime=1), True)
 >>> load(environ={"STREAMRNN_MODEL_UNITS": "0"})
 Traceback (most recent call last):
 ...
@@ -27,9 +27,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal, Optional
+import inspect
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, Tag, ValidationError, create_model, field_validator, model_validator,
+)
 
 from . import names
 
@@ -60,6 +63,41 @@ class Section(BaseModel):
         return value
 
 
+class LearnerSection(BaseModel):
+    """``[model.learner]``: ``kind`` names a registered learner, the other fields are its own settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def arguments(self) -> dict:
+        return self.model_dump(exclude={"kind"})
+
+    def build(self):
+        return names.LEARNERS[self.kind](**self.arguments())
+
+    @model_validator(mode="after")
+    def _buildable(self):
+        self.build()  # the learner's own checks, e.g. h_prime <= h (ValueError naming the argument)
+        return self
+
+
+def _learner_settings(name: str, cls) -> type:
+    fields = {"kind": (Literal[name], name)}
+    for arg, (kind, default) in cls.settings().items():
+        fields[arg] = (kind, ... if default is inspect.Parameter.empty else default)
+    return create_model(f"{cls.__name__}Settings", __base__=LearnerSection, __doc__=cls.__doc__, **fields)
+
+
+#: one settings model per online learner, told apart by ``kind``
+LearnerSettings = Annotated[
+    Union[tuple(Annotated[_learner_settings(n, c), Tag(n)] for n, c in names.LEARNERS.items())],
+    Field(discriminator="kind"),
+]
+#: settings of ``[model]`` that are tables of their own: set whole, or one entry as model.learner.h
+TABLES = ("learner",)
+#: settings that moved, and where to
+MOVED = {"model.h": "model.learner.h", "model.h_prime": "model.learner.h_prime"}
+
+
 class ModelSettings(Section):
     """The network every stream key starts from (names resolved in ``service.names``)."""
 
@@ -72,9 +110,8 @@ class ModelSettings(Section):
     outputs: int = Field(1, ge=1, le=4096, description="outputs of supervised streams")
     readout: _choice(names.READOUTS) = "identity"
     loss: _choice(names.LOSS_NAMES) = "squared"
-    learner: _choice(names.LEARNERS) = "rtrl"
-    h: int = Field(10, ge=1, le=100_000, description="BPTT window")
-    h_prime: int = Field(1, ge=1, le=100_000, description="BPTT: an update every h_prime events")
+    learner: LearnerSettings = Field(default_factory=lambda: {"kind": "rtrl"},
+                                     description="kind (rtrl | bptt) and that learner's settings (bptt: h, h_prime)")
     optimizer: _choice(names.OPTIMIZERS) = "adam"
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     schedule: _choice(names.SCHEDULES) = "constant"
@@ -89,10 +126,20 @@ class ModelSettings(Section):
     seed: int = Field(0, ge=0)
     features: list[str] = Field(default_factory=list, description="ordered feature names; empty: the first event of a key fixes them")
 
+    @field_validator("learner", mode="before")
+    @classmethod
+    def _kind(cls, value):
+        """A name alone (``--learner bptt``) is that learner with its defaults; epochwise needs sequences."""
+        table = {"kind": value.strip().lower()} if isinstance(value, str) else value
+        if isinstance(table, dict):
+            table = {"kind": "rtrl", **table}  # entries without a kind are for the default learner
+        if isinstance(table, dict) and table.get("kind") == "epochwise":
+            raise ValueError("epochwise learns over finite sequences, and a daemon's streams never end: "
+                             f"use one of {', '.join(names.LEARNERS)}")
+        return table
+
     @model_validator(mode="after")
     def _window(self):
-        if self.learner == "bptt" and self.h_prime > self.h:
-            raise ValueError(f"h_prime ({self.h_prime}) must be <= h ({self.h})")
         if len(set(self.features)) != len(self.features):
             raise ValueError("features must not repeat a name")
         return self
@@ -197,11 +244,38 @@ class Config(BaseModel):
 SECTIONS = tuple(Config.model_fields)
 
 
+def _table(value) -> dict:
+    """A table setting as a dict: a name alone is {"kind": name}."""
+    if isinstance(value, dict):
+        return dict(value)
+    return {"kind": value} if isinstance(value, str) else {}
+
+
 def _layer(target: dict, dotted: str, value, origin: str, origins: dict) -> None:
     section, _, field = dotted.partition(".")
     if section not in SECTIONS or not field:
         raise ConfigError(f"unknown setting {dotted!r} (from {origin}); sections are {', '.join(SECTIONS)}")
-    target.setdefault(section, {})[field] = value
+    if dotted in MOVED:
+        raise ConfigError(f"setting {dotted} (from {origin}) is now {MOVED[dotted]}, in the [model.learner] "
+                          'table with kind = "bptt"')
+    fields = target.setdefault(section, {})
+    head, dot, rest = field.partition(".")
+    if section == "model" and head in TABLES:
+        table = _table(fields.get(head))
+        if dot:  # one entry: model.learner.h (the kind may come from another layer, or be the default)
+            table[rest] = value
+        else:  # the whole table, or a name; another kind starts from its own defaults
+            new = _table(value) if isinstance(value, (str, dict)) else value
+            if not isinstance(new, dict):
+                fields[head] = new
+                origins[(section, field)] = origin
+                return
+            if "kind" in table and new.get("kind") not in (None, table["kind"]):
+                table = {}
+            table.update(new)
+        fields[head] = table
+    else:
+        fields[field] = value
     origins[(section, field)] = origin
 
 
@@ -211,6 +285,9 @@ def _from_environment(environ) -> dict[str, str]:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         section, _, field = name[len(ENV_PREFIX):].lower().partition("_")
+        for table in TABLES:  # STREAMRNN_MODEL_LEARNER_H is model.learner.h
+            if section == "model" and field.startswith(table + "_"):
+                field = f"{table}.{field[len(table) + 1:]}"
         out[f"{section}.{field}"] = (value, f"environment variable {name}")
     return out
 
@@ -258,6 +335,18 @@ def _describe(err: ValidationError, raw: dict, origins: dict) -> str:
     if len(loc) == 1:  # a rule across one section's fields
         return f"invalid setting {loc[0]}: {message}"
     section, field = loc[0], loc[1]
+    if section == "model" and field in TABLES:  # ("model", "learner", <kind>, "h"): model.learner.h
+        table = raw.get(section, {}).get(field, {})
+        entry = loc[3] if len(loc) > 3 else None
+        name = f"{field}.{entry}" if entry else field
+        where = origins.get((section, name)) or origins.get((section, field))
+        source = f" (from {where})" if where else ""
+        if first["type"] == "extra_forbidden":
+            kind = table.get("kind", "rtrl") if isinstance(table, dict) else None
+            return (f"unknown setting {section}.{name}{source} for the {kind} learner; its settings are "
+                    f"{sorted(names.LEARNERS[kind].settings()) if kind in names.LEARNERS else []}")
+        value = table.get(entry, "<default>") if entry and isinstance(table, dict) else table
+        return f"invalid setting {section}.{name} = {value!r}{source}: {message}"
     if first["type"] == "extra_forbidden":
         return f"unknown setting {section}.{field} (from {origins.get((section, field), 'defaults')})"
     where = origins.get((section, field))

@@ -6,7 +6,7 @@ the edge, once: ``ModelTemplate(settings)`` resolves every name when the
 daemon starts and then builds one network per stream key.
 
 >>> from service.config import ModelSettings
->>> template = ModelTemplate(ModelSettings(learner="bptt", h=8, optimizer="momentum", weight_decay=1e-4))
+>>> template = ModelTemplate(ModelSettings(learner={"kind": "bptt", "h": 8}, optimizer="momentum", weight_decay=1e-4))
 >>> model = template.build(n_inputs=3, outputs=1)
 >>> model.learner, model.optimizer.config()["kind"]
 (TruncatedBPTT(h=8, h_prime=1), 'Chain')
@@ -15,7 +15,6 @@ daemon starts and then builds one network per stream key.
 from __future__ import annotations
 
 from streamrnn import (
-    RTRL,
     SGD,
     Adam,
     Chain,
@@ -27,12 +26,12 @@ from streamrnn import (
     OnlineRNN,
     Readout,
     RMSProp,
-    TruncatedBPTT,
     WeightDecay,
 )
 from streamrnn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from streamrnn.hybrid import HybridForecaster
 from streamrnn.hybrid.regressor import HybridRegressor
+from streamrnn.learners import REGISTRY
 from streamrnn.losses import LOSSES
 
 # name -> builder from the model settings ``s``
@@ -40,10 +39,8 @@ CELLS = {
     "elman": lambda s: Elman(s.units, s.activation, s.gain),
     "leaky": lambda s: Leaky(s.units, s.activation, s.beta, s.gain),
 }
-LEARNERS = {
-    "rtrl": lambda s: RTRL(),
-    "bptt": lambda s: TruncatedBPTT(s.h, s.h_prime),
-}
+#: the learners a daemon can run: every registered one that learns online (not epochwise)
+LEARNERS = {name: cls for name, cls in REGISTRY.items() if not cls.epochwise}
 SCHEDULES = {
     "constant": lambda s: s.lr,
     "exponential": lambda s: ExponentialDecay(s.lr, s.decay, s.decay_steps),
@@ -72,7 +69,7 @@ class ModelTemplate:
         self.settings = s = settings
         self.forecast = forecast  # the forecast settings (horizon, season, multiplicative), or None
         self.layers = (CELLS[s.cell](s),) * s.layers
-        self.learner = LEARNERS[s.learner](s)
+        self.learner = s.learner.build()
         optimizer = OPTIMIZERS[s.optimizer](s, SCHEDULES[s.schedule](s))
         self.optimizer = Chain(WeightDecay(s.weight_decay), optimizer) if s.weight_decay else optimizer
         self.loss = LOSSES[s.loss]()

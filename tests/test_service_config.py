@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service import names
+from streamrnn import RTRL, TruncatedBPTT
+from streamrnn.learners import REGISTRY
 from service.config import Config, ConfigError, load
 from service.serve import overrides, parser
 
@@ -13,18 +15,18 @@ def test_bare_defaults():
     config = load(environ={})
     assert config == Config()
     assert (config.sources.stdin, config.sources.tcp, config.metrics.host) == (True, [], "127.0.0.1")
-    assert str(config.checkpoint.dir) == "checkpoints" and config.model.learner == "rtrl"
+    assert str(config.checkpoint.dir) == "checkpoints" and config.model.learner.build() == RTRL()
 
 
 def test_precedence_file_then_environment_then_flags(tmp_path):
     path = tmp_path / "streamrnn.toml"
-    path.write_text('[model]\nunits = 8\nlearner = "bptt"\nh = 20\n[sources]\ntcp = ["127.0.0.1:7070"]\n')
+    path.write_text('[model]\nunits = 8\n[model.learner]\nkind = "bptt"\nh = 20\n[sources]\ntcp = ["127.0.0.1:7070"]\n')
     config = load(path, environ={})
-    assert (config.model.units, config.model.learner, config.model.h, config.sources.tcp) == (8, "bptt", 20, ["127.0.0.1:7070"])
+    assert (config.model.units, config.model.learner.build(), config.sources.tcp) == (8, TruncatedBPTT(20), ["127.0.0.1:7070"])
     env = {"STREAMRNN_MODEL_UNITS": "12", "STREAMRNN_SOURCES_TCP": "127.0.0.1:1,127.0.0.1:2",
-           "STREAMRNN_MODEL_CLIP_NORM": "none", "STREAMRNN_CONFIG": str(path)}
+           "STREAMRNN_MODEL_CLIP_NORM": "none", "STREAMRNN_CONFIG": str(path), "STREAMRNN_MODEL_LEARNER_H_PRIME": "4"}
     config = load(environ=env)
-    assert (config.model.units, config.model.h, config.model.clip_norm) == (12, 20, None)
+    assert (config.model.units, config.model.learner.build(), config.model.clip_norm) == (12, TruncatedBPTT(20, 4), None)
     assert config.sources.tcp == ["127.0.0.1:1", "127.0.0.1:2"]
     config = load(environ=env, overrides={"model.units": "3", "sources.tcp": ["[::1]:5"]})
     assert (config.model.units, config.sources.tcp) == (3, ["[::1]:5"])
@@ -37,13 +39,34 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     ({"overrides": {"model.nope": "1"}}, "unknown setting model.nope"),
     ({"overrides": {"nope.units": "1"}}, "unknown setting 'nope.units'"),
     ({"environ": {"STREAMRNN_LOG_FORMAT": "xml"}}, "invalid setting log.format"),
-    ({"overrides": {"model.learner": "bptt", "model.h": "2", "model.h_prime": "5"}}, "invalid setting model: h_prime (5) must be <= h (2)"),
+    ({"overrides": {"model.learner": "bptt", "model.learner.h": "2", "model.learner.h_prime": "5"}}, "invalid setting model.learner = {'kind': 'bptt', 'h': '2', 'h_prime': '5'} (from flag for model.learner): h_prime must be <= h (h = 2), got 5"),
+    ({"overrides": {"model.learner": "bptt", "model.learner.h": "x"}}, "invalid setting model.learner.h = 'x' (from flag for model.learner.h): Input should be a valid integer"),
+    ({"environ": {"STREAMRNN_MODEL_LEARNER_H": "5"}}, "unknown setting model.learner.h (from environment variable STREAMRNN_MODEL_LEARNER_H) for the rtrl learner; its settings are []"),
+    ({"overrides": {"model.learner": "epochwise"}}, "epochwise learns over finite sequences, and a daemon's streams never end: use one of rtrl, bptt"),
+    ({"overrides": {"model.learner": "lstm"}}, "Input tag 'lstm' found using 'kind' does not match any of the expected tags: 'rtrl', 'bptt'"),
+    ({"overrides": {"model.h": "20"}}, 'setting model.h (from flag for model.h) is now model.learner.h, in the [model.learner] table with kind = "bptt"'),
     ({"overrides": {"model.loss": "logloss"}}, "invalid setting model: loss 'logloss' needs a readout activation in ['sigmoid']"),
 ])
 def test_invalid_settings_are_named(where, expected):
     with pytest.raises(ConfigError) as err:
         load(**{"environ": {}, **where})
     assert expected in str(err.value)
+
+
+def test_the_learner_table_takes_its_kind_and_that_learners_own_settings(tmp_path):
+    """[model.learner] is kind plus the registered learner's constructor arguments; a name alone is that
+    learner with its defaults; a higher layer naming another kind starts from that kind's defaults."""
+    path = tmp_path / "streamrnn.toml"
+    path.write_text('[model.learner]\nkind = "bptt"\nh = 20\nh_prime = 5\n')
+    assert load(path, environ={}).model.learner.build() == TruncatedBPTT(20, 5)
+    assert load(path, environ={}, overrides={"model.learner.h": "30"}).model.learner.build() == TruncatedBPTT(30, 5)
+    assert load(path, environ={}, overrides={"model.learner": "rtrl"}).model.learner.build() == RTRL()
+    assert load(path, environ={"STREAMRNN_MODEL_LEARNER": "bptt"}).model.learner.build() == TruncatedBPTT(20, 5)
+    args = parser().parse_args(["--learner", "bptt", "--set", "model.learner.h=8"])
+    assert load(environ={}, overrides=overrides(args)).model.learner.build() == TruncatedBPTT(8)
+    dumped = load(path, environ={}).model_dump(mode="json")["model"]["learner"]
+    assert dumped == {"kind": "bptt", "h": 20, "h_prime": 5}  # what --print-config shows
+    assert set(names.LEARNERS) == {name for name, cls in REGISTRY.items() if not cls.epochwise} == {"rtrl", "bptt"}
 
 
 def test_bad_file(tmp_path):

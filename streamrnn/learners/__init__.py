@@ -1,13 +1,14 @@
 """Learners: how a model gets dL/dtheta from its stream of steps."""
 
-from .base import Learner
+from .base import REGISTRY, Learner
 from .epochwise import EpochwiseBPTT
 from .rtrl import RTRL
 from .truncated_bptt import TruncatedBPTT
 
-__all__ = ["Learner", "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "from_config"]
+__all__ = ["Learner", "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "REGISTRY", "from_config"]
 
-LEARNERS = {cls.__name__: cls for cls in (RTRL, TruncatedBPTT, EpochwiseBPTT)}
+#: class name -> class: the ``kind`` of a learner's ``config()``, in checkpoint headers
+LEARNERS = {cls.__name__: cls for cls in REGISTRY.values()}
 
 
 def from_config(config: dict) -> Learner:

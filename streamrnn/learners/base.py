@@ -12,18 +12,47 @@ written dL/dtheta into the flat vector ``grad`` and returns True.
 A learner object is a specification; ``bind(net)`` returns a fresh copy that
 owns the state for one network, so one spec can serve many models.  Its
 whole state is ``state_arrays()``, a mapping of named numpy arrays.
+
+A learner registers itself by subclassing with a ``name``: ``REGISTRY[name]``
+is its class, and ``settings()`` lists its constructor's arguments with their
+types and defaults, which is all a configuration needs to build it (the
+daemon's ``[model.learner]`` table is ``kind = name`` plus these).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import typing
 
 import numpy as np
 
+#: name -> learner class, filled as learner classes are defined
+REGISTRY: dict[str, type] = {}
+
 
 class Learner:
+    #: the learner's name in configurations ("" for an abstract class: not registered)
+    name = ""
     #: True when the learner needs a finite sequence (``finish``) to give gradients
     epochwise = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in REGISTRY:
+                raise ValueError(f"a learner named {cls.name!r} is registered already ({REGISTRY[cls.name]!r})")
+            REGISTRY[cls.name] = cls
+
+    @classmethod
+    def settings(cls) -> dict[str, tuple[type, object]]:
+        """The constructor's arguments: name -> (type, default)."""
+        if cls.__init__ is object.__init__:
+            return {}
+        hints = typing.get_type_hints(cls.__init__)
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {name: (hints.get(name, object), p.default)
+                for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self" and p.kind in named}
 
     def bind(self, net) -> "Learner":
         bound = copy.copy(self)

@@ -17,6 +17,8 @@ from .tape import Tape, backprop
 class EpochwiseBPTT(Learner):
     """Full BPTT over each sequence; the model updates at ``end_sequence()``."""
 
+    name = "epochwise"
+
     epochwise = True
 
     def _allocate(self, net) -> None:

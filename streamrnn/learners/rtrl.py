@@ -25,6 +25,8 @@ from .base import Learner
 class RTRL(Learner):
     """Exact RTRL: cost O(n^2 P) per step, memory O(n P), no truncation."""
 
+    name = "rtrl"
+
     def _allocate(self, net) -> None:
         st = net.stack
         self._S, self._S_next, self._diag, self._diag_next = [], [], [], []

@@ -18,6 +18,8 @@ from .tape import Tape, backprop
 class TruncatedBPTT(Learner):
     """BPTT(h; h'): window ``h`` steps, an update every ``h_prime`` steps."""
 
+    name = "bptt"
+
     def __init__(self, h: int = 10, h_prime: int = 1):
         self.h = check_size("h", h)
         self.h_prime = check_size("h_prime", h_prime)
