@@ -12,6 +12,8 @@ Tables (median over repeats of the per-step time):
    re-runs the 20-step window from a zero state with autograd on every event,
    as deep-river does (only if torch is installed: pip install torch==2.13.0).
 4. Memory per stream over 100,000 steps (tracemalloc, after warm-up).
+5. Approximate learners (``APPROXIMATE``) at 32 and 128 units against BPTT(1; 1)
+   and exact RTRL: the learner's own step and the whole model step (Adam).
 
 BLAS runs on one thread (threadpoolctl): on this 2-core machine two OpenBLAS
 threads are slower than one for these small matrices.  ``--threads 2`` shows it.
@@ -153,6 +155,34 @@ def memory_table(steps):
         print(f"| {name} | {growth} | {sum(a.nbytes for a in arrays.values())} |")
 
 
+#: the approximate learners of table 5, each timed against BPTT(1; 1) and exact RTRL
+APPROXIMATE = [
+    ("SnAp-1", sr.SnAp1()),
+    ("UORO", sr.UORO()),
+]
+
+
+def approximate_table(sizes, repeats):
+    print("\n### 5. Approximate learners against BPTT(1; 1) and exact RTRL (one input, one output, Adam)\n")
+    print("| learner | units | learner step (us) | / BPTT(1) | / RTRL | model step (us) | / BPTT(1) | / RTRL |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        rows = [("BPTT(1; 1)", sr.TruncatedBPTT(1, 1)), ("RTRL", sr.RTRL())] + APPROXIMATE
+        times = {}
+        for name, learner in rows:
+            m = model(n, learner)
+            steps = max(5, int(100_000 / n**2)) if name == "RTRL" else max(100, int(16_000 / n))
+            m.step([0.1], [0.2])
+            m.predict([0.3])  # a forward pass in the buffers for the learner to consume
+            net, bound, delta = m.network, m.learner, np.array([0.5])
+            own = per_step(lambda: bound.step(net, delta, m.grad), steps, repeats)
+            times[name] = (own, per_step(stepper(m), steps, repeats))
+        base, exact = times["BPTT(1; 1)"], times["RTRL"]
+        for name, (own, full) in times.items():
+            print(f"| {name} | {n} | {own:.1f} | {own / base[0]:.2f} | {own / exact[0]:.3f} "
+                  f"| {full:.1f} | {full / base[1]:.2f} | {full / exact[1]:.3f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes, repeats and memory steps")
@@ -167,6 +197,7 @@ def main():
         bptt_table(sizes, repeats)
         torch_table(repeats)
         memory_table(10_000 if args.quick else 100_000)
+        approximate_table([32, 128], repeats)
 
 
 if __name__ == "__main__":

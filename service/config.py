@@ -111,7 +111,8 @@ class ModelSettings(Section):
     readout: _choice(names.READOUTS) = "identity"
     loss: _choice(names.LOSS_NAMES) = "squared"
     learner: LearnerSettings = Field(default_factory=lambda: {"kind": "rtrl"},
-                                     description="kind (rtrl | bptt) and that learner's settings (bptt: h, h_prime)")
+                                     description="kind (a registered online learner: rtrl, bptt, ...) and that learner's "
+                                     "own settings (bptt: h, h_prime)")
     optimizer: _choice(names.OPTIMIZERS) = "adam"
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     schedule: _choice(names.SCHEDULES) = "constant"

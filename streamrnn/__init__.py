@@ -6,6 +6,8 @@ The engine (this package's top level) needs only numpy.
 from .bidirectional import BidirectionalRNN
 from .cells import Elman, Leaky, Readout
 from .learners import RTRL, EpochwiseBPTT, Learner, TruncatedBPTT
+from .learners import SnAp1
+from .learners import UORO
 from .losses import CrossEntropy, LogLoss, Loss, SquaredError
 from .model import OnlineRNN, StepResult
 from .optim import (
@@ -25,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OnlineRNN", "StepResult", "BidirectionalRNN", "Elman", "Leaky", "Readout",
-    "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "Learner",
+    "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "SnAp1", "UORO", "Learner",
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",

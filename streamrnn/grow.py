@@ -66,22 +66,26 @@ def _grow_arrays(model: OnlineRNN, arrays: dict, at: int, k_in: int, k_out: int)
     width = net.stack.A[0].shape[1]  # n0 + m0 + 1
     col = n0 + at  # column of A_0 (and of v0) where the new inputs go
     n_params, n_out = net.n_params, net.n_outputs
+    layouts = {f"learner.{k}": v for k, v in model.learner.layouts().items()}
+    undeclared = sorted(k[len("learner."):] for k in arrays if k.startswith("learner.") and k not in layouts)
+    if undeclared:
+        raise ValueError(f"{type(model.learner).__name__} declares no layout for its state arrays {undeclared}")
     out = {}
     for name, a in arrays.items():
+        layout = layouts.get(name)
         if k_in and name == "W0":
             a = _insert_columns(a, at, k_in)
         elif k_out and name in ("V", "c"):
             a = np.concatenate([a, np.zeros((k_out,) + a.shape[1:])])
-        elif name == "grad" or (name.startswith("optimizer.") and a.shape == (n_params,)):
+        elif name == "grad" or layout == "theta" or (name.startswith("optimizer.") and a.shape == (n_params,)):
+            full = a.shape[-1] == n_params  # a prefix of theta (RTRL's S_l) has no readout block
             if k_in:  # flat like theta: layer 0's block, then the rest
                 a = _layer0_flat(a, n0, width, col, k_in)
-            if k_out:  # the readout is theta's last block; new rows go at its end
-                a = np.concatenate([a, np.zeros(k_out * net.B.shape[1])])
-        elif k_in and name.startswith("learner.") and name.rsplit(".", 1)[-1].startswith("S"):
-            a = _layer0_flat(a, n0, width, col, k_in)  # RTRL: columns laid out like theta
-        elif k_in and name.endswith("tape.v0"):
-            a = _insert_columns(a, col, k_in)  # recorded [h; x; 1] rows of layer 0
-        elif k_out and name.endswith("tape.delta"):
+            if k_out and full:  # the readout is theta's last block; new rows go at its end
+                a = _insert_columns(a, a.shape[-1], k_out * net.B.shape[1])
+        elif k_in and layout == "inputs0":
+            a = _insert_columns(a, col, k_in)  # columns follow layer 0's [h; x; 1]
+        elif k_out and layout == "outputs":
             a = _insert_columns(a, n_out, k_out)
         elif k_out and name == "feedback" and model.target_feedback:
             a = _insert_columns(a, a.shape[-1], k_out)

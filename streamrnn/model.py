@@ -85,7 +85,8 @@ class OnlineRNN:
         self.loss.check_output(readout.activation if isinstance(readout, Readout) else None)
         learner = learner if learner is not None else RTRL()
         if not isinstance(learner, Learner):
-            raise ValueError(f"learner must be RTRL, TruncatedBPTT or EpochwiseBPTT, got {learner!r}")
+            raise ValueError(f"learner must be a streamrnn learner ({', '.join(c.__name__ for c in learners.REGISTRY.values())}), "
+                             f"got {learner!r}")
         self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
         if not isinstance(self.optimizer, Transform):
             raise ValueError(f"optimizer must be a streamrnn optimiser transform, got {self.optimizer!r}")

@@ -544,3 +544,15 @@ def test_forecasts_are_served_as_they_were_learned_with_the_calendar_of_the_step
     assert served == pytest.approx(recomputed.tolist(), rel=1e-12)
     shifted = model.forecast(3, [x for x, _ in airline[101:104]])  # other steps: computed from their rows
     assert len(calls) == 1 and shifted == pytest.approx(served[1:4], rel=1e-2)
+
+
+def test_estimators_take_every_online_learner_and_refuse_epochwise():
+    from streamrnn import UORO, EpochwiseBPTT, SnAp1, TruncatedBPTT
+
+    with pytest.raises(ValueError, match=r"learns online \(RTRL, .*TruncatedBPTT.*\), got EpochwiseBPTT\(\)"):
+        RNNRegressor(learner=EpochwiseBPTT())
+    for learner in (TruncatedBPTT(4), SnAp1(), UORO(seed=1)):
+        model = RNNRegressor(learner=learner, seed=0)
+        for x, y in TRUMP[:30]:
+            model.learn_one(x, y)
+        assert math.isfinite(model.predict_one(TRUMP[30][0]))

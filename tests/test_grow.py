@@ -14,11 +14,17 @@ import pytest
 
 from streamrnn import (
     RTRL, Adam, Chain, ClipGlobalNorm, CrossEntropy, Elman, EpochwiseBPTT, Leaky, Momentum,
-    OnlineRNN, Readout, TruncatedBPTT,
+    OnlineRNN, Readout, SnAp1, TruncatedBPTT, UORO,
 )
+from streamrnn.learners import REGISTRY
 from streamrnn.grow import grow_inputs, grow_outputs
 
-LEARNERS = {"rtrl": RTRL(), "bptt-5-1": TruncatedBPTT(5, 1), "bptt-6-3": TruncatedBPTT(6, 3), "epochwise": EpochwiseBPTT()}
+LEARNERS = {"rtrl": RTRL(), "bptt-5-1": TruncatedBPTT(5, 1), "bptt-6-3": TruncatedBPTT(6, 3), "epochwise": EpochwiseBPTT(),
+            "snap1": SnAp1(), "uoro": UORO(seed=2)}
+
+
+def test_every_registered_learner_is_grown_here():
+    assert {type(learner) for learner in LEARNERS.values()} == set(REGISTRY.values())
 STACKS = {"elman": (Elman(5),), "stack-2": (Elman(4), Leaky(3, beta=0.5))}
 
 

@@ -23,7 +23,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["tests/test_estimators.py", "tests/test_hybrid_models.py", "tests/test_learning.py", "tests/test_model.py"]
+MODULES = ["tests/test_estimators.py", "tests/test_hybrid_models.py", "tests/test_learning.py", "tests/test_model.py",
+           "tests/test_snap.py", "tests/test_uoro.py"]
 
 
 def run(frozen: bool, marker: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from ..cells import Elman, Leaky
-from ..learners import Learner
+from ..learners import REGISTRY, Learner
 from ..optim import Transform
 from .features import FeatureSpace
 
@@ -92,8 +92,9 @@ class RNNEstimator:
         self.clip_norm = clip_norm
         self.seed = seed
         self._cells()  # ValueError now for a bad size, activation or beta
-        if learner is not None and not isinstance(learner, Learner):
-            raise ValueError(f"learner must be RTRL or TruncatedBPTT, got {learner!r}")
+        if learner is not None and (not isinstance(learner, Learner) or learner.epochwise):
+            online = ", ".join(c.__name__ for c in REGISTRY.values() if not c.epochwise)
+            raise ValueError(f"learner must be a streamrnn learner that learns online ({online}), got {learner!r}")
         if optimizer is not None and not isinstance(optimizer, Transform):
             raise ValueError(f"optimizer must be a streamrnn optimiser, got {optimizer!r}")
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):

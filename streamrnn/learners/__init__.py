@@ -3,9 +3,11 @@
 from .base import REGISTRY, Learner
 from .epochwise import EpochwiseBPTT
 from .rtrl import RTRL
+from .snap import SnAp1
 from .truncated_bptt import TruncatedBPTT
+from .uoro import UORO
 
-__all__ = ["Learner", "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "REGISTRY", "from_config"]
+__all__ = ["Learner", "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "SnAp1", "UORO", "REGISTRY", "from_config"]
 
 #: class name -> class: the ``kind`` of a learner's ``config()``, in checkpoint headers
 LEARNERS = {cls.__name__: cls for cls in REGISTRY.values()}

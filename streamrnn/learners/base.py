@@ -13,6 +13,18 @@ A learner object is a specification; ``bind(net)`` returns a fresh copy that
 owns the state for one network, so one spec can serve many models.  Its
 whole state is ``state_arrays()``, a mapping of named numpy arrays.
 
+Each state array declares its layout (``layouts()``), so that growing a
+model (``streamrnn.grow``) and checkpoints need no knowledge of the learner:
+
+* ``"theta"`` -- the last axis follows theta's layout from its start (RTRL's
+  sensitivities dh/dtheta, UORO's theta~): a new input is a new zero column of
+  W_0's block, and an array as long as theta also gets the new readout rows;
+* ``"inputs0"`` -- the last axis follows layer 0's v = [h; x; 1] (a BPTT
+  tape's recorded v_0, SnAp-1's dh_i/dA_0[i, :]): the new input's column is 0;
+* ``"outputs"`` -- the last axis holds one entry per readout output (a tape's
+  delta): new outputs are appended, at 0;
+* ``"fixed"`` -- neither new inputs nor new outputs change it.
+
 A learner registers itself by subclassing with a ``name``: ``REGISTRY[name]``
 is its class, and ``settings()`` lists its constructor's arguments with their
 types and defaults, which is all a configuration needs to build it (the
@@ -72,6 +84,10 @@ class Learner:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The learner's whole state as named arrays (views: writing them restores state)."""
+        raise NotImplementedError
+
+    def layouts(self) -> dict[str, str]:
+        """The layout of each state array: "theta", "inputs0", "outputs" or "fixed" (see the module)."""
         raise NotImplementedError
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:

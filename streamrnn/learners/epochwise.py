@@ -52,5 +52,8 @@ class EpochwiseBPTT(Learner):
     def state_arrays(self):
         return {"length": self._length, **self._tape.arrays("tape.")}
 
+    def layouts(self):
+        return {"length": "fixed", **self._tape.layouts("tape.")}
+
     def config(self):
         return {"kind": "EpochwiseBPTT"}

@@ -87,5 +87,8 @@ class RTRL(Learner):
     def state_arrays(self):
         return {f"S{l}": S for l, S in enumerate(self._S)}
 
+    def layouts(self):
+        return {f"S{l}": "theta" for l in range(len(self._S))}  # columns: theta's first P_{<=l} entries
+
     def config(self):
         return {"kind": "RTRL"}

@@ -69,6 +69,13 @@ class Tape:
             theirs[:keep] = mine[:keep]
         return other
 
+    def layouts(self, prefix: str) -> dict[str, str]:
+        out = {f"{prefix}vr": "fixed", f"{prefix}delta": "outputs"}
+        for l in range(len(self.v)):
+            out[f"{prefix}v{l}"] = "inputs0" if l == 0 else "fixed"  # only layer 0's v holds the inputs
+            out[f"{prefix}D{l}"] = "fixed"
+        return out
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}vr": self.vr, f"{prefix}delta": self.delta}
         for l, (v, D) in enumerate(zip(self.v, self.D)):

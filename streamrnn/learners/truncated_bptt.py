@@ -59,5 +59,8 @@ class TruncatedBPTT(Learner):
     def state_arrays(self):
         return {"counters": self._counters, **self._tape.arrays("tape.")}
 
+    def layouts(self):
+        return {"counters": "fixed", **self._tape.layouts("tape.")}
+
     def config(self):
         return {"kind": "TruncatedBPTT", "h": self.h, "h_prime": self.h_prime}

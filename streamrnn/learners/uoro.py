@@ -1,0 +1,175 @@
+"""Unbiased online recurrent optimisation (Tallec & Ollivier, ICLR 2018).
+
+UORO replaces RTRL's sensitivities S_t = dH_t/dtheta (N x P) by a random
+rank-one estimate S_t ~ h~_t theta~_t^T with E[h~_t theta~_t^T] = S_t exactly.
+RTRL's recursion is S_t = J_t S_{t-1} + F_t, J_t = dH_t/dH_{t-1} and F_t =
+dH_t/dtheta at fixed H_{t-1} (the immediate influence).  Per step, with signs
+nu (+-1 per unit, independent of the past):
+
+    h~_t     = rho0 J_t h~_{t-1} + rho1 nu
+    theta~_t = theta~_{t-1} / rho0 + (nu^T F_t) / rho1
+    rho0 = sqrt(|theta~_{t-1}| / (|J h~_{t-1}| + eps)) + eps
+    rho1 = sqrt(|nu^T F_t| / (|nu| + eps)) + eps
+
+E[nu nu^T] = I gives E[h~ theta~^T | past] = J h~_{t-1} theta~_{t-1}^T + F_t; the
+cross terms are odd in nu (rho1 depends on nu only through |nu^T F|, even in nu)
+and vanish.  rho0, rho1 balance the two factors' norms, which keeps the
+variance down.  The gradient of L_t is (g . h~_t) theta~_t for the recurrent
+parameters, g = dL/dh^L_t = V^T delta_t, and the exact delta_t [h_t; 1]^T for
+the readout.
+
+A stack is one state vector H = [h^0; ...; h^{L-1}] with one estimate for all
+of theta.  Per-layer estimates with spatial backprop would miss the paths by
+which A_k at time s reaches h^l (l > k) through layer l's own recurrence, so
+they are biased; the whole-stack estimate is unbiased like RTRL is exact.
+Its J is block lower-triangular (layer l sees layer l-1's new state through
+W_l) and its F includes the same-step paths up the stack.  Both products are
+one sweep each, O(n^2) per layer, never a dense J or F:
+
+    (J h~)^l   = (1 - beta) h~^l + D^l * (U_l h~^l + W_l (J h~)^{l-1})     # up the stack
+    e^{L-1} = nu^{L-1};  a^l = D^l * e^l;  e^{l-1} = nu^{l-1} + W_l^T a^l    # down the stack
+    nu^T F  on block A_l = a^l (x) v^l                                       # an outer product
+
+where D = beta f'(z) and v = [h_{t-1}; x_t; 1].  Cost O(P) per step, memory
+O(N + P).
+
+The signs come from a PCG64 generator seeded with ``seed`` whose state is part
+of the learner state, so a checkpoint continues bit for bit; ``reset`` zeroes
+the estimate and keeps the generator running (a restarted sequence draws new
+signs).  Every model bound to the same spec starts from the same sign stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import Learner
+
+_MASK64 = (1 << 64) - 1
+
+
+class UORO(Learner):
+    """UORO: an unbiased rank-one estimate of RTRL's sensitivities, O(P) per step."""
+
+    name = "uoro"
+
+    def __init__(self, seed: int = 0, eps: float = 1e-7):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(eps) and 0 < eps <= 1e-2):
+            raise ValueError(f"eps must be a number in (0, 0.01], got {eps!r}")
+        self.seed = int(seed)
+        self.eps = float(eps)
+
+    def _allocate(self, net) -> None:
+        st = net.stack
+        N, P = sum(st.units), net.n_recurrent
+        self._bits = np.random.PCG64(self.seed)  # a fresh generator per bound copy
+        self._gen = np.random.Generator(self._bits)
+        self._rng_state = np.zeros(6, dtype=np.uint64)  # PCG64 state, inc (128 bits each), has_uint32, uinteger
+        self._h = np.zeros(N)  # h~, all layers stacked
+        self._theta = np.zeros(P)  # theta~, laid out like theta's recurrent part
+        self._Jh = np.zeros(N)  # J h~_{t-1}
+        self._nuF = np.zeros(P)  # nu^T F
+        self._nu = np.zeros(N)
+        ends = np.cumsum([0] + st.units)
+        part = lambda a: [a[i:j] for i, j in zip(ends[:-1], ends[1:])]  # noqa: E731
+        self._h_l, self._Jh_l, self._nu_l = part(self._h), part(self._Jh), part(self._nu)
+        self._nuF_l = [self._nuF[st.offsets[l] : st.offsets[l] + A.size].reshape(A.shape) for l, A in enumerate(st.A)]
+        # forward sweep: (U h~) for layer 0, A[:, :n+m] [h~^l; (J h~)^{l-1}] above it (one matvec per layer)
+        self._fw_mat = [st.U(0)] + [A[:, : n + m] for A, n, m in zip(st.A[1:], st.units[1:], st.in_sizes[1:])]
+        self._fw_in = [None] + [np.zeros(n + m) for n, m in zip(st.units[1:], st.in_sizes[1:])]
+        self._W = [st.W(l) for l in range(len(st.units))]
+        self._a = [np.zeros(n) for n in st.units]
+        self._e = [np.zeros(n) for n in st.units]
+
+    def _draw_signs(self, nu: np.ndarray) -> None:
+        """nu <- independent +-1 signs: the signs of u - 1/2 for uniform u (copysign: never 0)."""
+        self._gen.random(out=nu)
+        nu -= 0.5
+        np.copysign(1.0, nu, out=nu)
+
+    def step(self, net, delta, grad) -> bool:
+        st, eps = net.stack, self.eps
+        L = len(st.units)
+        # J h~_{t-1}, up the stack
+        for l in range(L):
+            D, h, Jh = st.D[l], self._h_l[l], self._Jh_l[l]
+            if l == 0:
+                np.dot(self._fw_mat[0], h, out=Jh)
+            else:
+                n = st.units[l]
+                w = self._fw_in[l]
+                w[:n] = h
+                w[n:] = self._Jh_l[l - 1]
+                np.dot(self._fw_mat[l], w, out=Jh)
+            Jh *= D
+            if st.betas[l] is not None:
+                Jh += st.one_minus_betas[l] * h
+        # nu^T F, down the stack: a^l = dz^l-gradient of nu^T H_t; |a (x) v| = |a| |v| gives |nu^T F| in O(n)
+        self._draw_signs(self._nu)
+        np.copyto(self._e[L - 1], self._nu_l[L - 1])
+        nuF_sq = 0.0
+        for l in range(L - 1, -1, -1):
+            a = np.multiply(self._e[l], st.D[l], out=self._a[l])
+            nuF_sq += np.dot(a, a) * np.dot(st.v[l], st.v[l])
+            if l:
+                np.dot(a, self._W[l], out=self._e[l - 1])
+                self._e[l - 1] += self._nu_l[l - 1]
+        # the rank-one update, with the norms balanced
+        theta_norm = math.sqrt(np.dot(self._theta, self._theta))
+        rho0 = math.sqrt(theta_norm / (math.sqrt(np.dot(self._Jh, self._Jh)) + eps)) + eps
+        rho1 = math.sqrt(math.sqrt(nuF_sq) / (math.sqrt(self._nu.shape[0]) + eps)) + eps
+        np.multiply(self._Jh, rho0, out=self._h)
+        self._nu *= rho1  # nu, a and nu^T F are scratch, rewritten every step
+        self._h += self._nu
+        for l in range(L):  # (nu^T F) / rho1 on block A_l: (a^l / rho1) (x) v^l
+            self._a[l] *= 1.0 / rho1
+            np.multiply(self._a[l][:, None], st.v[l], out=self._nuF_l[l])
+        self._theta *= 1.0 / rho0
+        self._theta += self._nuF
+        if delta is None:
+            return False
+        dh = np.dot(delta, net.V)  # dL/dh^L_t = V^T delta
+        np.multiply(self._theta, np.dot(dh, self._h_l[-1]), out=grad[: net.n_recurrent])
+        np.multiply(delta[:, None], net.vr, out=grad[net.n_recurrent :].reshape(net.B.shape))
+        return True
+
+    def sensitivity_norm(self) -> float:
+        """Frobenius norm of the estimate |h~ theta~^T| = |h~| |theta~|."""
+        return float(math.sqrt(np.dot(self._h, self._h) * np.dot(self._theta, self._theta)))
+
+    def reset(self) -> None:
+        self._h[...] = 0.0
+        self._theta[...] = 0.0  # the generator keeps running
+
+    def state_arrays(self):
+        # "rng" is a snapshot of the generator, refreshed by every call; load_state_arrays restores it.
+        s = self._bits.state
+        words = (s["state"]["state"] >> 64, s["state"]["state"] & _MASK64,
+                 s["state"]["inc"] >> 64, s["state"]["inc"] & _MASK64, s["has_uint32"], s["uinteger"])
+        self._rng_state[...] = np.array(words, dtype=np.uint64)
+        return {"h_tilde": self._h, "S_theta": self._theta, "rng": self._rng_state}
+
+    def layouts(self):
+        return {"h_tilde": "fixed", "S_theta": "theta", "rng": "fixed"}
+
+    def load_state_arrays(self, arrays):
+        rng = arrays.get("rng")
+        if rng is not None:  # a missing or misshapen array is refused below, by the base class
+            if rng.dtype != np.uint64:
+                raise ValueError(f"learner array 'rng' must be uint64, got {rng.dtype}")
+            w = [int(x) for x in np.asarray(rng).reshape(-1)]
+            if len(w) == 6 and (w[3] % 2 == 0 or w[4] > 1 or w[5] >> 32):
+                raise ValueError(f"learner array 'rng' is not a PCG64 state: {w!r}")
+        super().load_state_arrays(arrays)
+        w = [int(x) for x in self._rng_state]
+        self._bits.state = {"bit_generator": "PCG64",
+                            "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+                            "has_uint32": w[4], "uinteger": w[5]}
+
+    def config(self):
+        return {"kind": "UORO", "seed": self.seed, "eps": self.eps}
