@@ -274,3 +274,160 @@ def test_loading_a_state_drops_the_forward_pass_a_predict_cached(tmp_path):
         np.testing.assert_array_equal(got.prediction, want.prediction)
         assert got.loss == want.loss
         assert_same(snapshot(model), snapshot(twin))
+
+
+# ----- learner specifications: repr, equality, hashing, configs and the registry ----------------------
+
+
+def test_learner_specs_repr_compare_hash_and_round_trip_their_config():
+    from streamrnn import EpochwiseBPTT
+    from streamrnn.learners import from_config
+
+    specs = [RTRL(), TruncatedBPTT(8, 2), EpochwiseBPTT()]
+    assert [repr(s) for s in specs] == ["RTRL()", "TruncatedBPTT(h=8, h_prime=2)", "EpochwiseBPTT()"]
+    assert TruncatedBPTT(8, 2) == TruncatedBPTT(8, 2) and hash(TruncatedBPTT(8, 2)) == hash(TruncatedBPTT(8, 2))
+    assert TruncatedBPTT(8, 2) != TruncatedBPTT(8, 1) and RTRL() != EpochwiseBPTT() and RTRL() != "RTRL"
+    assert len({TruncatedBPTT(8, 2), TruncatedBPTT(8, 2), TruncatedBPTT(4, 2), RTRL(), RTRL()}) == 3
+    same_config = type("NotRTRL", (RTRL,), {"name": ""})()  # an unregistered subclass: the same config, another type
+    assert same_config.config() == RTRL().config() and same_config != RTRL()
+    for spec in specs:
+        assert from_config(spec.config()) == spec
+    with pytest.raises(ValueError, match=r"^learner kind must be one of \[.*'RTRL'.*\], got None$"):
+        from_config({})
+    with pytest.raises(ValueError, match=r"^learner kind must be one of \[.*'TruncatedBPTT'.*\], got 'LSTM'$"):
+        from_config({"kind": "LSTM"})
+
+
+def test_learners_register_by_name_once_and_list_their_settings():
+    from streamrnn.learners import REGISTRY, Learner
+
+    class Probe(Learner):
+        name = "probe-for-the-test"
+
+        def __init__(self, size: int = 3, scale=0.5, *rest, flag: bool = False, **extra):
+            pass
+
+    try:
+        assert REGISTRY["probe-for-the-test"] is Probe
+        assert Probe.settings() == {"size": (int, 3), "scale": (object, 0.5), "flag": (bool, False)}
+        with pytest.raises(ValueError, match=r"^a learner named 'rtrl' is registered already \(<class '.*\.RTRL'>\)$"):
+            type("AnotherRTRL", (Learner,), {"name": "rtrl"})
+        assert REGISTRY["rtrl"] is RTRL
+    finally:
+        REGISTRY.pop("probe-for-the-test", None)
+    assert RTRL.settings() == {} and TruncatedBPTT.settings() == {"h": (int, 10), "h_prime": (int, 1)}
+
+
+def test_a_misshapen_learner_array_is_named_with_both_shapes():
+    model = make()
+    bound = model.learner.bind(model.network)
+    with pytest.raises(ValueError, match=r"^learner array 'S0' has shape \(1,\), expected \(4, \d+\)$"):
+        bound.load_state_arrays({"S0": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"^learner state is missing array 'S0'$"):
+        bound.load_state_arrays({})
+
+
+def test_epochwise_bptt_state_its_names_an_integer_length_and_an_empty_sequence_learns_nothing():
+    from streamrnn import EpochwiseBPTT
+
+    model = make(learner=EpochwiseBPTT(), optimizer=SGD(0.1))
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # past the tape's first 16 rows
+        model.step(rng.normal(size=2), rng.normal(size=1))
+    arrays = model.state_dict()[0]
+    assert arrays["learner.length"].dtype == np.int64 and int(arrays["learner.length"]) == 20
+    model.end_sequence()
+    updates, params = model.counters["updates"], {k: v.copy() for k, v in model.params.items()}
+    model.end_sequence()  # nothing recorded since: no update, not the last gradient again
+    assert model.counters["updates"] == updates
+    assert all(np.array_equal(v, params[k]) for k, v in model.params.items())
+
+    bound = EpochwiseBPTT().bind(model.network)  # the learner alone: finish forgets the sequence
+    grad = np.zeros_like(model.grad)
+    bound.step(model.network, np.ones(1), grad)
+    assert bound.finish(model.network, grad) and int(bound.state_arrays()["length"]) == 0
+    assert not bound.finish(model.network, grad)
+    with pytest.raises(ValueError, match=r"^learner state is missing array 'length'$"):
+        bound.load_state_arrays({})
+
+
+def test_learner_state_layouts_are_declared_for_every_array_from_the_known_kinds():
+    from streamrnn import EpochwiseBPTT
+
+    for learner in (RTRL(), TruncatedBPTT(4, 2), EpochwiseBPTT()):
+        model = make(learner=learner, layers=(Elman(3), Leaky(2, beta=0.5)))
+        layouts = model.learner.layouts()
+        assert set(layouts) == set(model.learner.state_arrays()), learner
+        assert set(layouts.values()) <= {"theta", "inputs0", "outputs", "fixed"}, layouts
+    tape = model.learner._tape
+    assert tape.layouts("t.") == {"t.vr": "fixed", "t.delta": "outputs", "t.v0": "inputs0", "t.D0": "fixed",
+                                  "t.v1": "fixed", "t.D1": "fixed"}
+
+
+def test_backprop_of_several_losses_is_the_sum_of_each_ones_and_a_new_sequence_starts_clean():
+    from streamrnn import EpochwiseBPTT
+    from streamrnn.learners.tape import backprop
+
+    model = make(learner=EpochwiseBPTT(), optimizer=SGD(0.0))
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        model.step(rng.normal(size=2), rng.normal(size=1))
+    net, tape = model.network, model.learner._tape
+    order = [3, 2, 1, 0]
+    both, first, second = (np.zeros_like(model.grad) for _ in range(3))
+    backprop(net, tape, order, 2, both)  # the losses at rows 3 and 2
+    backprop(net, tape, order, 1, first)
+    backprop(net, tape, order[1:], 1, second)
+    np.testing.assert_allclose(both, first + second, rtol=1e-12, atol=1e-14)
+
+    bound = EpochwiseBPTT().bind(net)  # the learner alone, no reset between sequences
+    fresh = EpochwiseBPTT().bind(net)
+    long, short = np.zeros_like(model.grad), np.zeros_like(model.grad)
+    for _ in range(5):
+        net.forward(rng.normal(size=2))
+        bound.step(net, np.ones(1), long)
+    bound.finish(net, long)
+    x = rng.normal(size=2)
+    net.forward(x)
+    bound.step(net, np.ones(1), long)
+    fresh.step(net, np.ones(1), short)
+    assert bound.finish(net, long) and fresh.finish(net, short)
+    np.testing.assert_array_equal(long, short)  # the old sequence's rows add nothing
+
+
+def test_truncated_bptt_updates_every_h_prime_steps_that_had_a_target_and_starts_afresh_after_a_reset():
+    with pytest.raises(ValueError, match=r"^h must be an integer >= 1, got 0$"):
+        TruncatedBPTT(0)
+    with pytest.raises(ValueError, match=r"^h_prime must be an integer >= 1, got 0$"):
+        TruncatedBPTT(3, 0)
+    assert TruncatedBPTT() == TruncatedBPTT(10, 1)
+
+    def update_steps(model, targets):
+        rng = np.random.default_rng(4)
+        steps = []
+        for t, has_target in enumerate(targets):
+            before = model.counters["updates"]
+            model.step(rng.normal(size=2), rng.normal(size=1) if has_target else None)
+            if model.counters["updates"] > before:
+                steps.append(t)
+        return steps
+
+    model = make(learner=TruncatedBPTT(5, 3), optimizer=SGD(0.01))
+    # no target in the first three steps: nothing due; then one every third step
+    assert update_steps(model, [False] * 3 + [True] * 9) == [5, 8, 11]
+    counters = model.state_dict()[0]["learner.counters"]
+    assert counters.dtype == np.int64 and counters.tolist()[1:] == [5, 0, 0]  # the window full, nothing pending
+    model.reset_state()
+    assert model.state_dict()[0]["learner.counters"].tolist() == [-1, 0, 0, 0]
+    twin = make(learner=TruncatedBPTT(5, 3), optimizer=SGD(0.01))
+    twin.load_state_dict(*model.state_dict())
+    rng = np.random.default_rng(5)
+    for _ in range(3):  # after the reset, as a fresh learner at the same weights: the same gradient
+        x, y = rng.normal(size=2), rng.normal(size=1)
+        model.step(x, y)
+    fresh = make(learner=TruncatedBPTT(5, 3), optimizer=SGD(0.01))
+    fresh.load_state_dict(*twin.state_dict())
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        fresh.step(rng.normal(size=2), rng.normal(size=1))
+    np.testing.assert_array_equal(model.gradient["U0"], fresh.gradient["U0"])

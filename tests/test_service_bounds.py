@@ -149,3 +149,209 @@ def test_digest_rehashes_only_the_live_keys_that_took_events(monkeypatch):
     assert second != first and len(hashed) == 2  # k1 hashed at the digest; k2 when it was evicted for k1
     w.table._live_digests.clear()
     assert handle(w, {"command": "digest"})["digest"] == second  # against hashing every live key afresh
+
+
+# ----- the table itself: defaults, counters, failures, digests --------------------------------------
+
+
+def test_table_defaults_and_a_bad_policy_named():
+    from service.table import StreamTable
+
+    template = worker().table.template
+    table = StreamTable(template, MemoryStore(), 2)
+    assert (table.max_keys, table.max_stored_keys, table.when_full, table.max_key_bytes) == (2, 100_000, "refuse", 16 << 20)
+    assert (table.evictions, table.restores, table.restore_failures, table.eviction_failures,
+            table.corrupt_keys, table.expired_keys) == (0, 0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match=r"^when_full must be one of \('refuse', 'expire'\), got 'drop'$"):
+        StreamTable(template, MemoryStore(), 2, when_full="drop")
+
+
+def test_the_digest_of_a_state_covers_its_header():
+    import numpy as np
+
+    from service.table import digest_of
+
+    arrays = {"a": np.arange(3.0)}
+    assert digest_of(arrays, {"events": 1}) != digest_of(arrays, {"events": 2})
+    assert digest_of(arrays, {"events": 1}) == digest_of({"a": np.arange(3.0)}, {"events": 1})
+
+
+def test_totals_count_every_keys_steps_live_or_stored_through_evictions_and_restores():
+    w = worker(**{"streams.max_keys": "2", "model.hybrid": "false"})
+    events = {"a": 5, "b": 3, "c": 4, "d": 1}
+    for i in range(5):
+        for key, n in events.items():
+            if i < n:
+                handle(w, {"key": key, "x": FEATURES, "y": 0.5})
+    assert w.table.evictions > 3 and w.table.restores > 3
+    assert w.table.totals()["steps"] == sum(events.values()) and w.table.totals()["updates"] == sum(events.values())
+    stored = sum(events[k] for k in w.table.stored)
+    assert w.table.retired["steps"] == stored
+
+
+def test_a_checkpoint_carries_the_retired_counters_and_an_older_one_without_them_loads(tmp_path):
+    settings = {"streams.max_keys": "1", "model.hybrid": "false"}
+    w = worker(DirectoryStore(tmp_path), **settings)
+    for i in range(3):
+        for key in "abc":
+            handle(w, {"key": key, "x": FEATURES, "y": 0.5})
+    totals, digest = w.table.totals(), handle(w, {"command": "digest"})["digest"]
+    assert w.checkpoint()
+    again = worker(DirectoryStore(tmp_path), **settings)
+    assert again.restore() and again.table.totals() == totals and again.table.retired == w.table.retired
+
+    old = w.table.checkpoint(7, {"events": 9})  # an older writer: no digests, retired counters in part
+    del old.meta["digests"]
+    old.meta["retired"] = {"steps": 6}
+    older = worker(w.table.store, **settings)
+    older.table.load(old)
+    assert older.table.digests == {} and handle(older, {"command": "digest"})["digest"] == digest
+    assert older.table.retired == {"steps": 6, "updates": 0, "skipped": 0, "clipped": 0, "bounded": 0}
+
+
+def test_a_checkpoint_with_more_live_keys_than_max_keys_is_loaded_down_to_max_keys(tmp_path):
+    w = worker(DirectoryStore(tmp_path), **{"streams.max_keys": "5"})
+    for key in "abcd":
+        handle(w, {"key": key, "value": 1.0})
+    digest = handle(w, {"command": "digest"})["digest"]
+    assert w.checkpoint()
+    smaller = worker(DirectoryStore(tmp_path), **{"streams.max_keys": "2"})
+    assert smaller.restore()
+    assert list(smaller.table.live) == ["c", "d"] and list(smaller.table.stored) == ["a", "b"]
+    assert smaller.table.evictions == 2 and handle(smaller, {"command": "digest"})["digest"] == digest
+
+
+class FlakyStore(MemoryStore):
+    fail = False
+
+    def put_stream(self, key, arrays, header):
+        if self.fail:
+            raise OSError("disk full")
+        return super().put_stream(key, arrays, header)
+
+
+def test_a_key_that_cannot_be_checkpointed_out_stays_live_counted_and_logged(caplog):
+    store = FlakyStore()
+    w = worker(store, **{"streams.max_keys": "1"})
+    handle(w, {"key": "a", "value": 1.0})
+    store.fail = True
+    with caplog.at_level("ERROR", logger="streamrnn.table"):
+        assert handle(w, {"key": "b", "value": 1.0})["step"] == 1
+    assert list(w.table.live) == ["a", "b"] and not w.table.stored
+    assert w.table.eviction_failures == 1 and w.table.evictions == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot checkpoint key 'a' out of memory (disk full); it stays in memory for now"]
+    store.fail = False
+    handle(w, {"key": "c", "value": 1.0})  # room again: both keys over the bound go out at once
+    assert list(w.table.live) == ["c"] and list(w.table.stored) == ["a", "b"]
+    assert w.table.eviction_failures == 1 and w.table.evictions == 2
+
+
+def test_the_live_digest_cache_holds_live_keys_only():
+    w = worker(**{"streams.max_keys": "1"})
+    for key in "abcab":
+        handle(w, {"key": key, "value": 1.0})
+        handle(w, {"command": "digest"})
+        assert set(w.table._live_digests) <= set(w.table.live)
+        assert set(w.table.digests) == set(w.table.stored)
+
+
+def test_a_stored_key_read_back_keeps_its_digest_and_one_without_a_digest_is_hashed_afresh(monkeypatch):
+    import service.table as table
+
+    w = worker(**{"streams.max_keys": "2"})
+    for i, key in enumerate("abc"):
+        handle(w, {"key": key, "value": float(i)})
+    assert list(w.table.stored) == ["a"]
+    digest = handle(w, {"command": "digest"})["digest"]
+    hashed = []
+    real = table.digest_of
+    monkeypatch.setattr(table, "digest_of", lambda arrays, header: hashed.append(1) or real(arrays, header))
+    # a refused event reads a back (evicting b) and changes no state: a's kept digest is still good
+    assert handle(w, {"key": "a", "x": {"u": 1.0}})["error"]["code"] == "wrong_kind"
+    assert list(w.table.live) == ["c", "a"] and list(w.table.stored) == ["b"]
+    assert handle(w, {"command": "digest"})["digest"] == digest and len(hashed) == 1  # b, at its eviction
+    w.table.digests.clear()  # as after an older checkpoint: b comes back without a digest
+    assert handle(w, {"key": "b", "x": {"u": 1.0}})["error"]["code"] == "wrong_kind"
+    assert handle(w, {"command": "digest"})["digest"] == digest
+
+
+def _corrupt(ref):
+    from streamrnn.state import StateError
+
+    raise StateError("truncated")
+
+
+def test_corrupt_stored_keys_are_counted_each_logged_and_forgotten_with_their_digests(caplog, monkeypatch):
+    w = worker(**{"streams.max_keys": "1"})
+    for key in "abc":
+        handle(w, {"key": key, "value": 1.0})
+    assert set(w.table.digests) == {"a", "b"}
+    monkeypatch.setattr(w.table.store, "get_stream", _corrupt)
+    with caplog.at_level("ERROR", logger="streamrnn.table"):
+        for key in "ab":
+            error = handle(w, {"key": key, "value": 2.0})["error"]
+            assert error == {"code": "corrupt_state", "message": (
+                f"the stored state of key {key!r} was corrupt and has been quarantined; "
+                "this event was not applied, and the key's next event starts it afresh")}
+    assert w.table.corrupt_keys == 2 and w.table.restore_failures == 2
+    assert w.table.digests == {} and w.table.stored == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the stored state of key {key!r} is corrupt (truncated); moved to nowhere (kept in memory only), "
+        "and the key is forgotten" for key in "ab"]
+
+
+def test_a_stored_state_without_a_stream_kind_is_corrupt(caplog, monkeypatch):
+    w = worker(**{"streams.max_keys": "1"})
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+    arrays, header = w.table.store.get_stream("a@1")
+    monkeypatch.setattr(w.table.store, "get_stream", lambda ref: (arrays, {k: v for k, v in header.items() if k != "kind"}))
+    with caplog.at_level("ERROR", logger="streamrnn.table"):
+        assert handle(w, {"key": "a", "value": 2.0})["error"]["code"] == "corrupt_state"
+    assert "(no stream kind in a@1)" in caplog.records[0].getMessage()
+
+
+def test_a_digest_leaves_out_a_corrupt_stored_key_and_only_it(monkeypatch):
+    w = worker(**{"streams.max_keys": "2"})
+    twin = worker(**{"streams.max_keys": "2"})
+    for i, key in enumerate("abc"):
+        handle(w, {"key": key, "value": float(i)})
+        if key != "a":
+            handle(twin, {"key": key, "value": float(i)})
+    w.table.digests.clear()  # a, stored, sorts first and must be read
+    monkeypatch.setattr(w.table.store, "get_stream", _corrupt)
+    assert handle(w, {"command": "digest"})["digest"] == handle(twin, {"command": "digest"})["digest"]
+    assert w.table.corrupt_keys == 1
+
+
+def test_the_refusal_of_a_new_key_says_which_bound_and_policy():
+    w = worker(**{"streams.max_keys": "1", "streams.max_stored_keys": "1"})
+    for key in "ab":
+        handle(w, {"key": key, "value": 1.0})
+    assert handle(w, {"key": "c", "value": 1.0})["error"]["message"] == (
+        "key 'c' is new, and 1 keys are live and 1 stored, the most streams.max_keys and "
+        "streams.max_stored_keys allow (policy refuse)")
+
+
+def test_expired_keys_are_counted_each_logged_and_leave_no_digest(caplog):
+    w = worker(**{"streams.max_keys": "1", "streams.max_stored_keys": "1", "streams.when_full": "expire"})
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+    w.table.digests.clear()  # as after an older checkpoint: a has no digest kept
+    with caplog.at_level("WARNING", logger="streamrnn.table"):
+        for key in "cd":
+            assert handle(w, {"key": key, "value": 1.0})["step"] == 1
+    assert w.table.expired_keys == 2 and list(w.table.stored) == ["c"] and set(w.table.digests) <= {"c"}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"forgot stored key {key!r}: 1 keys are stored, the most streams.max_stored_keys allows (policy expire)"
+        for key in "ab"]
+
+
+def test_every_failed_eviction_is_counted():
+    store = FlakyStore()
+    store.fail = True
+    w = worker(store, **{"streams.max_keys": "1"})
+    for key in "abc":
+        assert handle(w, {"key": key, "value": 1.0})["step"] == 1
+    assert w.table.eviction_failures == 2 and list(w.table.live) == ["a", "b", "c"]

@@ -75,3 +75,129 @@ def test_leftover_temporary_files_are_ignored(tmp_path):
     again, corrupt = _worker(tmp_path)
     assert again.restore() and not corrupt and again.generation == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ----- the store's own contract: key files, quarantine, generations, unusable checkpoints -------------
+
+
+def test_key_files_are_named_by_the_keys_hash_and_events_and_keep_the_key(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from streamrnn import state
+
+    store = DirectoryStore(tmp_path)
+    arrays = {"w": np.arange(3.0)}
+    ref = store.put_stream("pump", arrays, {"kind": "forecast", "events": 7})
+    assert ref == hashlib.sha256(b"pump").hexdigest()[:32] + "-7.npz"
+    assert state.load(store.keys / ref)[1]["key"] == "pump"  # for a person reading the file
+    got, header = store.get_stream(ref)
+    assert header == {"kind": "forecast", "events": 7} and np.array_equal(got["w"], arrays["w"])
+    state.save(store.keys / "older-1.npz", arrays, {"kind": "forecast", "events": 1})  # a writer that kept no key
+    assert store.get_stream("older-1.npz")[1] == {"kind": "forecast", "events": 1}
+
+
+def test_quarantine_moves_each_file_aside_and_says_where(tmp_path):
+    import re
+    import shutil
+
+    import numpy as np
+
+    from service.store import MemoryStore
+
+    store = DirectoryStore(tmp_path)
+    refs = [store.put_stream(key, {"w": np.zeros(2)}, {"events": 1}) for key in ("a", "b")]
+    for ref in refs:  # the second finds keys/quarantine/ there already
+        where = store.quarantine(ref)
+        assert where == str(store.keys / "quarantine" / ref) and (store.keys / "quarantine" / ref).exists()
+        assert not (store.keys / ref).exists()
+    assert store.quarantine("gone.npz") == str(store.keys / "quarantine" / "gone.npz")  # nothing there, nothing moved
+    shutil.rmtree(store.keys)
+    with pytest.raises(OSError, match="^" + re.escape(f"checkpoint directory {store.keys} is not there") + "$"):
+        store.get_stream(refs[0])
+
+    memory = MemoryStore()
+    ref = memory.put_stream("a", {"w": np.zeros(2)}, {"events": 1})
+    assert memory.quarantine(ref) == "nowhere (kept in memory only)"
+    with pytest.raises(KeyError):  # dropped, not kept in memory for ever
+        memory.get_stream(ref)
+    assert memory.quarantine(ref) == "nowhere (kept in memory only)"
+
+
+def test_generations_skip_files_that_are_not_named_by_a_number(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from service.store import Checkpoint
+
+    store = DirectoryStore(tmp_path)
+    for generation in (1, 2):
+        store.commit(Checkpoint(generation, {"events": generation}))
+    (tmp_path / "gen-backup.npz").write_bytes(b"not a generation")
+    real = Path.glob
+    # the stray file listed first, whatever order the directory gives
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: sorted(real(self, pattern), key=lambda p: "backup" not in p.name))
+    assert store.generations() == [2, 1]
+
+
+def test_unusable_checkpoints_are_logged_and_reported_with_why_and_leftovers_swept(tmp_path, caplog):
+    from service.store import Checkpoint
+    from streamrnn import state
+
+    whys = []
+    store = DirectoryStore(tmp_path, keep=5, on_corrupt=lambda path, why: whys.append((path.name, why)))
+    store.commit(Checkpoint(1, {"events": 1}))
+    base = {"format": "streamrnn-checkpoint", "meta": {"events": 2}, "streams": [], "stored": {}}
+    state.save(store._path(2), {}, dict(base, version=2, generation=2))  # the right format, another version
+    state.save(store._path(3), {}, {k: v for k, v in dict(base, version=1, generation=3).items() if k != "streams"})
+    (store.keys / ".0123.npz.abc.tmp").write_bytes(b"half a key file")
+    with caplog.at_level("ERROR", logger="streamrnn.store"):
+        assert store.latest().generation == 1
+    expected = [("gen-000000000003.npz", f"{store._path(3)} has a malformed header: KeyError('streams')"),
+                ("gen-000000000002.npz", f"{store._path(2)} is not a streamrnn-checkpoint version 1 file")]
+    assert whys == expected
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint {name} is unusable ({why}); trying the previous one" for name, why in expected]
+    assert not list(store.keys.glob(".*.tmp"))
+
+
+def test_after_a_restart_kept_generations_keep_their_key_files_and_dropped_ones_are_forgotten(tmp_path):
+    from streamrnn import state
+
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "streams.max_keys": "1",
+                                         "checkpoint.keep": "3"})
+    w = build_worker(config, DirectoryStore(tmp_path, keep=3))
+    for seed in range(4):
+        _feed(w, supervised_events(9, keys=("a", "b", "c"), seed=seed))
+        assert w.checkpoint()
+
+    def refs():
+        return {int(p.stem[4:]): set(DirectoryStore(tmp_path)._read(p).stored.values()) for p in tmp_path.glob("gen-*.npz")}
+
+    store = DirectoryStore(tmp_path, keep=3)  # a new process: it reads the newest generation only
+    again = build_worker(config, store)
+    assert again.restore() and again.generation == 4
+    _feed(again, supervised_events(9, keys=("a", "b", "c"), seed=9))
+    assert again.checkpoint()  # generation 5: keeps 5, 4 and 3 (its header read now), drops 2 (never read)
+    kept = refs()
+    assert set(kept) == {3, 4, 5} and set(store._refs) == {3, 4, 5}
+    assert kept[3] - kept[4] - kept[5]  # key files only generation 3 needs ...
+    assert {p.name for p in store.keys.glob("*.npz")} == set().union(*kept.values())  # ... are still there
+
+    # an unreadable kept generation keeps nothing alive, and does not stop a checkpoint
+    store._path(4).write_bytes(b"garbage")
+    store = DirectoryStore(tmp_path, keep=3)
+    third = build_worker(config, store)
+    assert third.restore() and third.generation == 5
+    _feed(third, supervised_events(3, keys=("a",), seed=11))
+    assert third.checkpoint() and store.generations() == [6, 5, 4] and store._refs[4] == set()
+    assert state.load(store._path(6))[1]["generation"] == 6
+
+
+def test_by_default_three_generations_are_kept_and_dropped_ones_are_forgotten(tmp_path):
+    from service.store import Checkpoint
+
+    store = DirectoryStore(tmp_path)
+    for generation in range(1, 6):
+        store.commit(Checkpoint(generation, {"events": generation}))
+    assert store.generations() == [5, 4, 3] and set(store._refs) == {3, 4, 5}

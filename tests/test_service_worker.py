@@ -532,9 +532,9 @@ def test_unreadable_stored_keys_say_why(monkeypatch):
         raise OSError("disk out of reach")
 
     monkeypatch.setattr(w.table.store, "get_stream", unreachable)
-    error = handle(w, {"key": "a", "value": 2.0})["error"]
-    assert error["code"] == "unavailable" and "disk out of reach" in error["message"]
-    assert error["message"].startswith("the state of key 'a' cannot be read now")
+    assert handle(w, {"key": "a", "value": 2.0})["error"] == {"code": "unavailable", "message": (
+        "the state of key 'a' cannot be read now (disk out of reach); nothing changed, try again")}
+    assert list(w.table.stored) == ["a"] and w.table.restore_failures == 0  # still stored: retry later
 
     def corrupt(ref):
         raise StateError("truncated")
@@ -543,3 +543,93 @@ def test_unreadable_stored_keys_say_why(monkeypatch):
     error = handle(w, {"key": "a", "value": 2.0})["error"]
     assert error["code"] == "corrupt_state"
     assert error["message"].startswith("the stored state of key 'a' was corrupt and has been quarantined")
+
+
+def test_a_line_the_parser_fails_on_with_a_bug_is_answered_and_still_counts_as_read(caplog, monkeypatch):
+    import service.worker as worker_module
+    from service.worker import Position
+
+    def broken(line):
+        raise RuntimeError("a parser bug")
+
+    monkeypatch.setattr(worker_module, "parse", broken)
+    w = worker()
+    p = Position(2, 30)
+    line = b'{"key": "a", "value": 1.0, "id": "e8"}'
+    with caplog.at_level("ERROR", logger="streamrnn.worker"):
+        reply = json.loads(w.handle(line, len(line) + 1, p))
+        assert json.loads(w.handle(line, len(line) + 1)) == reply  # no position: nothing to move, no crash
+    assert reply == {"error": {"code": "internal", "message": "internal error: RuntimeError"}, "id": None}
+    assert p.as_dict() == {"lines": 3, "bytes": 30 + len(line) + 1}  # unparsed, yet read: counted once
+    assert w.stats.rejected["internal"] == 2 and w.events == 0
+    assert [r.getMessage() for r in caplog.records] == ["internal error on a line"] * 2
+
+
+def test_the_step_latency_histogram_times_events_not_commands():
+    w = worker()
+    for i in range(3):
+        handle(w, {"key": "a", "value": float(i)})
+        handle(w, {"command": "status"})
+        handle(w, {"command": "digest"})
+    assert sum(w.stats.latency.counts) == 3
+
+
+def test_refusals_of_a_new_key_name_the_key():
+    w = worker(**{"streams.max_keys": "1", "streams.max_stored_keys": "1"})
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+    full = handle(w, {"key": "newcomer", "value": 1.0})["error"]
+    assert full["code"] == "too_many_keys" and full["message"].startswith("key 'newcomer' is new, and 1 keys are live")
+
+    w = worker(**{"streams.max_key_bytes": "1024"})
+    large = handle(w, {"key": "wide", "x": WIDE, "y": 1.0})["error"]
+    assert large["code"] == "too_large" and large["message"].startswith("key 'wide' would hold ")
+
+
+def test_an_event_whose_loss_overflows_is_answered_with_a_null_loss_and_counted_as_skipped():
+    w = worker(**{"model.hybrid": "false"})
+    handle(w, {"key": "p", "x": SMALL, "y": 0.25})
+    stats = w.stats
+    learned = (stats.outcomes["learned"], stats.loss_count, stats.loss_sum, stats.last_loss)
+    line = json.dumps({"key": "p", "x": SMALL, "y": 1e300, "id": "big"}).encode()
+    with np.errstate(over="ignore"):
+        text = w.handle(line, len(line) + 1)
+    reply = json.loads(text)
+    assert reply["id"] == "big" and reply["step"] == 2 and "loss" in reply and reply["loss"] is None
+    assert b'"loss":null' in text
+    assert stats.outcomes["skipped"] == 1 and stats.outcomes["learned"] == learned[0]
+    assert (stats.outcomes["learned"], stats.loss_count, stats.loss_sum, stats.last_loss) == learned
+    assert w.table.totals()["skipped"] == 1
+
+
+def test_a_checkpoint_is_timed_and_logged(caplog):
+    import time
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    w = build_worker(config, _CountingStore())
+    for i in range(3):
+        handle(w, {"key": "a", "value": float(i)})
+    with caplog.at_level("DEBUG", logger="streamrnn.worker"):
+        before = time.perf_counter()
+        assert w.checkpoint()
+        elapsed = time.perf_counter() - before
+    assert sum(w.stats.checkpoint.counts) == 1 and 0.0 <= w.stats.checkpoint.sum <= elapsed
+    assert [r.getMessage() for r in caplog.records] == ["checkpoint 1 written: 3 events, 1 live keys"]
+
+
+def test_unanswerable_moves_a_position_by_the_size_given_and_no_further():
+    from service.worker import Position
+
+    w = worker()
+    p = Position(1, 10)
+    w.unanswerable("truncated", "closed before any byte of a line", position=p)
+    assert p.as_dict() == {"lines": 1, "bytes": 10}
+
+
+def test_every_event_whose_loss_overflows_is_counted_as_skipped():
+    w = worker(**{"model.hybrid": "false"})
+    handle(w, {"key": "p", "x": SMALL, "y": 0.25})
+    with np.errstate(over="ignore"):
+        for _ in range(2):
+            assert handle(w, {"key": "p", "x": SMALL, "y": 1e300})["loss"] is None
+    assert w.stats.outcomes["skipped"] == 2 and w.stats.outcomes["learned"] == 1

@@ -47,7 +47,9 @@ PACKAGES = ("streamrnn", "service")
 # the in-process unit tests; the daemon-subprocess, deploy and estimator-check tests
 # take seconds each and are left out of every selection
 _SERVICE = ["tests/test_service_worker.py", "tests/test_service_store.py", "tests/test_service_bounds.py"]
-_LEARNERS = ["tests/test_gradients.py", "tests/test_model.py", "tests/test_state.py", "tests/test_learning.py"]
+# test_learning.py's slow learning claims (~20 s) would run for every surviving learner mutant: left out
+_LEARNERS = ["tests/test_gradients.py", "tests/test_model.py", "tests/test_state.py", "tests/test_learning.py",
+             "tests/test_grow.py", "-m", "not slow"]
 #: every in-process test file: pyproject.toml's [tool.mutmut] selection (for a plain `mutmut run`)
 FAST = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
 
