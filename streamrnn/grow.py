@@ -32,6 +32,9 @@ import numpy as np
 from .cells import check_size
 from .model import OnlineRNN
 
+#: the layouts a learner's state arrays may declare (``streamrnn.learners.base``)
+LAYOUTS = ("theta", "inputs0", "outputs", "fixed")
+
 
 def _rebuild(model: OnlineRNN, n_inputs: int, outputs: int) -> OnlineRNN:
     """A fresh model like ``model`` but n_inputs wide with ``outputs`` readout outputs."""
@@ -70,6 +73,9 @@ def _grow_arrays(model: OnlineRNN, arrays: dict, at: int, k_in: int, k_out: int)
     undeclared = sorted(k[len("learner."):] for k in arrays if k.startswith("learner.") and k not in layouts)
     if undeclared:
         raise ValueError(f"{type(model.learner).__name__} declares no layout for its state arrays {undeclared}")
+    unknown = sorted({v for v in layouts.values()} - set(LAYOUTS))
+    if unknown:
+        raise ValueError(f"{type(model.learner).__name__} declares unknown layouts {unknown}; they are {LAYOUTS}")
     out = {}
     for name, a in arrays.items():
         layout = layouts.get(name)

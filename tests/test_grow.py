@@ -128,3 +128,16 @@ def test_growth_rejects_a_bad_width():
         grow_inputs(model, 0)
     with pytest.raises(ValueError, match="k must be an integer"):
         grow_outputs(model, 1.5)
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_every_learner_declares_a_known_layout_for_each_state_array_and_grow_refuses_others(learner, monkeypatch):
+    from streamrnn.grow import LAYOUTS
+
+    model = make(LEARNERS[learner], STACKS["stack-2"], False)
+    layouts = model.learner.layouts()
+    assert set(layouts) == set(model.learner.state_arrays()) and set(layouts.values()) <= set(LAYOUTS)
+    wrong = dict(layouts, **{next(iter(layouts)): "FIXED"})
+    monkeypatch.setattr(model.learner, "layouts", lambda: wrong)
+    with pytest.raises(ValueError, match=r"declares unknown layouts \['FIXED'\]"):
+        grow_inputs(model, 1)

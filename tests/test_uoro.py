@@ -10,7 +10,7 @@ import pytest
 
 import streamrnn
 from streamrnn import (
-    RTRL, Adam, CrossEntropy, Elman, Leaky, OnlineRNN, Readout, StateError, UORO,
+    RTRL, Adam, CrossEntropy, Elman, Leaky, OnlineRNN, Readout, SquaredError, StateError, UORO,
 )
 from streamrnn.grow import grow_inputs, grow_outputs
 from streamrnn.learners import REGISTRY, from_config
@@ -288,3 +288,65 @@ def test_grown_model_continues():
     grown = grow_outputs(fed, 1)
     assert grown.learner.state_arrays()["S_theta"].shape == (grown.network.n_recurrent,)
     assert grown.step(evs[15][0], np.append(evs[15][1], 0.0)).prediction.shape == (4,)
+
+
+def test_a_step_without_a_target_updates_nothing_and_the_norm_is_the_product_of_the_factors():
+    model = make(UORO(seed=1))
+    run(model, events(10))
+    before = {k: v.copy() for k, v in model.params.items()}
+    model.step(np.array([0.3, -0.2]))  # no target: the estimate moves on, the weights do not
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)
+    learner = model.learner
+    h, theta = learner.state_arrays()["h_tilde"], learner.state_arrays()["S_theta"]
+    assert learner.sensitivity_norm() == pytest.approx(np.linalg.norm(h) * np.linalg.norm(theta), rel=1e-12)
+    assert model.diagnostics()["sensitivity_norm"] == pytest.approx(learner.sensitivity_norm(), rel=1e-12)
+
+
+def test_one_step_equals_the_update_written_out():
+    """h~ <- rho0 J h~ + rho1 nu, theta~ <- theta~ / rho0 + (nu^T F) / rho1, with rho0 = sqrt(|theta~| / |J h~|),
+    rho1 = sqrt(|nu^T F| / |nu|), on one Elman layer, the signs read from the learner's own generator."""
+    model = OnlineRNN(2, (Elman(3),), Readout(1), SquaredError(), UORO(seed=4, eps=1e-7), Adam(0.0), seed=2)
+    for x in ([0.5, -1.0], [0.2, 0.3], [-0.4, 0.9]):
+        model.step(np.array(x), np.array([0.1]))
+    learner, net = model.learner, model.network
+    h0, t0 = learner.state_arrays()["h_tilde"].copy(), learner.state_arrays()["S_theta"].copy()
+    signs = np.random.Generator(np.random.PCG64())
+    signs.bit_generator.state = learner._bits.state  # the signs the next step will draw
+    x = np.array([0.7, -0.1])
+    v = np.concatenate([net.stack.hidden(0), x, [1.0]])  # [h_{t-1}; x_t; 1]
+    model.step(x, np.array([0.2]))
+    nu = np.copysign(1.0, signs.random(3) - 0.5)
+    st = net.stack
+    D, U = st.D[0], st.U(0)
+    J = D[:, None] * U
+    Jh = J @ h0
+    nuF = np.outer(nu * D, v).reshape(-1)
+    eps = 1e-7
+    rho0 = np.sqrt(np.linalg.norm(t0) / (np.linalg.norm(Jh) + eps)) + eps
+    rho1 = np.sqrt(np.linalg.norm(nuF) / (np.sqrt(3) + eps)) + eps
+    np.testing.assert_allclose(learner.state_arrays()["h_tilde"], rho0 * Jh + rho1 * nu, rtol=1e-13)
+    np.testing.assert_allclose(learner.state_arrays()["S_theta"], t0 / rho0 + nuF / rho1, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("word, value", [(4, 2), (5, 1 << 32)])
+def test_a_generator_state_that_pcg64_cannot_have_is_refused(word, value):
+    model = make(UORO(seed=1))
+    arrays = {k: v.copy() for k, v in model.learner.state_arrays().items()}
+    arrays["rng"][word] = value
+    with pytest.raises(ValueError, match="is not a PCG64 state"):
+        model.learner.load_state_arrays(arrays)
+
+
+def test_the_largest_eps_is_accepted():
+    assert UORO(eps=1e-2).eps == 1e-2
+
+
+def test_every_valid_pcg64_state_loads_including_a_pending_32_bit_half():
+    """A PCG64 state may carry a buffered 32-bit half (has_uint32 = 1, uinteger < 2**32); it loads as it is."""
+    model = make(UORO(seed=1))
+    arrays = {k: v.copy() for k, v in model.learner.state_arrays().items()}
+    arrays["rng"][4], arrays["rng"][5] = 1, 12345
+    model.learner.load_state_arrays(arrays)
+    state = model.learner._bits.state
+    assert (state["has_uint32"], state["uinteger"]) == (1, 12345)
+    assert UORO().config() == {"kind": "UORO", "seed": 0, "eps": 1e-7}

@@ -61,6 +61,8 @@ TESTS = {
     "streamrnn/learners/truncated_bptt.py": _LEARNERS,
     "streamrnn/learners/epochwise.py": _LEARNERS,
     "streamrnn/learners/__init__.py": _LEARNERS,
+    "streamrnn/learners/snap.py": _LEARNERS + ["tests/test_snap.py"],
+    "streamrnn/learners/uoro.py": _LEARNERS + ["tests/test_uoro.py"],
     "streamrnn/state.py": ["tests/test_state.py", "tests/test_model.py", "tests/test_service_store.py"],
     "streamrnn/optim.py": ["tests/test_optim.py", "tests/test_model.py", "tests/test_state.py"],
     "service/worker.py": _SERVICE,
@@ -72,6 +74,7 @@ TESTS = {
 TARGETS = [
     "streamrnn/learners/__init__.py", "streamrnn/learners/base.py", "streamrnn/learners/epochwise.py",
     "streamrnn/learners/rtrl.py", "streamrnn/learners/tape.py", "streamrnn/learners/truncated_bptt.py",
+    "streamrnn/learners/snap.py", "streamrnn/learners/uoro.py",
     "streamrnn/state.py", "streamrnn/optim.py", "service/worker.py", "service/table.py", "service/store.py",
 ]
 
