@@ -118,6 +118,6 @@ class Surprise(Stateful):
 
     def learn(self, e: np.ndarray) -> None:
         """Take one vector of squared errors into the histories (its statistic first, as it was scored)."""
-        if self.errors.counts.sum() > 0:
+        if self.errors.counts.any():  # the first errors have nothing to be ranked against
             self.statistics.add(np.array([max(self.fisher(e), 1e-300)]))
         self.errors.add(e)

@@ -115,3 +115,14 @@ class Learner:
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.config().items())))
+
+
+class LayerSensitivities(Learner):
+    """A learner whose whole state is one sensitivity array per layer, ``self._S[l]`` (RTRL, SnAp-1)."""
+
+    def sensitivity_norm(self) -> float:
+        """Frobenius norm of the sensitivities kept, ||dh/dtheta||."""
+        return float(np.sqrt(sum(np.vdot(S, S) for S in self._S)))
+
+    def state_arrays(self):
+        return {f"S{l}": S for l, S in enumerate(self._S)}

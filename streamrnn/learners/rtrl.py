@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .base import Learner
+from .base import LayerSensitivities
 
 
-class RTRL(Learner):
+class RTRL(LayerSensitivities):
     """Exact RTRL: cost O(n^2 P) per step, memory O(n P), no truncation."""
 
     name = "rtrl"
@@ -79,13 +79,6 @@ class RTRL(Learner):
         np.dot(dh, self._S[-1], out=grad[: net.n_recurrent])
         np.multiply(delta[:, None], net.vr, out=grad[net.n_recurrent :].reshape(net.B.shape))
         return True
-
-    def sensitivity_norm(self) -> float:
-        """Frobenius norm of all sensitivities ||dh/dtheta||."""
-        return float(np.sqrt(sum(np.vdot(S, S) for S in self._S)))
-
-    def state_arrays(self):
-        return {f"S{l}": S for l, S in enumerate(self._S)}
 
     def layouts(self):
         return {f"S{l}": "theta" for l in range(len(self._S))}  # columns: theta's first P_{<=l} entries

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Learner
+from .base import LayerSensitivities
 
 
-class SnAp1(Learner):
+class SnAp1(LayerSensitivities):
     """SnAp-1: diagonal-pattern RTRL, cost and memory O(P) per step; no settings."""
 
     name = "snap1"
@@ -81,13 +81,6 @@ class SnAp1(Learner):
                 g = np.dot(self._WT[l], Dg, out=self._g[l - 1])
         np.multiply(delta[:, None], net.vr, out=blocks[-1])  # readout: delta [h_t; 1]^T
         return True
-
-    def sensitivity_norm(self) -> float:
-        """Frobenius norm of the kept sensitivities."""
-        return float(np.sqrt(sum(np.vdot(S, S) for S in self._S)))
-
-    def state_arrays(self):
-        return {f"S{l}": S for l, S in enumerate(self._S)}
 
     def layouts(self):
         # S_l[i, :] = dh_i/dA_l[i, :]: its columns follow layer l's v; only layer 0 reads the inputs
