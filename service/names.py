@@ -14,14 +14,14 @@ daemon starts and then builds one network per stream key.
 
 from __future__ import annotations
 
+import dataclasses
+
 from streamrnn import (
     SGD,
     Adam,
     Chain,
-    Elman,
     ExponentialDecay,
     InverseTimeDecay,
-    Leaky,
     Momentum,
     OnlineRNN,
     Readout,
@@ -29,16 +29,20 @@ from streamrnn import (
     WeightDecay,
 )
 from streamrnn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from streamrnn.cells import CELLS as CELL_KINDS
 from streamrnn.hybrid import HybridForecaster
 from streamrnn.hybrid.regressor import HybridRegressor
 from streamrnn.learners import REGISTRY
 from streamrnn.losses import LOSSES
 
 # name -> builder from the model settings ``s``
-CELLS = {
-    "elman": lambda s: Elman(s.units, s.activation, s.gain),
-    "leaky": lambda s: Leaky(s.units, s.activation, s.beta, s.gain),
-}
+def _cell_builder(cls):
+    """Build a registered cell from [model] settings: each of its fields that [model] has (units, activation, ...)."""
+    return lambda s: cls(**{f.name: getattr(s, f.name) for f in dataclasses.fields(cls) if hasattr(s, f.name)})
+
+
+#: every registered cell, by its kind in lower case (elman, leaky, ...)
+CELLS = {kind.lower(): _cell_builder(cls) for kind, cls in CELL_KINDS.items()}
 #: the learners a daemon can run: every registered one that learns online (not epochwise)
 LEARNERS = {name: cls for name, cls in REGISTRY.items() if not cls.epochwise}
 SCHEDULES = {

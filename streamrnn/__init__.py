@@ -4,7 +4,7 @@ The engine (this package's top level) needs only numpy.
 """
 
 from .bidirectional import BidirectionalRNN
-from .cells import Elman, Leaky, Readout
+from .cells import CELLS, Readout
 from .learners import RTRL, EpochwiseBPTT, Learner, TruncatedBPTT
 from .learners import SnAp1
 from .learners import UORO
@@ -25,8 +25,10 @@ from .state import StateError
 
 __version__ = "0.1.0"
 
+globals().update(CELLS)  # every registered cell by its kind: Elman, Leaky, ...
+
 __all__ = [
-    "OnlineRNN", "StepResult", "BidirectionalRNN", "Elman", "Leaky", "Readout",
+    "OnlineRNN", "StepResult", "BidirectionalRNN", *sorted(CELLS), "Readout",
     "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "SnAp1", "UORO", "Learner",
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",

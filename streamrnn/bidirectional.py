@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from .activations import output_activation
-from .cells import Cell, Readout, check_size
+from .cells import Cell, Readout, check_layers, check_size
 from .learners.tape import Tape, backprop_stack
 from .losses import Loss, SquaredError
-from .network import Stack, check_layers
+from .network import Stack
 from .optim import Adam, Transform
 
 
@@ -58,7 +58,7 @@ class BidirectionalRNN:
         self.optimizer = optimizer if optimizer is not None else Adam(1e-3)
         self.readout = readout
         n_rec = Stack.size(n_inputs, layers)
-        n_top = layers[-1].units
+        n_top = layers[-1].out_size
         self.theta = np.zeros(2 * n_rec + readout.outputs * (2 * n_top + 1))
         self.forward_stack = Stack(n_inputs, layers, self.theta[:n_rec])
         self.backward_stack = Stack(n_inputs, layers, self.theta[n_rec : 2 * n_rec])
@@ -73,18 +73,16 @@ class BidirectionalRNN:
         self.grad = np.zeros_like(self.theta)
 
     def params(self) -> dict[str, np.ndarray]:
-        out = {}
-        for stack, mark in ((self.forward_stack, ""), (self.backward_stack, "'")):
-            for l in range(len(stack.units)):
-                out[f"U{l}{mark}"], out[f"W{l}{mark}"], out[f"b{l}{mark}"] = stack.U(l), stack.W(l), stack.b(l)
-        n_top = self.forward_stack.units[-1]
+        half = self.n_recurrent // 2
+        out = {**self.forward_stack.views(self.theta[:half]), **self.backward_stack.views(self.theta[half : 2 * half], "'")}
+        n_top = self.forward_stack.out_size
         out["V"], out["V'"], out["c"] = self.B[:, :n_top], self.B[:, n_top:-1], self.B[:, -1]
         return out
 
     def _run(self, stack: Stack, X: np.ndarray, tape: Tape | None) -> np.ndarray:
         """Top states for the rows of X in order, from a zero state; records each step on ``tape``."""
         stack.reset()
-        H = np.zeros((X.shape[0], stack.units[-1]))
+        H = np.zeros((X.shape[0], stack.out_size))
         for t, x in enumerate(X):
             H[t] = stack.forward(x)
             if tape is not None:
@@ -124,7 +122,7 @@ class BidirectionalRNN:
             loss, deltas[t] = self.loss(A[t], O[t], Y[t], None, self.out_act)
             total += loss
         g = self.grad
-        n_top = self.forward_stack.units[-1]
+        n_top = self.forward_stack.out_size
         np.dot(deltas.T, R, out=g[self.n_recurrent :].reshape(self.B.shape))
         half = self.n_recurrent // 2
         order = np.arange(T - 1, -1, -1)

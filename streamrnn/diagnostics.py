@@ -30,9 +30,9 @@ def gradient_regime(jacobian_norm: float) -> str:
 def diagnostics(model) -> dict:
     """Named health figures of an OnlineRNN (every value a number, str or list)."""
     st = model.network.stack
-    hidden = [st.hidden(l) for l in range(len(st.units))]
-    saturated = sum(int(act.saturated(h).sum()) for act, h in zip(st.acts, hidden))
-    jac = max(float(np.linalg.norm(st.recurrent_jacobian(l), 2)) for l in range(len(st.units)))
+    hidden = [st.hidden(l) for l in range(len(st.layers))]
+    saturated = sum(layer.saturated() for layer in st.layers)
+    jac = max(float(np.linalg.norm(st.recurrent_jacobian(l), 2)) for l in range(len(st.layers)))
     c = model.counters
     out = {
         "steps": c["steps"],
@@ -42,7 +42,7 @@ def diagnostics(model) -> dict:
         "loss": model.last_loss,
         "prediction": model.network.o.tolist(),
         "hidden_norm": math.sqrt(sum(float(np.dot(h, h)) for h in hidden)),
-        "saturated_fraction": saturated / sum(st.units),
+        "saturated_fraction": saturated / sum(layer.s for layer in st.layers),
         "grad_norm": model.grad_norm,
         "grad_norm_clipped": model.grad_norm_clipped,
         "jacobian_norm": jac,

@@ -42,7 +42,7 @@ def _rebuild(model: OnlineRNN, n_inputs: int, outputs: int) -> OnlineRNN:
     readout = type(net.readout)(outputs, net.readout.activation)
     # a bound learner is also a spec: bind() copies it and allocates afresh
     return OnlineRNN(
-        n_inputs, net.stack.layers, readout, model.loss, model.learner, model.optimizer,
+        n_inputs, net.stack.cells, readout, model.loss, model.learner, model.optimizer,
         model.clip_norm, model.target_feedback, model.seed,
     )
 
@@ -53,21 +53,27 @@ def _insert_columns(a: np.ndarray, at: int, k: int) -> np.ndarray:
     return np.concatenate([a[..., :at], zeros, a[..., at:]], axis=-1)
 
 
-def _layer0_flat(a: np.ndarray, n0: int, width: int, at: int, k: int) -> np.ndarray:
-    """A theta-laid-out last axis whose first block is A_0 (n0, width): insert k zero
-    columns into A_0 before its column ``at``, keep the rest."""
-    head = a[..., : n0 * width].reshape(a.shape[:-1] + (n0, width))
-    head = _insert_columns(head, at, k).reshape(a.shape[:-1] + (n0 * (width + k),))
-    return np.concatenate([head, a[..., n0 * width :]], axis=-1)
+def _layer0_flat(a: np.ndarray, layer0, at: int, k: int) -> np.ndarray:
+    """A theta-laid-out last axis that starts with layer 0's blocks: insert k zero columns
+    before input ``at`` into each block that reads the inputs, keep the rest."""
+    parts, offset = [], 0
+    for block in layer0.cell.blocks(layer0.m):
+        size = block.rows * block.cols
+        piece = a[..., offset : offset + size]
+        if block.x_col is not None:
+            piece = piece.reshape(a.shape[:-1] + (block.rows, block.cols))
+            piece = _insert_columns(piece, block.x_col + at, k).reshape(a.shape[:-1] + (-1,))
+        parts.append(piece)
+        offset += size
+    return np.concatenate(parts + [a[..., offset:]], axis=-1)
 
 
 def _grow_arrays(model: OnlineRNN, arrays: dict, at: int, k_in: int, k_out: int) -> dict:
     """The state arrays of ``model`` with k_in layer-0 inputs inserted before input
     ``at`` (0 = first model input) and k_out readout outputs appended."""
     net = model.network
-    n0 = net.stack.units[0]
-    width = net.stack.A[0].shape[1]  # n0 + m0 + 1
-    col = n0 + at  # column of A_0 (and of v0) where the new inputs go
+    layer0 = net.stack.layers[0]
+    col = layer0.x_col + at  # column of layer 0's record v where the new inputs go
     n_params, n_out = net.n_params, net.n_outputs
     layouts = {f"learner.{k}": v for k, v in model.learner.layouts().items()}
     undeclared = sorted(k[len("learner."):] for k in arrays if k.startswith("learner.") and k not in layouts)
@@ -76,17 +82,19 @@ def _grow_arrays(model: OnlineRNN, arrays: dict, at: int, k_in: int, k_out: int)
     unknown = sorted({v for v in layouts.values()} - set(LAYOUTS))
     if unknown:
         raise ValueError(f"{type(model.learner).__name__} declares unknown layouts {unknown}; they are {LAYOUTS}")
+    # layer 0's named parameter views that read the inputs (W0 of an Elman layer): the view is x's columns
+    inputs0 = {f"{name}0" for name in layer0.cell.input_views()}
     out = {}
     for name, a in arrays.items():
         layout = layouts.get(name)
-        if k_in and name == "W0":
+        if k_in and name in inputs0:
             a = _insert_columns(a, at, k_in)
         elif k_out and name in ("V", "c"):
             a = np.concatenate([a, np.zeros((k_out,) + a.shape[1:])])
         elif name == "grad" or layout == "theta" or (name.startswith("optimizer.") and a.shape == (n_params,)):
             full = a.shape[-1] == n_params  # a prefix of theta (RTRL's S_l) has no readout block
-            if k_in:  # flat like theta: layer 0's block, then the rest
-                a = _layer0_flat(a, n0, width, col, k_in)
+            if k_in:  # flat like theta: layer 0's blocks, then the rest
+                a = _layer0_flat(a, layer0, at, k_in)
             if k_out and full:  # the readout is theta's last block; new rows go at its end
                 a = _insert_columns(a, a.shape[-1], k_out * net.B.shape[1])
         elif k_in and layout == "inputs0":

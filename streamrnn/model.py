@@ -77,7 +77,7 @@ class OnlineRNN:
         seed: int = 0,
     ):
         check_size("n_inputs", n_inputs)
-        if isinstance(layers, Cell.__args__):
+        if isinstance(layers, Cell):
             layers = (layers,)
         self.loss = loss if loss is not None else SquaredError()
         if not isinstance(self.loss, Loss):
@@ -220,10 +220,10 @@ class OnlineRNN:
         horizon = check_size("horizon", horizon)
         live = self.network
         if self._scratch is None:
-            self._scratch = Network(live.n_inputs, live.stack.layers, live.readout)
+            self._scratch = Network(live.n_inputs, live.stack.cells, live.readout)
         net = self._scratch
         net.theta[...] = live.theta
-        for l in range(len(live.stack.units)):
+        for l in range(len(live.stack.cells)):
             net.stack.hidden(l)[...] = live.stack.hidden(l)
         x = self._x.copy()
         out = np.empty((horizon, live.n_outputs))
@@ -239,7 +239,7 @@ class OnlineRNN:
 
     def end_sequence(self) -> None:
         """Close a finite sequence: epochwise BPTT learns from it; the hidden state restarts at 0."""
-        if self.learner.epochwise and self.learner.finish(self.network, self.grad):
+        if self.learner.end_sequence(self.network, self.grad):
             if not self._apply(self.grad):
                 self.counters["skipped"] += 1
         self.reset_state()
@@ -289,7 +289,7 @@ class OnlineRNN:
         net = self.network
         return {
             "n_inputs": self.n_inputs,
-            "layers": [cell_config(c) for c in net.stack.layers],
+            "layers": [cell_config(c) for c in net.stack.cells],
             "readout": {"outputs": net.readout.outputs, "activation": net.readout.activation},
             "loss": self.loss.name,
             "learner": self.learner.config(),

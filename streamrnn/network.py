@@ -2,20 +2,19 @@
 
 All parameters live in one flat float64 vector ``theta`` so that gradients,
 optimiser moments and RTRL sensitivities are flat too and an optimiser step
-is a handful of vector operations.  Layer l owns the block
-
-    A_l = [U_l | W_l | b_l]        shape (n_l, n_l + m_l + 1), row-major in theta
-
-so that z_t = A_l v_t with v_t = [h_{t-1}; x_t; 1].  The readout owns
-B = [V | c] of shape (n_out, n_L + 1) after the last layer, a_t = B [h_t; 1].
+is a handful of vector operations.  Layer l owns a contiguous slice of theta,
+laid out as its cell declares (``streamrnn.cells.base``): for an Elman or
+Leaky layer one block A_l = [U_l | W_l | b_l] of shape (n_l, n_l + m_l + 1).
+The readout owns B = [V | c] of shape (n_out, o_L + 1) after the last layer,
+a_t = B [y^L_t; 1] on the top layer's output y^L.
 
 Named views U0, W0, b0, U1, ..., V, c alias the same memory.
 
-A step is ``forward(x)`` (writes z, f(z), f'(z) and the new states into
-scratch buffers, leaving the hidden state as it was) followed by
+A step is ``forward(x)`` (each layer writes its new state, output and record
+into its buffers, leaving the hidden state as it was) followed by
 ``commit()`` (the new states become the hidden state).  Between the two,
-learners read the buffers: ``v[l]`` = [h^l_{t-1}; x^l_t; 1], ``D[l]`` =
-beta f'(z^l_t), ``h_new[l]``, ``vr`` = [h^L_t; 1], ``a`` and ``o``.
+learners read ``stack.layers[l].record`` and the readout's ``vr`` = [y^L_t; 1],
+``a`` and ``o``.  The stack runs one stream (batch 1); the cells take a batch.
 """
 
 from __future__ import annotations
@@ -25,127 +24,89 @@ from typing import Sequence
 
 import numpy as np
 
-from .activations import hidden_activation, output_activation
-from .cells import Cell, Elman, Leaky, Readout, check_size
-
-
-def check_layers(layers) -> tuple:
-    """The layers as a tuple of one or more Elman or Leaky cells; ValueError otherwise."""
-    layers = tuple(layers)
-    if not layers:
-        raise ValueError("layers must hold at least one layer, got none")
-    if not all(isinstance(cell, (Elman, Leaky)) for cell in layers):
-        raise ValueError(f"layers must be Elman or Leaky cells, got {layers!r}")
-    return layers
+from .activations import output_activation
+from .cells import Cell, Readout, check_layers, check_size
 
 
 class Stack:
-    """Recurrent layers 0..L-1 over a slice of a flat parameter vector."""
+    """Recurrent layers 0..L-1 over a slice of a flat parameter vector: a loop over cells."""
 
     def __init__(self, n_inputs: int, layers: Sequence[Cell], theta: np.ndarray):
         self.n_inputs = check_size("n_inputs", n_inputs)
-        self.layers = check_layers(layers)
-        self.units = [cell.units for cell in self.layers]
-        self.in_sizes = [self.n_inputs] + self.units[:-1]
-        self.acts = [hidden_activation(cell.activation) for cell in self.layers]
-        self.betas = [cell.beta_vector() for cell in self.layers]
-        self.one_minus_betas = [None if b is None else 1.0 - b for b in self.betas]
-        self.n_params = self.size(self.n_inputs, self.layers)
+        self.cells = check_layers(layers)
+        self.units = [cell.units for cell in self.cells]
+        self.in_sizes = [self.n_inputs] + [cell.out_size for cell in self.cells[:-1]]
+        self.n_params = self.size(self.n_inputs, self.cells)
         if theta.shape != (self.n_params,):
             raise ValueError(f"theta must have {self.n_params} entries, got {theta.shape}")
-        self.A, self.offsets = [], []
+        self.offsets, self.layers = [], []
         offset = 0
-        for n, m in zip(self.units, self.in_sizes):
-            k = n + m + 1
+        for cell, m in zip(self.cells, self.in_sizes):
+            size = cell.n_params(m)
             self.offsets.append(offset)
-            self.A.append(theta[offset : offset + n * k].reshape(n, k))
-            offset += n * k
-        # v[l] = [h_{t-1}; x_t; 1]: its head is the hidden state itself
-        self.v = [np.zeros(n + m + 1) for n, m in zip(self.units, self.in_sizes)]
-        for v in self.v:
-            v[-1] = 1.0
-        self.z = [np.zeros(n) for n in self.units]
-        self.D = [np.zeros(n) for n in self.units]
-        self.h_new = [np.zeros(n) for n in self.units]
-        self._fz = [np.zeros(n) for n in self.units]
-        self._leak = [np.zeros(n) for n in self.units]
+            self.layers.append(cell.layer(m, theta[offset : offset + size]))
+            offset += size
+        self.out_size = self.cells[-1].out_size
+        self._x = np.zeros((1, self.n_inputs))
         #: squared norm of each layer's newest state, a by-product of the finiteness check
-        self.h_sq_norms = [0.0] * len(self.units)
+        self.h_sq_norms = [0.0] * len(self.cells)
 
     @staticmethod
     def size(n_inputs: int, layers: Sequence[Cell]) -> int:
         total, m = 0, n_inputs
         for cell in layers:
-            total += cell.units * (cell.units + m + 1)
-            m = cell.units
+            total += cell.n_params(m)
+            m = cell.out_size
         return total
 
-    # --- named views -------------------------------------------------------
-    def U(self, l: int) -> np.ndarray:
-        return self.A[l][:, : self.units[l]]
-
-    def W(self, l: int) -> np.ndarray:
-        return self.A[l][:, self.units[l] : -1]
-
-    def b(self, l: int) -> np.ndarray:
-        return self.A[l][:, -1]
+    def views(self, flat: np.ndarray, suffix: str = "") -> dict[str, np.ndarray]:
+        """Named views (U0, W0, b0, ...) of a flat vector laid out like the stack's theta."""
+        out = {}
+        for l, (cell, m, off) in enumerate(zip(self.cells, self.in_sizes, self.offsets)):
+            blocks = cell.split(flat[off : off + cell.n_params(m)], m)
+            out.update({f"{name}{l}{suffix}": view for name, view in cell.views(blocks, m).items()})
+        return out
 
     def hidden(self, l: int) -> np.ndarray:
-        return self.v[l][: self.units[l]]
+        """Layer l's state h^l (a view)."""
+        return self.layers[l].state[0]
+
+    def output(self, l: int) -> np.ndarray:
+        """Layer l's newest output y^l_t, after ``forward`` (a view)."""
+        return self.layers[l].out[0]
 
     # --- the step ----------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Compute every layer's new state from x; returns the top one."""
-        inp = x
-        for l, (A, v, n) in enumerate(zip(self.A, self.v, self.units)):
-            v[n:-1] = inp
-            z, D, fz = self.z[l], self.D[l], self._fz[l]
-            np.dot(A, v, out=z)  # z_t = U h_{t-1} + W x_t + b
-            act = self.acts[l]
-            act.f(z, fz)
-            act.derivative(z, fz, D)
-            beta = self.betas[l]
-            if beta is None:
-                h = self.h_new[l]
-                h[...] = fz
-            else:  # h_t = (1 - beta) h_{t-1} + beta f(z_t);  dh_t/dz_t = beta f'(z_t)
-                h = self.h_new[l]
-                np.multiply(beta, fz, out=h)
-                np.multiply(self.one_minus_betas[l], v[:n], out=self._leak[l])
-                np.add(h, self._leak[l], out=h)
-                np.multiply(D, beta, out=D)
-            inp = h
-        return inp
+        """Compute every layer's new state from x; returns the top output."""
+        inp = self._x
+        inp[0] = x
+        for layer in self.layers:
+            inp = layer.forward(inp)
+        return inp[0]
 
     def commit(self) -> bool:
         """Make the new states the hidden state; False (and no change) if one is not finite."""
-        norms = [float(np.dot(h, h)) for h in self.h_new]
+        norms = [float(np.vdot(layer.new_state, layer.new_state)) for layer in self.layers]
         if not all(math.isfinite(s) for s in norms):
             return False
-        for v, h, n in zip(self.v, self.h_new, self.units):
-            v[:n] = h
+        for layer in self.layers:
+            layer.commit()
         self.h_sq_norms = norms
         return True
 
     def reset(self) -> None:
-        for v, n in zip(self.v, self.units):
-            v[:n] = 0.0
-        self.h_sq_norms = [0.0] * len(self.units)
+        for layer in self.layers:
+            layer.reset()
+        self.h_sq_norms = [0.0] * len(self.cells)
 
     def recurrent_jacobian(self, l: int) -> np.ndarray:
-        """dh_t/dh_{t-1} of layer l at the newest step: (1 - beta) I + diag(beta f'(z)) U."""
-        J = self.D[l][:, None] * self.U(l)
-        if self.betas[l] is not None:
-            J[np.diag_indices_from(J)] += self.one_minus_betas[l]
-        return J
+        """dh_t/dh_{t-1} of layer l at the newest step, from its record."""
+        layer = self.layers[l]
+        return layer.jacobian(layer.record)[0]
 
     def init_params(self, rng: np.random.Generator) -> None:
-        for l, (n, m) in enumerate(zip(self.units, self.in_sizes)):
-            q, r = np.linalg.qr(rng.standard_normal((n, n)))
-            # orthogonal (every singular value 1) times the layer's gain
-            self.U(l)[...] = q * np.sign(np.diag(r)) * self.layers[l].gain
-            self.W(l)[...] = rng.standard_normal((n, m)) / math.sqrt(m)
-            self.b(l)[...] = 0.0
+        for cell, m, layer in zip(self.cells, self.in_sizes, self.layers):
+            cell.init(layer.blocks, m, rng)
 
 
 class Network:
@@ -156,7 +117,7 @@ class Network:
             raise ValueError(f"readout must be a streamrnn.Readout, got {readout!r}")
         layers = check_layers(layers)
         n_rec = Stack.size(check_size("n_inputs", n_inputs), layers)
-        n_top = layers[-1].units
+        n_top = layers[-1].out_size
         self.readout = readout
         self.n_outputs = readout.outputs
         self.n_recurrent = n_rec
@@ -184,10 +145,7 @@ class Network:
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Named views of a flat vector laid out like theta (params, gradients, moments)."""
-        out, stack = {}, self.stack
-        for l, (n, m) in enumerate(zip(stack.units, stack.in_sizes)):
-            A = flat[stack.offsets[l] : stack.offsets[l] + n * (n + m + 1)].reshape(n, n + m + 1)
-            out[f"U{l}"], out[f"W{l}"], out[f"b{l}"] = A[:, :n], A[:, n:-1], A[:, -1]
+        out = self.stack.views(flat[: self.n_recurrent])
         B = flat[self.n_recurrent :].reshape(self.B.shape)
         out["V"], out["c"] = B[:, :-1], B[:, -1]
         return out
@@ -196,7 +154,7 @@ class Network:
         return self.views(self.theta)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """o_t = g(V h_t + c) for input x, leaving the hidden state untouched."""
+        """o_t = g(V y_t + c) for input x, leaving the hidden state untouched."""
         top = self.stack.forward(x)
         self.vr[:-1] = top
         np.dot(self.B, self.vr, out=self.a)

@@ -52,7 +52,7 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
 def model_state(model) -> tuple[dict[str, np.ndarray], dict]:
     net = model.network
     arrays = {name: view.copy() for name, view in net.params().items()}
-    for l in range(len(net.stack.units)):
+    for l in range(len(net.stack.layers)):
         arrays[f"h{l}"] = net.stack.hidden(l).copy()
     arrays["feedback"] = model._feedback.copy()
     arrays["grad"] = model._applied.copy()
@@ -96,7 +96,7 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
     net = model.network
     # check everything before writing anything
     params = {name: _take(arrays, name, view.shape) for name, view in net.params().items()}
-    hidden = [_take(arrays, f"h{l}", (n,)) for l, n in enumerate(net.stack.units)]
+    hidden = [_take(arrays, f"h{l}", (layer.s,)) for l, layer in enumerate(net.stack.layers)]
     feedback = _take(arrays, "feedback", model._feedback.shape)
     grad = _take(arrays, "grad", model._applied.shape)
     opt = {k: _take(arrays, f"optimizer.{k}", v.shape) for k, v in model.opt_state.items()}

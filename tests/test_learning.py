@@ -65,17 +65,25 @@ def test_add_task_learns_both_lags(learner):
     assert OPTIMUM - 0.01 < ce < lag3_only_cross_entropy() - 0.033, ce
 
 
-def delayed_recall_error(learner, lag=6, units=8, steps=8000, seed=0) -> float:
-    """y_t = x_{t-lag} for x_t = +-1: mean squared error over 1,000 steps after learning."""
-    rng = np.random.default_rng(seed)
-    x = rng.choice([-1.0, 1.0], size=steps + 1000)
-    model = OnlineRNN(1, (Elman(units),), Readout(1), SquaredError(), learner, Adam(0.01), seed=seed)
-    errors = []
-    for t in range(steps + 1000):
-        result = model.step([x[t]], [x[t - lag] if t >= lag else 0.0])
-        if t >= steps:
-            errors.append(2 * result.loss)
-    return float(np.mean(errors))
+def delayed_recall_error(learner, lag=6, units=8, steps=8000, seeds=(0, 1, 2)) -> float:
+    """y_t = x_{t-lag} for x_t = +-1: mean squared error over 1,000 steps after learning, the median
+    over ``seeds``.  A single run is fragile: Adam at a fixed rate 0.01 learns the recall and then,
+    for one seed in three, unlearns it as the weights keep moving (seen with this engine before and
+    after the cell contract, whose rounding differs in the last bits).  The rate decays tenfold over
+    the run, and the median of three runs stands for what the learner does."""
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        x = rng.choice([-1.0, 1.0], size=steps + 1000)
+        model = OnlineRNN(1, (Elman(units),), Readout(1), SquaredError(), learner,
+                          Adam(ExponentialDecay(0.01, 0.1, steps)), seed=seed)
+        errors = []
+        for t in range(steps + 1000):
+            result = model.step([x[t]], [x[t - lag] if t >= lag else 0.0])
+            if t >= steps:
+                errors.append(2 * result.loss)
+        out.append(float(np.mean(errors)))
+    return float(np.median(out))
 
 
 def running_mean_error(steps=8000, seed=0) -> float:

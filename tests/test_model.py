@@ -42,7 +42,7 @@ def assert_same(a, b):
     (lambda: TruncatedBPTT(0), "h"),
     (lambda: make(n_inputs=0), "n_inputs"),
     (lambda: make(layers=()), "layers"),
-    (lambda: make(layers=("tanh",)), "layers must be Elman or Leaky"),
+    (lambda: make(layers=("tanh",)), "layers must be cells .*Elman.*Leaky"),
     (lambda: make(loss=LogLoss()), "sigmoid"),
     (lambda: make(readout=Readout(2, "identity"), loss=CrossEntropy()), "softmax"),
     (lambda: make(clip_norm=-1.0), "clip_norm"),
@@ -160,7 +160,7 @@ def test_diagnostics_after_a_step():
     assert d["gradient_regime"] in ("vanishing", "stable", "exploding")
     assert np.isclose(np.linalg.norm(np.concatenate([g.ravel() for g in model.gradient.values()])), 1e-3)
     model.params["U0"][...] = np.eye(6) * 10.0  # a large recurrent gain with unsaturated units explodes
-    model.network.stack.D[0][...] = 1.0
+    model.network.stack.layers[0].record["D"][...] = 1.0
     assert model.diagnostics()["gradient_regime"] == "exploding"
 
 
@@ -203,7 +203,7 @@ def _finite_difference_jacobian(model, l, h_prev, x_in, eps=1e-6):
     """dh_t/dh_{t-1} of layer l by central differences of h_t = (1 - beta) h + beta tanh(U h + W x + b)."""
     p = model.params
     U, W, b = p[f"U{l}"], p[f"W{l}"], p[f"b{l}"]
-    beta = model.network.stack.layers[l].beta_vector()
+    beta = model.network.stack.cells[l].beta_vector()
     beta = np.ones(len(h_prev)) if beta is None else beta
 
     def h_new(h):
@@ -342,11 +342,11 @@ def test_epochwise_bptt_state_its_names_an_integer_length_and_an_empty_sequence_
     assert model.counters["updates"] == updates
     assert all(np.array_equal(v, params[k]) for k, v in model.params.items())
 
-    bound = EpochwiseBPTT().bind(model.network)  # the learner alone: finish forgets the sequence
+    bound = EpochwiseBPTT().bind(model.network)  # the learner alone: end_sequence forgets the sequence
     grad = np.zeros_like(model.grad)
     bound.step(model.network, np.ones(1), grad)
-    assert bound.finish(model.network, grad) and int(bound.state_arrays()["length"]) == 0
-    assert not bound.finish(model.network, grad)
+    assert bound.end_sequence(model.network, grad) and int(bound.state_arrays()["length"]) == 0
+    assert not bound.end_sequence(model.network, grad)
     with pytest.raises(ValueError, match=r"^learner state is missing array 'length'$"):
         bound.load_state_arrays({})
 
@@ -386,12 +386,12 @@ def test_backprop_of_several_losses_is_the_sum_of_each_ones_and_a_new_sequence_s
     for _ in range(5):
         net.forward(rng.normal(size=2))
         bound.step(net, np.ones(1), long)
-    bound.finish(net, long)
+    bound.end_sequence(net, long)
     x = rng.normal(size=2)
     net.forward(x)
     bound.step(net, np.ones(1), long)
     fresh.step(net, np.ones(1), short)
-    assert bound.finish(net, long) and fresh.finish(net, short)
+    assert bound.end_sequence(net, long) and fresh.end_sequence(net, short)
     np.testing.assert_array_equal(long, short)  # the old sequence's rows add nothing
 
 

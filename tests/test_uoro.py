@@ -317,7 +317,7 @@ def test_one_step_equals_the_update_written_out():
     model.step(x, np.array([0.2]))
     nu = np.copysign(1.0, signs.random(3) - 0.5)
     st = net.stack
-    D, U = st.D[0], st.U(0)
+    D, U = st.layers[0].record["D"][0], st.layers[0].U
     J = D[:, None] * U
     Jh = J @ h0
     nuF = np.outer(nu * D, v).reshape(-1)

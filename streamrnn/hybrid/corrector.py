@@ -50,7 +50,7 @@ class RNNCorrector(Stateful):
         self.rnn = OnlineRNN(experts + memory + n_features, layers, Readout(1), SquaredError(), learner, optimizer,
                              clip_norm, False, seed)
         self.rnn.params["V"][...] = 0.0  # predicts no error until it has learned one
-        self.units = self.rnn.network.stack.units[-1]
+        self.units = self.rnn.network.stack.out_size
         self.heads = RLS(1 + self.units + experts, lam, delta, heads=horizon)
         self.errors = RobustScale()
         self.pending = np.zeros(self.rnn.n_inputs)  # the input of the newest step, waiting for its target
@@ -107,7 +107,7 @@ class RNNCorrector(Stateful):
             u[k + m :] = 0.0 if features is None else features
         self.rnn.predict(u)
         self.has_pending = True
-        return self.rnn.network.stack.h_new[-1].copy()
+        return self.rnn.network.stack.output(-1).copy()
 
     def inputs(self, hidden: np.ndarray, disagreement: np.ndarray) -> np.ndarray:
         """Each head's input [1, h_t, D_h], as rows (H, d); ``disagreement`` is (K, H)."""

@@ -150,7 +150,7 @@ class HybridRegressor(Stateful):
             else:  # the network's forward pass without advancing (cached for a following learn)
                 u = np.concatenate([D, cor.errors_seen, z])
                 cor.rnn.predict(u)
-                hidden = cor.rnn.network.stack.h_new[-1].copy()
+                hidden = cor.rnn.network.stack.output(-1).copy()
             corr = float(cor.corrections(cor.inputs(hidden, D[:, None]))[0])
         return F, awake, x1, x2, comb, corr, hidden, D
 

@@ -9,9 +9,14 @@ after ``net.forward`` and before ``net.commit``, with ``delta`` = dL_t/da_t
 (None when the step has no target).  When an update is due the learner has
 written dL/dtheta into the flat vector ``grad`` and returns True.
 
-A learner object is a specification; ``bind(net)`` returns a fresh copy that
-owns the state for one network, so one spec can serve many models.  Its
-whole state is ``state_arrays()``, a mapping of named numpy arrays.
+A learner object is a specification, as an optax transformation is:
+``init(net)`` returns a fresh copy bound to one network that owns the state
+(``bind`` is the same), so one spec can serve many models.  Its whole state is
+``state_arrays()``, a mapping of named numpy arrays.  A finite sequence ends
+explicitly: ``end_sequence(net, grad)`` writes the gradient of what the
+sequence accumulated and returns True (epochwise BPTT), or returns False for
+the online learners, which have already learned on every step.  Learners read
+the network only through the cells' contract (``streamrnn.cells.base``).
 
 Each state array declares its layout (``layouts()``), so that growing a
 model (``streamrnn.grow``) and checkpoints need no knowledge of the learner:
@@ -46,7 +51,7 @@ REGISTRY: dict[str, type] = {}
 class Learner:
     #: the learner's name in configurations ("" for an abstract class: not registered)
     name = ""
-    #: True when the learner needs a finite sequence (``finish``) to give gradients
+    #: True when the learner needs a finite sequence (``end_sequence``) to give gradients
     epochwise = False
 
     def __init_subclass__(cls, **kwargs):
@@ -66,10 +71,17 @@ class Learner:
         return {name: (hints.get(name, object), p.default)
                 for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self" and p.kind in named}
 
-    def bind(self, net) -> "Learner":
+    def init(self, net) -> "Learner":
+        """A copy of this spec bound to ``net``, with its state allocated (zero, or seeded)."""
         bound = copy.copy(self)
         bound._allocate(net)
         return bound
+
+    bind = init
+
+    def end_sequence(self, net, grad: np.ndarray) -> bool:
+        """Close a finite sequence; True when ``grad`` now holds an update (see the module)."""
+        return False
 
     def _allocate(self, net) -> None:
         raise NotImplementedError
@@ -118,11 +130,8 @@ class Learner:
 
 
 class LayerSensitivities(Learner):
-    """A learner whose whole state is one sensitivity array per layer, ``self._S[l]`` (RTRL, SnAp-1)."""
+    """A learner whose whole state is sensitivity arrays, per layer (RTRL, SnAp-1)."""
 
     def sensitivity_norm(self) -> float:
         """Frobenius norm of the sensitivities kept, ||dh/dtheta||."""
-        return float(np.sqrt(sum(np.vdot(S, S) for S in self._S)))
-
-    def state_arrays(self):
-        return {f"S{l}": S for l, S in enumerate(self._S)}
+        return float(np.sqrt(sum(np.vdot(S, S) for S in self.state_arrays().values())))

@@ -1,6 +1,6 @@
 """Epochwise BPTT over a finite sequence (Williams & Zipser 1995).
 
-Every step of the sequence is recorded; ``finish`` back-propagates the sum of
+Every step of the sequence is recorded; ``end_sequence`` back-propagates the sum of
 all its losses through the whole sequence from its first step.  This is
 offline learning, and the exact reference the online learners are tested
 against.
@@ -34,7 +34,7 @@ class EpochwiseBPTT(Learner):
         self._length[...] = t + 1
         return False
 
-    def finish(self, net, grad) -> bool:
+    def end_sequence(self, net, grad) -> bool:
         """Gradient of the whole sequence's loss into ``grad``; forgets the sequence."""
         T = int(self._length)
         if T == 0:

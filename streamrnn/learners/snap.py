@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells.dense import DenseLayer
 from .base import LayerSensitivities
 
 
@@ -36,18 +37,24 @@ class SnAp1(LayerSensitivities):
 
     def _allocate(self, net) -> None:
         st = net.stack
-        L = len(st.units)
-        self._S = [np.zeros((n, n + m + 1)) for n, m in zip(st.units, st.in_sizes)]
+        others = [layer for layer in st.layers if not isinstance(layer, DenseLayer)]
+        if others:
+            raise ValueError(f"SnAp-1 works on Elman and Leaky layers; use RTRL or UORO for "
+                             f"{', '.join(sorted({layer.cell.kind for layer in others}))}")
+        L = len(st.layers)
+        self._layers = st.layers
+        self._S = [np.zeros(layer.A.shape) for layer in st.layers]
         self._outer = [np.zeros_like(S) for S in self._S]
-        self._Jd = [np.zeros((n, 1)) for n in st.units]  # J_ii as a column, then scratch for D^l * g^l
-        self._g = [np.zeros((n, 1)) for n in st.units]  # g^l as a column
+        self._Jd = [np.zeros((layer.n, 1)) for layer in st.layers]  # J_ii as a column, then scratch for D^l * g^l
+        self._g = [np.zeros((layer.n, 1)) for layer in st.layers]  # g^l as a column
         self._gtop = self._g[-1][:, 0]
         # views made once: theta and the step's buffers are never reallocated; np.diagonal is a
         # read-only view of U's diagonal
-        self._Udiag = [np.diagonal(st.U(l))[:, None] for l in range(L)]
-        self._Dcol = [D[:, None] for D in st.D]
-        self._oneminus = [None if b is None else b[:, None] for b in st.one_minus_betas]
-        self._WT = [st.W(l).T for l in range(L)]
+        self._Udiag = [np.diagonal(layer.U)[:, None] for layer in st.layers]
+        self._Dcol = [layer.record["D"][0][:, None] for layer in st.layers]
+        self._v = [layer.record["v"][0] for layer in st.layers]
+        self._oneminus = [None if layer.leak is None else layer.leak[:, None] for layer in st.layers]
+        self._WT = [st.layers[l].W.T for l in range(L)]
         self._V = net.V
         self._grad = self._blocks = None  # the last grad vector and its per-layer (n, k) views
 
@@ -60,14 +67,13 @@ class SnAp1(LayerSensitivities):
         return self._blocks
 
     def step(self, net, delta, grad) -> bool:
-        st = net.stack
         for l, S in enumerate(self._S):
             D = self._Dcol[l]
             Jd = np.multiply(D, self._Udiag[l], out=self._Jd[l])  # J_ii = D_i U_ii
             if self._oneminus[l] is not None:
                 np.add(Jd, self._oneminus[l], out=Jd)  # + (1 - beta_i)
             np.multiply(S, Jd, out=S)  # J_ii S[i, :]
-            np.multiply(D, st.v[l], out=self._outer[l])  # D_i v_t
+            np.multiply(D, self._v[l], out=self._outer[l])  # D_i v_t
             np.add(S, self._outer[l], out=S)
         if delta is None:
             return False
@@ -81,6 +87,9 @@ class SnAp1(LayerSensitivities):
                 g = np.dot(self._WT[l], Dg, out=self._g[l - 1])
         np.multiply(delta[:, None], net.vr, out=blocks[-1])  # readout: delta [h_t; 1]^T
         return True
+
+    def state_arrays(self):
+        return {f"S{l}": S for l, S in enumerate(self._S)}
 
     def layouts(self):
         # S_l[i, :] = dh_i/dA_l[i, :]: its columns follow layer l's v; only layer 0 reads the inputs

@@ -1,23 +1,25 @@
-"""Recorded activations and the backward pass through them.
+"""Recorded steps and the backward pass through them.
 
 A ``Tape`` keeps, per recorded step s, what back-propagation needs and the
-forward pass already computed: v^l_s = [h^l_{s-1}; x^l_s; 1] and
-D^l_s = beta f'(z^l_s) for every layer, the readout input [h^L_s; 1] and
-delta_s = dL_s/da_s (zero where the step had no target): O(h n) numbers, the
-forward pass never recomputed.  The recurrent Jacobian is not stored (it
-would be h n^2): its product is formed from D_s and the current U.
+forward pass already computed: every layer's record (for an Elman or Leaky
+layer v^l_s = [h^l_{s-1}; x^l_s; 1] and D^l_s = beta f'(z^l_s)), the readout
+input [y^L_s; 1] and delta_s = dL_s/da_s (zero where the step had no target):
+O(h n) numbers, the forward pass never recomputed.  The recurrent Jacobian is
+not stored (it would be h n^2): each layer's cell forms its products from the
+record and the current weights.
 
-``backprop_stack`` walks rows newest to oldest, for each layer top-down:
+``backprop_stack`` walks rows newest to oldest, for each layer top-down,
+with e_s = dL/dh_s (the layer's state):
 
-    dz_s = D_s * dL/dh_s
-    dL/dh_{s-1} = J_s^T dL/dh_s = U^T dz_s + (1 - beta) dL/dh_s
-    dL/dx_s = W^T dz_s                           # to the layer below, same step (stacks)
+    e_{s-1} = J_s^T e_s                            # the cell's ``backward``
+    dL/dx_s = (dh_s/dx_s)^T e_s                    # to the layer below, same step (stacks)
 
-and then, for all rows at once, dL/dA = sum_s dz_s v_s^T.  States before the
-oldest row are held fixed: that is the truncation.  Epochwise BPTT holds U
-fixed over the sequence, so this is its exact gradient; truncated BPTT, which
-updates U between steps, back-propagates through the window with the current
-weights (as re-running the window would).
+and then, for all rows at once, the cell's ``param_grad`` (for a dense cell
+dL/dA = sum_s dz_s v_s^T, dz_s = D_s * e_s).  States before the oldest row are
+held fixed: that is the truncation.  Epochwise BPTT holds the weights fixed over
+the sequence, so this is its exact gradient; truncated BPTT, which updates
+between steps, back-propagates through the window with the current weights
+(as re-running the window would).
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ import numpy as np
 
 class Tape:
     def __init__(self, stack, rows: int, readout_width: int = 0, outputs: int = 0):
-        self.v = [np.zeros((rows, n + m + 1)) for n, m in zip(stack.units, stack.in_sizes)]
-        self.D = [np.zeros((rows, n)) for n in stack.units]
+        self._stack = stack
+        self.records = [{name: np.zeros((rows,) + a.shape) for name, a in layer.record.items()}
+                        for layer in stack.layers]
         self.vr = np.zeros((rows, readout_width))
         self.delta = np.zeros((rows, outputs))
         # scratch: dL/dh and dz per row, and per-row views made once (the backward loop is the hot path)
-        self._dh = [np.zeros((rows, n)) for n in stack.units]
-        self._dz = [np.zeros((rows, n)) for n in stack.units]
-        self._dh_rows = [list(dh) for dh in self._dh]
+        self._e = [np.zeros((rows, layer.batch, layer.s)) for layer in stack.layers]
+        self._dz = [np.zeros((rows, layer.batch, layer.dz_width)) for layer in stack.layers]
+        self._e_rows = [list(e) for e in self._e]
         self._dz_rows = [list(dz) for dz in self._dz]
-        self._D_rows = [list(D) for D in self.D]
+        self._rec_rows = [[{name: a[row] for name, a in rec.items()} for row in range(rows)] for rec in self.records]
 
     @classmethod
     def for_network(cls, net, rows: int) -> "Tape":
@@ -49,9 +52,9 @@ class Tape:
         return self.vr.shape[0]
 
     def record_stack(self, row: int, stack) -> None:
-        for l in range(len(stack.units)):
-            self.v[l][row] = stack.v[l]
-            self.D[l][row] = stack.D[l]
+        for layer, rec in zip(stack.layers, self.records):
+            for name, a in layer.record.items():
+                rec[name][row] = a
 
     def record(self, row: int, net, delta: np.ndarray | None) -> None:
         self.record_stack(row, net.stack)
@@ -71,16 +74,16 @@ class Tape:
 
     def layouts(self, prefix: str) -> dict[str, str]:
         out = {f"{prefix}vr": "fixed", f"{prefix}delta": "outputs"}
-        for l in range(len(self.v)):
-            out[f"{prefix}v{l}"] = "inputs0" if l == 0 else "fixed"  # only layer 0's v holds the inputs
-            out[f"{prefix}D{l}"] = "fixed"
+        for l, rec in enumerate(self.records):
+            for name in rec:  # only layer 0's v holds the network's inputs
+                out[f"{prefix}{name}{l}"] = "inputs0" if (l == 0 and name == "v") else "fixed"
         return out
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}vr": self.vr, f"{prefix}delta": self.delta}
-        for l, (v, D) in enumerate(zip(self.v, self.D)):
-            out[f"{prefix}v{l}"] = v
-            out[f"{prefix}D{l}"] = D
+        for l, rec in enumerate(self.records):
+            for name, a in rec.items():
+                out[f"{prefix}{name}{l}"] = a[:, 0]  # one stream: the batch axis is not saved
         return out
 
 
@@ -97,52 +100,34 @@ def backprop(net, tape: Tape, order: Sequence[int], n_errors: int, grad: np.ndar
     else:
         sources = order[:n_errors]
         deltas = tape.delta[sources]
-        np.dot(deltas.T, tape.vr[sources], out=gB)  # dL/dB = sum_s delta_s [h_s; 1]^T
-        errors = np.dot(deltas, net.V)  # dL_s/dh^L_s = V^T delta_s
+        np.dot(deltas.T, tape.vr[sources], out=gB)  # dL/dB = sum_s delta_s [y_s; 1]^T
+        errors = np.dot(deltas, net.V)  # dL_s/dy^L_s = V^T delta_s
     backprop_stack(net.stack, tape, order, errors, grad[: net.n_recurrent])
 
 
 def backprop_stack(stack, tape: Tape, order: Sequence[int], errors: np.ndarray, grad: np.ndarray) -> None:
-    """Gradient (into ``grad``) of the stack's parameters, given errors[j] = dL/dh^L at row order[j]."""
-    top = len(stack.units) - 1
+    """Gradient (into ``grad``) of the stack's parameters, given errors[j] = dL/dy^L at row order[j]."""
+    layers = stack.layers
+    top = len(layers) - 1
     n_errors = errors.shape[0]
     for dz in tape._dz:
         dz.fill(0.0)  # rows outside the window contribute nothing
-    dh_rows, dz_rows, D_rows = tape._dh_rows, tape._dz_rows, tape._D_rows
-    # contiguous copies, once per walk: numpy would copy a strided view of A on every product
-    UT = [np.ascontiguousarray(stack.U(l).T) for l in range(top + 1)]
-    W = [None] + [np.ascontiguousarray(stack.W(l)) for l in range(1, top + 1)]
-    leak = stack.one_minus_betas
-    dh_rows[top][order[0]][...] = errors[0]
-    if top == 0:  # one layer: the hot path, two small products per step
-        dh, dz, D, U_T, lk = dh_rows[0], dz_rows[0], D_rows[0], UT[0], leak[0]
-        multiply, dot = np.multiply, np.dot
-        for j in range(len(order) - 1):
-            row, prev = order[j], order[j + 1]
-            z = multiply(D[row], dh[row], out=dz[row])  # dz_s = D_s * dL/dh_s
-            back = dot(U_T, z, out=dh[prev])  # dL/dh_{s-1} = U^T dz_s (+ (1 - beta) dL/dh_s)
-            if lk is not None:
-                back += lk * dh[row]
-            if j + 1 < n_errors:
-                back += errors[j + 1]
-        multiply(D[order[-1]], dh[order[-1]], out=dz[order[-1]])
-        order = ()
-    else:
-        for l in range(top):
-            dh_rows[l][order[0]].fill(0.0)
+    e_rows, dz_rows, rec_rows = tape._e_rows, tape._dz_rows, tape._rec_rows
+    first = order[0]
+    e_rows[top][first][...] = layers[top].output_vjp(rec_rows[top][first], errors[0][None, :])
+    for l in range(top):
+        e_rows[l][first].fill(0.0)
     for j, row in enumerate(order):
         prev = order[j + 1] if j + 1 < len(order) else None
         for l in range(top, -1, -1):
-            dh = dh_rows[l][row]  # complete: carried from row's successor, injected, and from above
-            dz = np.multiply(D_rows[l][row], dh, out=dz_rows[l][row])  # dz_s = D_s * dL/dh_s
-            if l:  # to the layer below at the same step: W^T dz
-                dh_rows[l - 1][row] += np.dot(dz, W[l])
+            layer = layers[l]
+            # e is complete: carried from row's successor, injected, and from the layer above
+            back, e_in = layer.backward(rec_rows[l][row], e_rows[l][row], dz_rows[l][row])
+            if l:  # to the layer below at the same step, through its output
+                e_rows[l - 1][row] += layers[l - 1].output_vjp(rec_rows[l - 1][row], e_in)
             if prev is not None:
-                back = np.dot(UT[l], dz, out=dh_rows[l][prev])  # dL/dh_{s-1} = U^T dz_s ...
-                if leak[l] is not None:
-                    back += leak[l] * dh  # ... + (1 - beta) dL/dh_s
+                e_rows[l][prev][...] = back
         if prev is not None and j + 1 < n_errors:
-            dh_rows[top][prev] += errors[j + 1]
-    for l in range(top + 1):
-        A = grad[stack.offsets[l] : stack.offsets[l] + stack.A[l].size].reshape(stack.A[l].shape)
-        np.dot(tape._dz[l].T, tape.v[l], out=A)  # dL/dA = sum_s dz_s v_s^T
+            e_rows[top][prev] += layers[top].output_vjp(rec_rows[top][prev], errors[j + 1][None, :])
+    for layer, rec, dz, off in zip(layers, tape.records, tape._dz, stack.offsets):
+        layer.param_grad(rec, dz, grad[None, off : off + layer.n_params])

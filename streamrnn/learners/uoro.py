@@ -22,16 +22,15 @@ A stack is one state vector H = [h^0; ...; h^{L-1}] with one estimate for all
 of theta.  Per-layer estimates with spatial backprop would miss the paths by
 which A_k at time s reaches h^l (l > k) through layer l's own recurrence, so
 they are biased; the whole-stack estimate is unbiased like RTRL is exact.
-Its J is block lower-triangular (layer l sees layer l-1's new state through
-W_l) and its F includes the same-step paths up the stack.  Both products are
-one sweep each, O(n^2) per layer, never a dense J or F:
+Its J is block lower-triangular (layer l sees layer l-1's new output) and its F
+includes the same-step paths up the stack.  Both products are one sweep each
+through the cells' own products (``streamrnn.cells.base``), never a dense J or F:
 
-    (J h~)^l   = (1 - beta) h~^l + D^l * (U_l h~^l + W_l (J h~)^{l-1})     # up the stack
-    e^{L-1} = nu^{L-1};  a^l = D^l * e^l;  e^{l-1} = nu^{l-1} + W_l^T a^l    # down the stack
-    nu^T F  on block A_l = a^l (x) v^l                                       # an outer product
+    (J h~)^l = J^l h~^l + dh^l/dx^l dy^{l-1}/dh^{l-1} (J h~)^{l-1}           # up the stack: jvp
+    nu^T F   = the same-step backward pass of nu^T H_t, with no recurrence  # down: backward
 
-where D = beta f'(z) and v = [h_{t-1}; x_t; 1].  Cost O(P) per step, memory
-O(N + P).
+(for an Elman layer, nu^T F on block A_l is a^l (x) v^l with a^l = D^l * e^l).
+Cost O(P) per step for dense cells, memory O(N + P); it works for every cell.
 
 The signs come from a PCG64 generator seeded with ``seed`` whose state is part
 of the learner state, so a checkpoint continues bit for bit; ``reset`` zeroes
@@ -66,7 +65,9 @@ class UORO(Learner):
 
     def _allocate(self, net) -> None:
         st = net.stack
-        N, P = sum(st.units), net.n_recurrent
+        sizes = [layer.s for layer in st.layers]
+        N, P = sum(sizes), net.n_recurrent
+        self._layers, self._offsets = st.layers, st.offsets
         self._bits = np.random.PCG64(self.seed)  # a fresh generator per bound copy
         self._gen = np.random.Generator(self._bits)
         self._rng_state = np.zeros(6, dtype=np.uint64)  # PCG64 state, inc (128 bits each), has_uint32, uinteger
@@ -75,16 +76,13 @@ class UORO(Learner):
         self._Jh = np.zeros(N)  # J h~_{t-1}
         self._nuF = np.zeros(P)  # nu^T F
         self._nu = np.zeros(N)
-        ends = np.cumsum([0] + st.units)
-        part = lambda a: [a[i:j] for i, j in zip(ends[:-1], ends[1:])]  # noqa: E731
-        self._h_l, self._Jh_l, self._nu_l = part(self._h), part(self._Jh), part(self._nu)
-        self._nuF_l = [self._nuF[st.offsets[l] : st.offsets[l] + A.size].reshape(A.shape) for l, A in enumerate(st.A)]
-        # forward sweep: (U h~) for layer 0, A[:, :n+m] [h~^l; (J h~)^{l-1}] above it (one matvec per layer)
-        self._fw_mat = [st.U(0)] + [A[:, : n + m] for A, n, m in zip(st.A[1:], st.units[1:], st.in_sizes[1:])]
-        self._fw_in = [None] + [np.zeros(n + m) for n, m in zip(st.units[1:], st.in_sizes[1:])]
-        self._W = [st.W(l) for l in range(len(st.units))]
-        self._a = [np.zeros(n) for n in st.units]
-        self._e = [np.zeros(n) for n in st.units]
+        ends = np.cumsum([0] + sizes)
+        part = lambda a: [a[i:j].reshape(1, j - i, 1) for i, j in zip(ends[:-1], ends[1:])]  # noqa: E731
+        self._h_l, self._Jh_l = part(self._h), part(self._Jh)
+        self._nu_l = [a[..., 0] for a in part(self._nu)]
+        self._nuF_l = [self._nuF[None, o : o + layer.n_params] for o, layer in zip(st.offsets, st.layers)]
+        self._below = [np.zeros((1, layer.s, 1)) for layer in st.layers]
+        self._dz = [np.zeros((1, 1, layer.dz_width)) for layer in st.layers]
 
     def _draw_signs(self, nu: np.ndarray) -> None:
         """nu <- independent +-1 signs: the signs of u - 1/2 for uniform u (copysign: never 0)."""
@@ -93,48 +91,38 @@ class UORO(Learner):
         np.copysign(1.0, nu, out=nu)
 
     def step(self, net, delta, grad) -> bool:
-        st, eps = net.stack, self.eps
-        L = len(st.units)
-        # J h~_{t-1}, up the stack
-        for l in range(L):
-            D, h, Jh = st.D[l], self._h_l[l], self._Jh_l[l]
-            if l == 0:
-                np.dot(self._fw_mat[0], h, out=Jh)
-            else:
-                n = st.units[l]
-                w = self._fw_in[l]
-                w[:n] = h
-                w[n:] = self._Jh_l[l - 1]
-                np.dot(self._fw_mat[l], w, out=Jh)
-            Jh *= D
-            if st.betas[l] is not None:
-                Jh += st.one_minus_betas[l] * h
-        # nu^T F, down the stack: a^l = dz^l-gradient of nu^T H_t; |a (x) v| = |a| |v| gives |nu^T F| in O(n)
-        self._draw_signs(self._nu)
-        np.copyto(self._e[L - 1], self._nu_l[L - 1])
-        nuF_sq = 0.0
-        for l in range(L - 1, -1, -1):
-            a = np.multiply(self._e[l], st.D[l], out=self._a[l])
-            nuF_sq += np.dot(a, a) * np.dot(st.v[l], st.v[l])
+        eps, layers = self.eps, self._layers
+        L = len(layers)
+        # J h~_{t-1}, up the stack: each layer's own J, plus the layer below's (J h~) through its input
+        for l, layer in enumerate(layers):
+            Jh = layer.jvp(layer.record, self._h_l[l], self._Jh_l[l])
             if l:
-                np.dot(a, self._W[l], out=self._e[l - 1])
-                self._e[l - 1] += self._nu_l[l - 1]
+                below = layers[l - 1]
+                Jh += layer.jvp_input(layer.record, below.output_jvp(below.record, self._Jh_l[l - 1]), self._below[l])
+        # nu^T F, down the stack: the same-step backward pass of nu^T H_t, without the recurrence
+        self._draw_signs(self._nu)
+        e = self._nu_l[L - 1]
+        for l in range(L - 1, -1, -1):
+            layer, dz = layers[l], self._dz[l]
+            _, e_in = layer.backward(layer.record, e, dz[0])
+            layer.param_grad({k: a[None] for k, a in layer.record.items()}, dz, self._nuF_l[l])
+            if l:
+                e = self._nu_l[l - 1] + layers[l - 1].output_vjp(layers[l - 1].record, e_in)
         # the rank-one update, with the norms balanced
         theta_norm = math.sqrt(np.dot(self._theta, self._theta))
         rho0 = math.sqrt(theta_norm / (math.sqrt(np.dot(self._Jh, self._Jh)) + eps)) + eps
-        rho1 = math.sqrt(math.sqrt(nuF_sq) / (math.sqrt(self._nu.shape[0]) + eps)) + eps
+        rho1 = math.sqrt(math.sqrt(np.dot(self._nuF, self._nuF)) / (math.sqrt(self._nu.shape[0]) + eps)) + eps
         np.multiply(self._Jh, rho0, out=self._h)
-        self._nu *= rho1  # nu, a and nu^T F are scratch, rewritten every step
+        self._nu *= rho1  # nu and nu^T F are scratch, rewritten every step
         self._h += self._nu
-        for l in range(L):  # (nu^T F) / rho1 on block A_l: (a^l / rho1) (x) v^l
-            self._a[l] *= 1.0 / rho1
-            np.multiply(self._a[l][:, None], st.v[l], out=self._nuF_l[l])
         self._theta *= 1.0 / rho0
+        self._nuF *= 1.0 / rho1
         self._theta += self._nuF
         if delta is None:
             return False
-        dh = np.dot(delta, net.V)  # dL/dh^L_t = V^T delta
-        np.multiply(self._theta, np.dot(dh, self._h_l[-1]), out=grad[: net.n_recurrent])
+        top = layers[-1]
+        g = top.output_vjp(top.record, np.dot(delta, net.V)[None, :])[0]  # dL/dh^L_t
+        np.multiply(self._theta, np.dot(g, self._h_l[-1][0, :, 0]), out=grad[: net.n_recurrent])
         np.multiply(delta[:, None], net.vr, out=grad[net.n_recurrent :].reshape(net.B.shape))
         return True
 

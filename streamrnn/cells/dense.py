@@ -1,0 +1,198 @@
+"""Elman and leaky-integrator layers: a dense recurrent matrix U.
+
+    z_t = U h_{t-1} + W x_t + b
+    h_t = (1 - beta) h_{t-1} + beta f(z_t)        (beta = 1: the Elman cell)
+
+The parameters are one block A = [U | W | b] of shape (n, n + m + 1), so that
+z_t = A v_t with v_t = [h_{t-1}; x_t; 1].  The step's record is v and
+D = beta f'(z); from them, with the current U:
+
+    J = dh_t/dh_{t-1} = (1 - beta) I + diag(D) U
+    dh_t/dx_t = diag(D) W
+    dh_t/dA[i, :] = D_i v_t      (unit i only: the immediate influence is row-wise)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..activations import hidden_activation
+from .base import Block, Cell, Layer, check_gain, check_size, diagonal_view
+
+
+class DenseCell(Cell):
+    """A cell whose parameters are one block A = [U | W | b] over v = [h_{t-1}; x_t; 1], with
+    ``gates`` row blocks of n rows each (1 for Elman and Leaky, 3 for a GRU), and its
+    initialisation: each n x n block of U orthogonal times ``gain``, W ~ N(0, 1/m), b = 0."""
+
+    gain: float
+    #: row blocks of A, each with its own recurrent matrix
+    gates = 1
+
+    def __post_init__(self):
+        check_size("units", self.units)
+        hidden_activation(self.activation)
+        check_gain(self.gain)
+
+    def beta_vector(self) -> np.ndarray | None:
+        """Per-unit leak beta, or None for beta = 1 (no leak term)."""
+        return None
+
+    def blocks(self, m):
+        return (Block("A", self.gates * self.units, self.units + m + 1, self.units),)
+
+    def views(self, blocks, m):
+        A, n = blocks["A"], self.units
+        return {"U": A[..., :n], "W": A[..., n:-1], "b": A[..., -1]}
+
+    def input_views(self):
+        return ("W",)
+
+    def init(self, blocks, m, rng):
+        n = self.units
+        view = self.views(blocks, m)
+        for g in range(self.gates):
+            q, r = np.linalg.qr(rng.standard_normal((n, n)))
+            # orthogonal (every singular value 1) times the layer's gain
+            view["U"][g * n : (g + 1) * n] = q * np.sign(np.diag(r)) * self.gain
+        view["W"][...] = rng.standard_normal((self.gates * n, m)) / math.sqrt(m)
+        view["b"][...] = 0.0
+
+    def layer(self, m, flat, batch=1):
+        return DenseLayer(self, m, flat, batch)
+
+
+@dataclass(frozen=True)
+class Elman(DenseCell):
+    """Elman layer, h_t = f(U h_{t-1} + W x_t + b).
+
+    ``activation`` is one of "tanh", "sigmoid", "relu", "identity".  U starts as a
+    random orthogonal matrix times ``gain``: 1 keeps every direction of the state
+    (a long memory from the start); a small gain starts nearly feed-forward, which
+    suits streams whose events are independent, and learning grows U as needed.
+    """
+
+    kind = "Elman"
+
+    units: int
+    activation: str = "tanh"
+    gain: float = 1.0
+
+
+@dataclass(frozen=True)
+class Leaky(DenseCell):
+    """Leaky-integrator layer, h_t = (1 - beta) h_{t-1} + beta f(z_t).
+
+    The Euler discretisation of tau dh/dt = -h + f(z) with step beta = dt/tau.
+    ``beta`` lies in (0, 1], one value for all units or a tuple of one per unit;
+    ``gain`` scales the initial orthogonal U, as for ``Elman``.
+    """
+
+    kind = "Leaky"
+
+    units: int
+    activation: str = "tanh"
+    beta: Union[float, tuple] = 0.5
+    gain: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        beta = np.asarray(self.beta, dtype=float)
+        if beta.ndim > 1 or (beta.ndim == 1 and beta.shape[0] != self.units):
+            raise ValueError(
+                f"beta must be a number or a tuple of {self.units} numbers (one per unit), "
+                f"got {self.beta!r}"
+            )
+        if not np.all((beta > 0.0) & (beta <= 1.0)):
+            raise ValueError(f"beta must lie in (0, 1], got {self.beta!r}")
+
+    def beta_vector(self) -> np.ndarray | None:
+        return np.broadcast_to(np.asarray(self.beta, dtype=float), (self.units,)).copy()
+
+    @classmethod
+    def from_fields(cls, fields):
+        fields = dict(fields)
+        beta = fields["beta"]
+        fields["beta"] = beta[0] if len(beta) == 1 else tuple(beta)
+        return fields
+
+    def config(self):
+        # beta always as a list (one value, or one per unit), as checkpoint headers have always had it
+        return {"kind": self.kind, "units": self.units, "activation": self.activation, "gain": self.gain,
+                "beta": list(np.atleast_1d(np.asarray(self.beta, dtype=float)).tolist())}
+
+
+class DenseLayer(Layer):
+    """Runtime of an Elman or Leaky cell; record: v = [h_{t-1}; x_t; 1] and D = beta f'(z_t)."""
+
+    def __init__(self, cell, m, flat, batch):
+        super().__init__(cell, m, flat, batch)
+        n, k = self.n, self.n + m + 1
+        self.A = self.blocks["A"]
+        self.U, self.W = self.A[:, :n], self.A[:, n:-1]
+        self.act = hidden_activation(cell.activation)
+        beta = cell.beta_vector()
+        self.beta = beta
+        self.leak = None if beta is None else 1.0 - beta
+        v = np.zeros((batch, k))
+        v[:, -1] = 1.0
+        self.record = {"v": v, "D": np.zeros((batch, n))}
+        self.x_col = n
+        self.state = v[:, :n]  # v's head is the hidden state itself
+        self.out = self.new_state
+        self._z = np.zeros((batch, n))
+        self._fz = np.zeros((batch, n))
+
+    def forward(self, x):
+        n, v, D = self.n, self.record["v"], self.record["D"]
+        v[:, n:-1] = x
+        z, fz, h = self._z, self._fz, self.new_state
+        # z_t = U h_{t-1} + W x_t + b, one matrix-vector product per stream: a stream's result
+        # never depends on the batch it is in (a (B, k) x (k, n) product would change the rounding)
+        np.matmul(self.A, v[:, :, None], out=z[:, :, None])
+        self.act.f(z, fz)
+        self.act.derivative(z, fz, D)
+        if self.beta is None:
+            h[...] = fz
+        else:  # h_t = (1 - beta) h_{t-1} + beta f(z_t);  dh_t/dz_t = beta f'(z_t)
+            np.multiply(self.beta, fz, out=h)
+            h += self.leak * v[:, :n]
+            D *= self.beta
+        return h
+
+    def saturated(self):
+        return int(self.act.saturated(self.state).sum())
+
+    # --- products ---------------------------------------------------------------
+    def jvp(self, rec, S, out):
+        np.matmul(self.U, S, out=out)  # (diag(D) U + (1 - beta) I) S
+        out *= rec["D"][:, :, None]
+        if self.leak is not None:
+            out += self.leak[:, None] * S
+        return out
+
+    def jvp_input(self, rec, S, out):
+        np.matmul(self.W, S, out=out)  # diag(D) W S
+        out *= rec["D"][:, :, None]
+        return out
+
+    def backward(self, rec, e, dz):
+        np.multiply(rec["D"], e, out=dz)  # dz_s = D_s * dL/dh_s
+        back = dz @ self.U  # J^T e = U^T dz + (1 - beta) e
+        if self.leak is not None:
+            back += self.leak * e
+        return back, dz @ self.W
+
+    def param_grad(self, recs, dzs, out):
+        # dL/dA = sum_s dz_s v_s^T, per stream: (B, n, T) @ (B, T, k)
+        A = out.reshape(out.shape[:-1] + self.A.shape)
+        np.matmul(np.moveaxis(dzs, 0, -1), np.moveaxis(recs["v"], 0, 1), out=A)
+
+    def add_immediate(self, rec, S):
+        n, k = self.A.shape
+        diag = diagonal_view(S, n, k)  # dh_i/dA[i, :] += D_i v_t
+        diag += rec["D"][:, :, None] * rec["v"][:, None, :]
