@@ -115,9 +115,12 @@ def test_exact_learners_equal_full_bptt_and_finite_differences(kind, depth, name
     assert np.linalg.norm(got - fd) <= 1e-6 * np.linalg.norm(fd)
 
 
-#: cosine between the approximate and the exact gradient, summed over 300 steps at fixed weights;
-#: measured (benchmarks/engine_speed.py prints the 1,000-step figures) and pinned a margin below
-COSINE_FLOOR = {"snap1": 0.5, "uoro": 0.2}
+#: cosine between the approximate and the exact gradient, summed over 300 steps at fixed weights
+#: (benchmarks/engine_speed.py table 7 prints the 1,000-step figures).  Measured over seeds 11-13:
+#: SnAp-1 0.81-0.997 on every Elman/Leaky pair; UORO 0.57-0.99 on Elman, Leaky and GRU, 0.49-0.54 on
+#: one LRU layer and only 0.07-0.23 on two (its rank-one noise grows with the stack; exact RTRL on an
+#: LRU costs about as much as UORO anyway).  Each floor sits about half-way below the lowest.
+COSINE_FLOOR = {"snap1": 0.7, "uoro": 0.4, ("uoro", "LRU", "one"): 0.3, ("uoro", "LRU", "two"): 0.03}
 
 
 @pytest.mark.parametrize("kind,depth,name", [p for p in PAIRS if p[2] in APPROXIMATE])
@@ -135,7 +138,7 @@ def test_approximations_keep_their_cosine_to_the_exact_gradient_or_refuse_the_ce
         total_a = total_a + flat_gradient(approx)
         total_e = total_e + flat_gradient(exact)
     cosine = total_a @ total_e / (np.linalg.norm(total_a) * np.linalg.norm(total_e))
-    assert cosine > COSINE_FLOOR[name], cosine
+    assert cosine > COSINE_FLOOR.get((name, kind, depth), COSINE_FLOOR[name]), cosine
 
 
 @pytest.mark.parametrize("kind,depth,name", PAIRS)

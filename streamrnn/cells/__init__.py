@@ -11,6 +11,7 @@ from .readout import Readout
 # the registry: importing a cell's module registers its kind in CELLS
 from .dense import Elman, Leaky  # noqa: E402
 from .gru import GRU  # noqa: E402
+from .lru import LRU  # noqa: E402
 
 __all__ = ["CELLS", "Block", "Cell", "Layer", "Readout", *CELLS,
            "cell_config", "cell_from_config", "check_gain", "check_layers", "check_size"]
