@@ -5,9 +5,8 @@ The engine (this package's top level) needs only numpy.
 
 from .bidirectional import BidirectionalRNN
 from .cells import CELLS, Readout
-from .learners import RTRL, EpochwiseBPTT, Learner, TruncatedBPTT
-from .learners import SnAp1
-from .learners import UORO
+from .learners import REGISTRY as _LEARNERS
+from .learners import Learner
 from .losses import CrossEntropy, LogLoss, Loss, SquaredError
 from .model import OnlineRNN, StepResult
 from .optim import (
@@ -26,10 +25,11 @@ from .state import StateError
 __version__ = "0.1.0"
 
 globals().update(CELLS)  # every registered cell by its kind: Elman, Leaky, ...
+globals().update({cls.__name__: cls for cls in _LEARNERS.values()})  # every learner: RTRL, TruncatedBPTT, ...
 
 __all__ = [
     "OnlineRNN", "StepResult", "BidirectionalRNN", *sorted(CELLS), "Readout",
-    "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "SnAp1", "UORO", "Learner",
+    *sorted(cls.__name__ for cls in _LEARNERS.values()), "Learner",
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",

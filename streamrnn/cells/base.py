@@ -20,8 +20,9 @@ structure (dense, diagonal, gated), with J = dh_t/dh_{t-1}:
     jvp(rec, S)                    J S              S (B, s, K)      (RTRL, UORO)
     jvp_input(rec, S)              dh_t/dx_t S      S (B, m, K)      (stacks)
     output_jvp(rec, S)             dy_t/dh_t S                       (the layer above reads y)
-    backward(rec, e, dz)           J^T e and (dh_t/dx_t)^T e, and into dz (B, w) what the
-                                   parameter gradient needs           (BPTT, UORO)
+    backward(rec, e, dz, back, e_in)  into dz (B, w) what the parameter gradient needs, and
+                                   J^T e into ``back``, (dh_t/dx_t)^T e into ``e_in`` when
+                                   they are given (not None)          (BPTT, UORO)
     param_grad(recs, dzs, out)     sum over steps of (dh_t/dtheta)^T e_t, from backward's dz
     output_vjp(rec, e)             (dy_t/dh_t)^T e
     add_immediate(rec, S)          S += dh_t/dtheta at fixed h_{t-1}  (RTRL's immediate influence)
@@ -179,9 +180,13 @@ def check_layers(layers) -> tuple:
     return layers
 
 
-def diagonal_view(S: np.ndarray, n: int, k: int) -> np.ndarray:
-    """The (B, n, k) view of S (B, n, n*k) holding S[b, i, i*k + j]: unit i's own row of a block."""
-    return as_strided(S, shape=(S.shape[0], n, k), strides=(S.strides[0], S.strides[1] + k * S.strides[2], S.strides[2]))
+def diagonal_view(S: np.ndarray, n: int, k: int, gates: int = 1) -> np.ndarray:
+    """The view of S (B, n, gates*n*k) holding S[b, i, g*n*k + i*k + j]: unit i's own row of each
+    (n, k) block, shaped (B, n, k), or (B, gates, n, k) for several blocks side by side."""
+    b, r, c = S.strides
+    if gates == 1:
+        return as_strided(S, shape=(S.shape[0], n, k), strides=(b, r + k * c, c))
+    return as_strided(S, shape=(S.shape[0], gates, n, k), strides=(b, n * k * c, r + k * c, c))
 
 
 class Layer:
@@ -198,6 +203,7 @@ class Layer:
         #: the step's record; its "v" holds the input x_t from column ``x_col`` on
         self.record: dict[str, np.ndarray] = {}
         self.x_col = 0
+        self._strided: dict[int, tuple] = {}
         self.new_state = np.zeros((batch, self.s))
 
     # state and output: subclasses define ``state`` (B, s) and ``out`` (B, o)
@@ -217,13 +223,16 @@ class Layer:
     def jvp_input(self, rec, S, out):
         raise NotImplementedError
 
+    #: True when the output y is the state h itself (then output_jvp and output_vjp are identities)
+    output_is_state = True
+
     def output_jvp(self, rec, S):
         return S  # y = h unless the cell says otherwise
 
     def output_vjp(self, rec, e):
         return e
 
-    def backward(self, rec, e, dz):
+    def backward(self, rec, e, dz, back=None, e_in=None) -> None:
         raise NotImplementedError
 
     def param_grad(self, recs, dzs, out):
@@ -247,10 +256,19 @@ class Layer:
         return 0
 
     # --- exact RTRL: dense sensitivities by default ----------------------------
+    def diagonal(self, S: np.ndarray, k: int, gates: int = 1) -> np.ndarray:
+        """``diagonal_view(S, n, k, gates)``, made once per array S (a strided view costs microseconds)."""
+        hit = self._strided.get(id(S))
+        if hit is None or hit[0] is not S:  # the cache holds S itself, so its id cannot be reused
+            if len(self._strided) > 8:
+                self._strided.clear()
+            hit = self._strided[id(S)] = (S, diagonal_view(S, self.n, k, gates))
+        return hit[1]
+
     def rtrl_allocate(self, below: int) -> dict[str, np.ndarray]:
         """RTRL's arrays for this layer; ``below`` = parameters of the layers under it."""
-        return {"S": np.zeros((self.batch, self.s, below + self.n_params)),
-                "_next": np.zeros((self.batch, self.s, below + self.n_params)),
+        S, new = (np.zeros((self.batch, self.s, below + self.n_params)) for _ in range(2))
+        return {"S": S, "_next": new, "_own": S[..., below:], "_own_next": new[..., below:],
                 "_below": np.zeros((self.batch, self.s, below))}
 
     def rtrl_step(self, rec, arrays: dict, S_in: np.ndarray | None) -> None:
@@ -262,8 +280,9 @@ class Layer:
         if S_in is not None:
             below = S_in.shape[-1]
             new[..., :below] += self.jvp_input(rec, S_in, arrays["_below"])
-        self.add_immediate(rec, new[..., new.shape[-1] - self.n_params :])
+        self.add_immediate(rec, arrays["_own_next"])  # the same view objects every step: cached strides
         arrays["S"], arrays["_next"] = new, S
+        arrays["_own"], arrays["_own_next"] = arrays["_own_next"], arrays["_own"]
 
     def rtrl_gradient(self, arrays: dict, g: np.ndarray, out: np.ndarray) -> None:
         """out (B, below + P) = g^T S for g = dL/dh_t (B, s)."""

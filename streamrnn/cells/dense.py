@@ -21,7 +21,7 @@ from typing import Union
 import numpy as np
 
 from ..activations import hidden_activation
-from .base import Block, Cell, Layer, check_gain, check_size, diagonal_view
+from .base import Block, Cell, Layer, check_gain, check_size
 
 
 class DenseCell(Cell):
@@ -146,10 +146,19 @@ class DenseLayer(Layer):
         self.out = self.new_state
         self._z = np.zeros((batch, n))
         self._fz = np.zeros((batch, n))
+        self._J = np.zeros((batch, n, n))
+        self._outer = np.zeros((batch, n, k))
+        self._DW = np.zeros((batch, n, m))
+        # contiguous copies of U and W for the backward products (numpy's dot copies a strided
+        # view on every call), taken at the first backward after each forward: the weights of a
+        # walk back through a window are those of its newest step
+        self._Uc, self._Wc = np.zeros((n, n)), np.zeros((n, m))
+        self._copied = False
 
     def forward(self, x):
         n, v, D = self.n, self.record["v"], self.record["D"]
         v[:, n:-1] = x
+        self._copied = False
         z, fz, h = self._z, self._fz, self.new_state
         # z_t = U h_{t-1} + W x_t + b, one matrix-vector product per stream: a stream's result
         # never depends on the batch it is in (a (B, k) x (k, n) product would change the rounding)
@@ -169,30 +178,33 @@ class DenseLayer(Layer):
 
     # --- products ---------------------------------------------------------------
     def jvp(self, rec, S, out):
-        np.matmul(self.U, S, out=out)  # (diag(D) U + (1 - beta) I) S
-        out *= rec["D"][:, :, None]
+        J = np.multiply(rec["D"][:, :, None], self.U, out=self._J)  # J = diag(D) U + (1 - beta) I
         if self.leak is not None:
-            out += self.leak[:, None] * S
-        return out
+            J.reshape(self.batch, -1)[:, :: self.n + 1] += self.leak
+        return np.matmul(J, S, out=out)
 
     def jvp_input(self, rec, S, out):
-        np.matmul(self.W, S, out=out)  # diag(D) W S
-        out *= rec["D"][:, :, None]
-        return out
+        DW = np.multiply(rec["D"][:, :, None], self.W, out=self._DW)  # diag(D) W
+        return np.matmul(DW, S, out=out)
 
-    def backward(self, rec, e, dz):
+    def backward(self, rec, e, dz, back=None, e_in=None):
+        if not self._copied:
+            np.copyto(self._Uc, self.U)
+            np.copyto(self._Wc, self.W)
+            self._copied = True
         np.multiply(rec["D"], e, out=dz)  # dz_s = D_s * dL/dh_s
-        back = dz @ self.U  # J^T e = U^T dz + (1 - beta) e
-        if self.leak is not None:
-            back += self.leak * e
-        return back, dz @ self.W
+        if back is not None:
+            np.dot(dz, self._Uc, out=back)  # J^T e = U^T dz + (1 - beta) e
+            if self.leak is not None:
+                back += self.leak * e
+        if e_in is not None:
+            np.dot(dz, self._Wc, out=e_in)  # (dh/dx)^T e = W^T dz
 
     def param_grad(self, recs, dzs, out):
         # dL/dA = sum_s dz_s v_s^T, per stream: (B, n, T) @ (B, T, k)
         A = out.reshape(out.shape[:-1] + self.A.shape)
-        np.matmul(np.moveaxis(dzs, 0, -1), np.moveaxis(recs["v"], 0, 1), out=A)
+        np.matmul(dzs.transpose(1, 2, 0), recs["v"].transpose(1, 0, 2), out=A)
 
     def add_immediate(self, rec, S):
-        n, k = self.A.shape
-        diag = diagonal_view(S, n, k)  # dh_i/dA[i, :] += D_i v_t
-        diag += rec["D"][:, :, None] * rec["v"][:, None, :]
+        diag = self.diagonal(S, self.A.shape[1])  # dh_i/dA[i, :] += D_i v_t
+        diag += np.multiply(rec["D"][:, :, None], rec["v"][:, None, :], out=self._outer)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import Sigmoid, hidden_activation
-from .base import Layer, diagonal_view
+from .base import Layer
 from .dense import DenseCell
 
 
@@ -132,16 +132,18 @@ class GRULayer(Layer):
         out += rec["dc"][:, :, None] * g[:, 2 * n :]
         return out
 
-    def backward(self, rec, e, dz):
+    def backward(self, rec, e, dz, back=None, e_in=None):
         n = self.n
         np.multiply(rec["du"], e, out=dz[:, :n])  # dL/dz_u
         np.multiply(rec["dc"], e, out=dz[:, 2 * n :])  # dL/dz_c
         g = dz[:, 2 * n :] @ self.Uc  # dL/d(r * h_{t-1})
         np.multiply(rec["dr"], g, out=dz[:, n : 2 * n])  # dL/dz_r
-        back = dz[:, : 2 * n] @ self.U[: 2 * n]  # J^T e = U_u^T dz_u + U_r^T dz_r + r g + (1 - u) e
-        back += rec["r"] * g
-        back += (1.0 - rec["u"]) * e
-        return back, dz @ self.W
+        if back is not None:
+            np.dot(dz[:, : 2 * n], self.U[: 2 * n], out=back)  # J^T e = U_u^T dz_u + U_r^T dz_r + r g + (1 - u) e
+            back += rec["r"] * g
+            back += (1.0 - rec["u"]) * e
+        if e_in is not None:
+            np.dot(dz, self.W, out=e_in)
 
     @property
     def dz_width(self):
@@ -153,14 +155,14 @@ class GRULayer(Layer):
         A = out.reshape(out.shape[:-1] + self.A.shape)
         w = _candidate_input(recs["v"], recs["r"])
         for rows, inp in ((slice(0, 2 * n), recs["v"]), (slice(2 * n, None), w)):
-            np.matmul(np.moveaxis(dzs[..., rows], 0, -1), np.moveaxis(inp, 0, 1), out=A[:, rows])
+            np.matmul(dzs[..., rows].transpose(1, 2, 0), inp.transpose(1, 0, 2), out=A[:, rows])
 
     def add_immediate(self, rec, S):
         n, k = self.n, self.A.shape[1]
         v, w = rec["v"], _candidate_input(rec["v"], rec["r"])
+        diag = self.diagonal(S, k, gates=3)  # (B, 3, n, k): unit i's own row of A_u, A_r, A_c
         for g, d, inp in ((0, rec["du"], v), (2, rec["dc"], w)):  # dh_i/dA_u[i, :] = du_i v, dh_i/dA_c[i, :] = dc_i w
-            diag = diagonal_view(S[..., g * n * k : (g + 1) * n * k], n, k)
-            diag += d[:, :, None] * inp[:, None, :]
+            diag[:, g] += d[:, :, None] * inp[:, None, :]
         # dh_i/dA_r[j, :] = dc_i U_c[i, j] dr_j v: the reset gate reaches every unit
         M = rec["dc"][:, :, None] * self.Uc * rec["dr"][:, None, :]
         S[..., n * k : 2 * n * k] += (M[..., None] * v[:, None, None, :]).reshape(S.shape[0], n, n * k)

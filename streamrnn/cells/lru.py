@@ -183,7 +183,9 @@ class LRULayer(Layer):
     def dz_width(self):
         return 4 * self.n  # dL/dnu, dL/dphase, dL/d(B v) on the re rows, then the im rows
 
-    def backward(self, rec, e, dz):
+    output_is_state = False
+
+    def backward(self, rec, e, dz, back=None, e_in=None):
         n = self.n
         ec = self._complex(np.ascontiguousarray(e))
         cp, u = self._complex(rec["c"]), self._complex(rec["u"])
@@ -192,9 +194,10 @@ class LRULayer(Layer):
         dz[:, n : 2 * n] = (np.conj(ec) * (1j * self.lam * cp)).real
         dz[:, 2 * n : 3 * n] = self.gamma * ec.real
         dz[:, 3 * n :] = self.gamma * ec.imag
-        back = np.empty_like(e)
-        self._complex(back)[...] = np.conj(self.lam) * ec  # J^T e
-        return back, e @ self.dc_dx
+        if back is not None:
+            self._complex(back)[...] = np.conj(self.lam) * ec  # J^T e
+        if e_in is not None:
+            np.dot(e, self.dc_dx, out=e_in)
 
     def param_grad(self, recs, dzs, out):
         n = self.n
@@ -202,7 +205,7 @@ class LRULayer(Layer):
         lam[..., 0] = dzs[..., :n].sum(axis=0)
         lam[..., 1] = dzs[..., n : 2 * n].sum(axis=0)
         B = out[:, 2 * n :].reshape((out.shape[0],) + self.B.shape)
-        np.matmul(np.moveaxis(dzs[..., 2 * n :], 0, -1), np.moveaxis(recs["v"], 0, 1), out=B)
+        np.matmul(dzs[..., 2 * n :].transpose(1, 2, 0), recs["v"].transpose(1, 0, 2), out=B)
 
     def _immediate(self, rec):
         """dc_t/dnu, dc_t/dphase (B, n) and dc_t/dB_re (B, n, m + 1) at fixed c_{t-1}."""

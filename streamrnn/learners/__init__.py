@@ -1,13 +1,15 @@
 """Learners: how a model gets dL/dtheta from its stream of steps."""
 
 from .base import REGISTRY, Learner
+
+# the registry: importing a learner's module registers its name in REGISTRY
 from .epochwise import EpochwiseBPTT
 from .rtrl import RTRL
 from .snap import SnAp1
 from .truncated_bptt import TruncatedBPTT
 from .uoro import UORO
 
-__all__ = ["Learner", "RTRL", "TruncatedBPTT", "EpochwiseBPTT", "SnAp1", "UORO", "REGISTRY", "from_config"]
+__all__ = ["Learner", "REGISTRY", "from_config", *(cls.__name__ for cls in REGISTRY.values())]
 
 #: class name -> class: the ``kind`` of a learner's ``config()``, in checkpoint headers
 LEARNERS = {cls.__name__: cls for cls in REGISTRY.values()}

@@ -32,6 +32,7 @@ class RTRL(LayerSensitivities):
         self._layers = st.layers
         self._arrays = [layer.rtrl_allocate(off) for layer, off in zip(st.layers, st.offsets)]
         self._g = np.zeros((1, st.layers[-1].o))
+        self._grad = self._views = None  # the last grad vector, and its recurrent and readout views
 
     def step(self, net, delta, grad) -> bool:
         S_in = None
@@ -40,11 +41,13 @@ class RTRL(LayerSensitivities):
             S_in = layer.output_jvp(layer.record, layer.rtrl_dense(arrays)) if layer is not self._layers[-1] else None
         if delta is None:
             return False
+        if grad is not self._grad:
+            self._grad, self._views = grad, (grad[None, : net.n_recurrent], grad[net.n_recurrent :].reshape(net.B.shape))
         top = self._layers[-1]
         np.dot(delta, net.V, out=self._g[0])  # dL/dy^L_t = V^T delta
-        g = top.output_vjp(top.record, self._g)
-        top.rtrl_gradient(self._arrays[-1], g, grad[None, : net.n_recurrent])
-        np.multiply(delta[:, None], net.vr, out=grad[net.n_recurrent :].reshape(net.B.shape))
+        g = self._g if top.output_is_state else top.output_vjp(top.record, self._g)
+        top.rtrl_gradient(self._arrays[-1], g, self._views[0])
+        np.multiply(delta[:, None], net.vr, out=self._views[1])
         return True
 
     def state_arrays(self):

@@ -11,7 +11,7 @@ record and the current weights.
 ``backprop_stack`` walks rows newest to oldest, for each layer top-down,
 with e_s = dL/dh_s (the layer's state):
 
-    e_{s-1} = J_s^T e_s                            # the cell's ``backward``
+    e_{s-1} = J_s^T e_s                            # the cell's ``backward``, into the row before
     dL/dx_s = (dh_s/dx_s)^T e_s                    # to the layer below, same step (stacks)
 
 and then, for all rows at once, the cell's ``param_grad`` (for a dense cell
@@ -40,6 +40,8 @@ class Tape:
         self._e = [np.zeros((rows, layer.batch, layer.s)) for layer in stack.layers]
         self._dz = [np.zeros((rows, layer.batch, layer.dz_width)) for layer in stack.layers]
         self._e_rows = [list(e) for e in self._e]
+        # dL/dx^l at one row, sent to the layer below (None for layer 0: the inputs need none)
+        self._e_in = [None] + [np.zeros((layer.batch, layer.m)) for layer in stack.layers[1:]]
         self._dz_rows = [list(dz) for dz in self._dz]
         self._rec_rows = [[{name: a[row] for name, a in rec.items()} for row in range(rows)] for rec in self.records]
 
@@ -105,29 +107,42 @@ def backprop(net, tape: Tape, order: Sequence[int], n_errors: int, grad: np.ndar
     backprop_stack(net.stack, tape, order, errors, grad[: net.n_recurrent])
 
 
+def _to_state(layer, rec, e_out: np.ndarray) -> np.ndarray:
+    """An error on a layer's output y as an error on its state h: (dy/dh)^T e."""
+    return e_out if layer.output_is_state else layer.output_vjp(rec, e_out)
+
+
 def backprop_stack(stack, tape: Tape, order: Sequence[int], errors: np.ndarray, grad: np.ndarray) -> None:
     """Gradient (into ``grad``) of the stack's parameters, given errors[j] = dL/dy^L at row order[j]."""
     layers = stack.layers
-    top = len(layers) - 1
+    top, last = len(layers) - 1, len(order) - 1
     n_errors = errors.shape[0]
     for dz in tape._dz:
         dz.fill(0.0)  # rows outside the window contribute nothing
     e_rows, dz_rows, rec_rows = tape._e_rows, tape._dz_rows, tape._rec_rows
-    first = order[0]
-    e_rows[top][first][...] = layers[top].output_vjp(rec_rows[top][first], errors[0][None, :])
+    first, top_layer = order[0], layers[top]
+    e_rows[top][first][...] = _to_state(top_layer, rec_rows[top][first], errors[0][None, :])
     for l in range(top):
         e_rows[l][first].fill(0.0)
-    for j, row in enumerate(order):
-        prev = order[j + 1] if j + 1 < len(order) else None
-        for l in range(top, -1, -1):
-            layer = layers[l]
-            # e is complete: carried from row's successor, injected, and from the layer above
-            back, e_in = layer.backward(rec_rows[l][row], e_rows[l][row], dz_rows[l][row])
-            if l:  # to the layer below at the same step, through its output
-                e_rows[l - 1][row] += layers[l - 1].output_vjp(rec_rows[l - 1][row], e_in)
-            if prev is not None:
-                e_rows[l][prev][...] = back
-        if prev is not None and j + 1 < n_errors:
-            e_rows[top][prev] += layers[top].output_vjp(rec_rows[top][prev], errors[j + 1][None, :])
+    if top == 0:  # one layer: the hot path, one backward call per row
+        backward, recs, es, dzs = top_layer.backward, rec_rows[0], e_rows[0], dz_rows[0]
+        for j in range(last):
+            row, prev = order[j], order[j + 1]
+            backward(recs[row], es[row], dzs[row], es[prev])  # e_{s-1} = J_s^T e_s
+            if j + 1 < n_errors:
+                es[prev] += _to_state(top_layer, recs[prev], errors[j + 1][None, :])
+        backward(recs[order[last]], es[order[last]], dzs[order[last]])
+    else:
+        for j, row in enumerate(order):
+            prev = order[j + 1] if j < last else None
+            for l in range(top, -1, -1):
+                layer, e_in = layers[l], tape._e_in[l]
+                # e is complete: carried from row's successor, injected, and from the layer above
+                back = None if prev is None else e_rows[l][prev]
+                layer.backward(rec_rows[l][row], e_rows[l][row], dz_rows[l][row], back, e_in)
+                if l:  # to the layer below at the same step, through its output
+                    e_rows[l - 1][row] += _to_state(layers[l - 1], rec_rows[l - 1][row], e_in)
+            if prev is not None and j + 1 < n_errors:
+                e_rows[top][prev] += _to_state(top_layer, rec_rows[top][prev], errors[j + 1][None, :])
     for layer, rec, dz, off in zip(layers, tape.records, tape._dz, stack.offsets):
         layer.param_grad(rec, dz, grad[None, off : off + layer.n_params])

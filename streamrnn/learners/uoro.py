@@ -83,6 +83,8 @@ class UORO(Learner):
         self._nuF_l = [self._nuF[None, o : o + layer.n_params] for o, layer in zip(st.offsets, st.layers)]
         self._below = [np.zeros((1, layer.s, 1)) for layer in st.layers]
         self._dz = [np.zeros((1, 1, layer.dz_width)) for layer in st.layers]
+        self._e_in = [None] + [np.zeros((1, layer.m)) for layer in st.layers[1:]]
+        self._records = [{k: a[None] for k, a in layer.record.items()} for layer in st.layers]  # as one-row tapes
 
     def _draw_signs(self, nu: np.ndarray) -> None:
         """nu <- independent +-1 signs: the signs of u - 1/2 for uniform u (copysign: never 0)."""
@@ -104,8 +106,9 @@ class UORO(Learner):
         e = self._nu_l[L - 1]
         for l in range(L - 1, -1, -1):
             layer, dz = layers[l], self._dz[l]
-            _, e_in = layer.backward(layer.record, e, dz[0])
-            layer.param_grad({k: a[None] for k, a in layer.record.items()}, dz, self._nuF_l[l])
+            e_in = self._e_in[l]
+            layer.backward(layer.record, e, dz[0], None, e_in)
+            layer.param_grad(self._records[l], dz, self._nuF_l[l])
             if l:
                 e = self._nu_l[l - 1] + layers[l - 1].output_vjp(layers[l - 1].record, e_in)
         # the rank-one update, with the norms balanced
