@@ -345,3 +345,18 @@ def test_truncated_bptt_memory_grows_with_the_window_not_its_square():
     for t in range(50):
         model.step([np.sin(t / 3)], [np.cos(t / 3)])
     assert np.isfinite(model.grad_norm)
+
+
+BEFORE_CELLS = Path(__file__).parent / "data" / "before_cells"
+
+
+@pytest.mark.parametrize("name", ["rtrl_stack", "bptt", "uoro", "snap", "epoch"])
+def test_checkpoints_written_before_the_cell_contract_load_and_continue(name):
+    """tests/data/before_cells holds models saved by the engine of commit 4e3fd0a (before the cell
+    contract) after 30 steps, and the predictions that engine made over the next 30 steps.  They
+    load, and continue to rounding: the new engine sums some products in another order."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(60, 2)), rng.normal(size=(60, 1))
+    model = OnlineRNN.from_file(BEFORE_CELLS / f"{name}.npz")
+    got = [model.step(x, y).prediction[0] for x, y in zip(X[30:], Y[30:])]
+    np.testing.assert_allclose(got, np.load(BEFORE_CELLS / f"{name}.preds.npy"), rtol=1e-12)
