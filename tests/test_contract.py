@@ -204,3 +204,16 @@ def test_a_batch_of_streams_steps_each_as_if_alone(kind):
             np.testing.assert_array_equal(layer.forward(x[b : b + 1])[0], out[b])
             layer.commit()
             np.testing.assert_array_equal(layer.state[0], batch.state[b])
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(REGISTRY) if REGISTRY[name].settings()])
+def test_bad_learner_settings_name_the_setting(name):
+    """Every setting a learner declares (``settings()``, what the daemon's [model.learner] table takes)
+    refuses a value of the wrong kind with a ValueError naming it."""
+    cls = REGISTRY[name]
+    for setting, (kind, _default) in cls.settings().items():
+        for bad in ("three", None, True, float("nan")):
+            if kind is float and bad is True:
+                continue  # bool is a number to Python; the learner's own tests pin its range
+            with pytest.raises(ValueError, match=setting):
+                cls(**{setting: bad})
