@@ -19,6 +19,9 @@ Tables (median over repeats of the per-step time):
 7. Approximate gradients against the exact one: the cosine similarity between
    each approximation's gradient and exact RTRL's, per step (mean) and summed
    over 1,000 steps at fixed weights, for every cell the learner runs on.
+8. The compiled kernels (``streamrnn.kernels``) against the numpy engine, whole
+   model step, RTRL (with its J.S floor) and BPTT(20; 1), at 8 to 64 units.
+   Tables 1-7 time the numpy engine, the reference.
 
 BLAS runs on one thread (threadpoolctl): on this 2-core machine two OpenBLAS
 threads are slower than one for these small matrices.  ``--threads 2`` shows it.
@@ -49,9 +52,10 @@ def per_step(fn, steps: int, repeats: int) -> float:
     return 1e6 * statistics.median(times)
 
 
-def model(units: int, learner, optimizer=None, n_inputs: int = 1) -> sr.OnlineRNN:
+def model(units: int, learner, optimizer=None, n_inputs: int = 1, kernels: bool = False) -> sr.OnlineRNN:
+    """Tables 1-7 time the numpy engine (the reference); table 8 puts the compiled kernels beside it."""
     return sr.OnlineRNN(n_inputs, (sr.Elman(units),), sr.Readout(1), sr.SquaredError(), learner,
-                        optimizer or sr.Adam(1e-4), seed=0)
+                        optimizer or sr.Adam(1e-4), seed=0, kernels=kernels)
 
 
 def stepper(m: sr.OnlineRNN, n_inputs: int = 1):
@@ -129,15 +133,18 @@ def torch_window_step(units: int, window: int):
 def torch_table(repeats):
     print("\n### 3. BPTT(h=20, h'=1) at 32 units against a PyTorch window re-run with autograd\n")
     ours = per_step(stepper(model(32, sr.TruncatedBPTT(20, 1))), 500, repeats)
+    compiled = per_step(stepper(model(32, sr.TruncatedBPTT(20, 1), kernels=True)), 2000, repeats)
     try:
         import torch
     except ImportError:
-        print(f"streamrnn BPTT(20; 1): {ours:.1f} us per step; torch is not installed (pip install torch==2.13.0)")
+        print(f"streamrnn BPTT(20; 1): numpy {ours:.1f} us, kernel {compiled:.1f} us per step; "
+              "torch is not installed (pip install torch==2.13.0)")
         return
     theirs = per_step(torch_window_step(32, 20), 100, repeats)
     print("| implementation | us per step | speed-up |")
     print("|---|---:|---:|")
     print(f"| PyTorch {torch.__version__}: nn.RNN over the 20-step window + backward + Adam | {theirs:.1f} | 1.0 |")
+    print(f"| streamrnn TruncatedBPTT(20, 1) + Adam (float64), compiled kernel | {compiled:.1f} | {theirs / compiled:.1f} |")
     print(f"| streamrnn TruncatedBPTT(20, 1) + Adam (float64) | {ours:.1f} | {theirs / ours:.1f} |")
 
 
@@ -195,7 +202,7 @@ def diagonal_table(sizes, repeats):
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         for name, cell in (("LRU", sr.LRU(n)), ("Elman", sr.Elman(n))):
-            m = sr.OnlineRNN(1, (cell,), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(1e-4), seed=0)
+            m = sr.OnlineRNN(1, (cell,), sr.Readout(1), sr.SquaredError(), sr.RTRL(), sr.Adam(1e-4), seed=0, kernels=False)
             dense = name == "Elman"
             steps = max(2, int(2_000_000 / n**3)) if dense else max(100, int(40_000 / n))
             reps = min(repeats, 3) if dense and n > 128 else repeats
@@ -247,11 +254,27 @@ def cosine_table(units=16, steps=1000):
             print(f"| {name} | {kind} | " + " | ".join(f"{f:.3f}" for f in figures) + " |")
 
 
+def kernel_table(sizes, repeats):
+    print("\n### 8. Compiled kernels against the numpy engine, whole model step (one input, one output, Adam)\n")
+    print("| learner | units | J.S floor (us) | numpy step (us) | kernel step (us) | speed-up | kernel ÷ floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, make in (("RTRL", sr.RTRL), ("BPTT(20; 1)", lambda: sr.TruncatedBPTT(20, 1))):
+        for n in sizes:
+            P = model(n, make()).network.n_recurrent
+            J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
+            steps = max(20, int(100_000 / n**2)) if name == "RTRL" else 1000
+            floor = per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
+            slow = per_step(stepper(model(n, make())), steps, repeats)
+            fast = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
+            ratio = f"{fast / floor:.2f}" if name == "RTRL" else ""
+            print(f"| {name} | {n} | {floor:.1f} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f} | {ratio} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes, repeats and memory steps")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    parser.add_argument("--only", type=int, nargs="*", help="run only these tables (1-7)")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these tables (1-8)")
     args = parser.parse_args()
     sizes = [16, 32, 64] if args.quick else [8, 16, 32, 64, 128]
     repeats = 3 if args.quick else 7
@@ -266,6 +289,7 @@ def main():
             5: lambda: approximate_table([32, 128], repeats),
             6: lambda: diagonal_table([64, 256], repeats),
             7: lambda: cosine_table(steps=300 if args.quick else 1000),
+            8: lambda: kernel_table([8, 16, 32, 64], repeats),
         }
         for number, table in tables.items():
             if not args.only or number in args.only:

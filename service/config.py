@@ -125,6 +125,8 @@ class ModelSettings(Section):
     hybrid: bool = Field(True, description="supervised keys with squared error: the library's hybrid regressor "
                                             "(true) or the bare network, about 8 times faster per event (false)")
     seed: int = Field(0, ge=0)
+    kernels: bool = Field(True, description="run each step as one compiled call where a kernel covers the model "
+                                            "(streamrnn.kernels); false: the numpy engine (as STREAMRNN_KERNELS=0)")
     features: list[str] = Field(default_factory=list, description="ordered feature names; empty: the first event of a key fixes them")
 
     @field_validator("learner", mode="before")

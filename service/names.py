@@ -15,6 +15,7 @@ daemon starts and then builds one network per stream key.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from streamrnn import (
     SGD,
@@ -28,6 +29,7 @@ from streamrnn import (
     RMSProp,
     WeightDecay,
 )
+from streamrnn import kernels
 from streamrnn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from streamrnn.cells import CELLS as CELL_KINDS
 from streamrnn.hybrid import HybridForecaster
@@ -71,6 +73,8 @@ class ModelTemplate:
 
     def __init__(self, settings, forecast=None):
         self.settings = s = settings
+        if not s.kernels:  # for every model this process builds, the library's own and the hybrid ones inside
+            os.environ[kernels.ENV] = "0"
         self.forecast = forecast  # the forecast settings (horizon, season, multiplicative), or None
         self.layers = (CELLS[s.cell](s),) * s.layers
         self.learner = s.learner.build()

@@ -11,7 +11,10 @@ import numpy as np
 from . import state as state_io
 from . import learners, optim
 from .cells import Cell, Readout, cell_config, cell_from_config, check_size
+from . import kernels as kernel_switch
 from .diagnostics import diagnostics
+from .kernels.dense_step import NONFINITE, UPDATED
+from .kernels.plan import plan as kernel_plan
 from .learners import RTRL, Learner
 from .losses import LOSSES, Loss, SquaredError
 from .network import Network
@@ -52,6 +55,10 @@ class OnlineRNN:
         is unknown, and 0 is the input's "no information" value.
     seed
         Seed of the generator that draws the initial weights.
+    kernels
+        Run each step as one compiled call where a kernel covers the model
+        (``streamrnn.kernels``); None (default) follows STREAMRNN_KERNELS, which is on
+        unless set to 0.  Both paths compute the same step to 1e-12 and share every array.
 
     Examples
     --------
@@ -75,6 +82,7 @@ class OnlineRNN:
         clip_norm: float | None = None,
         target_feedback: bool = False,
         seed: int = 0,
+        kernels: bool | None = None,
     ):
         check_size("n_inputs", n_inputs)
         if isinstance(layers, Cell):
@@ -96,6 +104,7 @@ class OnlineRNN:
         self._spec = dict(
             n_inputs=n_inputs, layers=tuple(layers), readout=readout, loss=self.loss, learner=learner,
             optimizer=self.optimizer, clip_norm=clip_norm, target_feedback=target_feedback, seed=seed,
+            kernels=kernels,
         )
         self.n_inputs = n_inputs
         self.clip_norm = clip_norm
@@ -118,6 +127,8 @@ class OnlineRNN:
         self.last_loss: float | None = None
         self.grad_norm = 0.0
         self.grad_norm_clipped = 0.0
+        use = kernel_switch.enabled() if kernels is None else bool(kernels)
+        self._kernel = kernel_plan(self) if use and kernel_switch.AVAILABLE else None
 
     # ----- input checks -----------------------------------------------------
     def _vector(self, name: str, value, width: int) -> np.ndarray:
@@ -159,7 +170,10 @@ class OnlineRNN:
         x = self._vector("x", x, self.n_inputs)
         if not (self._pending and np.array_equal(x, self._x[: self.n_inputs])):
             self._x[: self.n_inputs] = x
-            self.network.forward(self._x)
+            if self._kernel is not None:  # the arithmetic of the kernel's step, so a step after it agrees
+                self._kernel.forward()
+            else:
+                self.network.forward(self._x)
             self._pending = True
         return self.network.o
 
@@ -179,6 +193,12 @@ class OnlineRNN:
         and change nothing.
         """
         y, mask = self._target(y, mask)
+        if self._kernel is not None and mask is None:
+            self._x[: self.n_inputs] = self._vector("x", x, self.n_inputs)
+            self._pending = False  # the buffers no longer hold a predict's forward pass
+            status = self._kernel.step(y)
+            if status:
+                return self._after_kernel(status, y)
         o = self._forward(x)
         net = self.network
         loss = delta = None
@@ -198,6 +218,27 @@ class OnlineRNN:
         prediction = o.copy()
         if self.target_feedback:
             self._feedback[...] = y if y is not None else o
+        self.counters["steps"] += 1
+        self.last_loss = loss
+        return StepResult(prediction, loss)
+
+    def _after_kernel(self, status: int, y) -> StepResult:
+        """The bookkeeping of a step a kernel ran (``streamrnn.kernels.dense_step`` statuses)."""
+        out, net = self._kernel.out, self.network
+        if status == UPDATED:
+            self.counters["updates"] += 1
+            self.grad_norm, self.grad_norm_clipped = float(out[2]), float(out[3])
+            if out[5]:
+                self.counters["clipped"] += 1
+        elif status == NONFINITE:  # as _apply: no update; traces that hold the non-finite values restart
+            if not all(np.isfinite(a).all() for a in self.learner.state_arrays().values()):
+                self.learner.reset()
+            self.counters["skipped"] += 1
+        net.stack.h_sq_norms = [float(out[4])]
+        prediction = net.o.copy()
+        loss = float(out[1]) if y is not None else None
+        if self.target_feedback:
+            self._feedback[...] = y if y is not None else prediction
         self.counters["steps"] += 1
         self.last_loss = loss
         return StepResult(prediction, loss)

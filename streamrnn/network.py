@@ -99,6 +99,11 @@ class Stack:
             layer.reset()
         self.h_sq_norms = [0.0] * len(self.cells)
 
+    def refresh(self) -> None:
+        """Parameters were written outside a step: every layer drops what it derived from them."""
+        for layer in self.layers:
+            layer.refresh()
+
     def recurrent_jacobian(self, l: int) -> np.ndarray:
         """dh_t/dh_{t-1} of layer l at the newest step, from its record."""
         layer = self.layers[l]

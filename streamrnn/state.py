@@ -114,6 +114,7 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
 
     for name, view in net.params().items():
         view[...] = params[name]
+    net.stack.refresh()
     for l, h in enumerate(hidden):
         net.stack.hidden(l)[...] = h
     model._feedback[...] = feedback

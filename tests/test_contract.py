@@ -16,6 +16,8 @@ this file, except for classifying a new learner as exact or approximate.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,98 @@ def test_bad_learner_settings_name_the_setting(name):
                 continue  # bool is a number to Python; the learner's own tests pin its range
             with pytest.raises(ValueError, match=setting):
                 cls(**{setting: bad})
+
+
+# (LRULayer keeps lambda, gamma and their derivatives from its last forward; before Layer.refresh,
+# which loading a state now calls, they belonged to the initial weights until the next step.)
+@pytest.mark.parametrize("kind,depth", [(kind, depth) for kind in sorted(CELLS) for depth in ("one", "two")])
+def test_a_sequence_checkpointed_midway_ends_with_the_same_update(kind, depth, tmp_path):
+    """Epochwise BPTT saved mid-sequence: the restored model's end_sequence walks back through the
+    recorded rows with no forward step since the restore, and must give the same weights bit for bit."""
+    X, Y = data(8, seed=13)
+    model = build(kind, depth, "epochwise", lr=0.05)
+    for x, y in zip(X, Y):
+        model.step(x, y)
+    model.save(tmp_path / "m.npz")
+    restored = OnlineRNN.from_file(tmp_path / "m.npz")
+    before = model.network.theta.copy()
+    model.end_sequence()
+    restored.end_sequence()
+    assert not np.array_equal(model.network.theta, before)  # the sequence's update was applied
+    np.testing.assert_array_equal(restored.network.theta, model.network.theta)
+
+
+# --- the contract's own helpers (streamrnn.cells.base) --------------------------------------------
+
+def test_sizes_and_gains_are_checked_and_the_message_names_them():
+    from streamrnn.cells import check_gain, check_size
+
+    for good in (0, 0.0, 2, 1.5, np.float32(0.5), np.int64(3)):
+        assert check_gain(good) == float(good) and type(check_gain(good)) is float
+    for bad in (-1e-300, float("inf"), float("nan"), True, "1", None):
+        with pytest.raises(ValueError, match=rf"^gain must be a finite number >= 0, got {re.escape(repr(bad))}$"):
+            check_gain(bad)
+    assert check_size("units", 1) == 1 and type(check_size("units", np.int64(4))) is int
+    for bad in (0, -2, 1.0, True, "3", None):
+        with pytest.raises(ValueError, match=rf"^width must be an integer >= 1, got {re.escape(repr(bad))}$"):
+            check_size("width", bad)
+
+
+def test_configs_name_a_registered_kind_and_a_kind_registers_once():
+    from streamrnn.cells import Cell, cell_from_config, check_layers
+
+    with pytest.raises(ValueError, match=r"^layer kind must be one of \['Elman', 'GRU', 'LRU', 'Leaky'\], got 'Nope'$"):
+        cell_from_config({"kind": "Nope", "units": 3})
+    with pytest.raises(ValueError, match=r"got None$"):
+        cell_from_config({"units": 3})
+    config = {"kind": "Elman", "units": 3}
+    assert cell_from_config(config) == CELLS["Elman"](3) and config == {"kind": "Elman", "units": 3}  # not consumed
+    with pytest.raises(ValueError, match=r"^a cell kind 'Elman' is registered already \(<class '.*\.Elman'>\)$"):
+        type("Twin", (Cell,), {"kind": "Elman"})
+    assert CELLS["Elman"].__name__ == "Elman"
+    type("Abstract", (Cell,), {})  # no kind: not registered
+    assert "" not in CELLS
+    with pytest.raises(ValueError, match=r"^layers must hold at least one layer, got none$"):
+        check_layers([])
+    with pytest.raises(ValueError, match=r"^layers must be cells \(Elman, GRU, LRU, Leaky\), got \("):
+        check_layers([CELLS["Elman"](2), "tanh"])
+    assert check_layers([CELLS["GRU"](2)]) == (CELLS["GRU"](2),)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_layer_refuses_a_parameter_vector_of_another_size_and_resets_to_zero(kind):
+    cell = CELLS[kind](3)
+    P = cell.n_params(N_IN)
+    assert P == sum(b.rows * b.cols for b in cell.blocks(N_IN))
+    with pytest.raises(ValueError, match=rf"^a {kind} layer needs {P} parameters, got \({P - 1},\)$"):
+        cell.layer(N_IN, np.zeros(P - 1))
+    layer = cell.layer(N_IN, np.random.default_rng(0).normal(size=P), batch=2)
+    assert layer.batch == 2 and layer.m == N_IN and layer.n_params == P
+    layer.forward(np.ones((2, N_IN)))
+    layer.commit()
+    assert layer.state.any()
+    layer.reset()
+    assert not layer.state.any()
+    # the blocks are views of theta, laid end to end
+    flat = np.arange(float(P))
+    for name, block in cell.split(flat, N_IN).items():
+        assert np.shares_memory(block, flat)
+    assert np.array_equal(np.concatenate([b.ravel() for b in cell.split(flat, N_IN).values()]), flat)
+
+
+def test_the_diagonal_views_are_each_units_own_row_and_the_cache_keeps_them_right():
+    from streamrnn.cells.base import diagonal_view
+
+    n, k, B = 3, 4, 2
+    S = np.arange(float(B * n * 3 * n * k)).reshape(B, n, 3 * n * k)
+    d1, d3 = diagonal_view(S, n, k), diagonal_view(S, n, k, gates=3)
+    for i in range(n):
+        np.testing.assert_array_equal(d1[:, i], S[:, i, i * k : (i + 1) * k])
+        for g in range(3):
+            np.testing.assert_array_equal(d3[:, g, i], S[:, i, g * n * k + i * k : g * n * k + (i + 1) * k])
+    layer = CELLS["Elman"](n).layer(k - n - 1, np.zeros(CELLS["Elman"](n).n_params(k - n - 1)), batch=B)
+    arrays = [np.random.default_rng(j).normal(size=(B, n, n * k)) for j in range(12)]  # more than the cache holds
+    for _ in range(2):
+        for a in arrays:
+            np.testing.assert_array_equal(layer.diagonal(a, k), diagonal_view(a, n, k))
+    assert len(layer._strided) <= 9

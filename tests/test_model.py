@@ -106,7 +106,8 @@ def test_non_finite_gradient_applies_no_update_and_is_counted():
 
 
 def test_large_gradient_guard_keeps_optimiser_state(monkeypatch):
-    model = make(optimizer=Adam(0.1))
+    # the numpy path's learner is poisoned; the compiled step's guard has its own test (test_kernels.py)
+    model = make(optimizer=Adam(0.1), kernels=False)
     for t in range(4):
         model.step([0.1 * t, 0.2], [0.3])
     before = snapshot(model)

@@ -105,3 +105,13 @@ def test_every_cell_learner_loss_and_optimiser_by_name(name):
     for loss, readout in (("squared", "identity"), ("logloss", "sigmoid"), ("crossentropy", "softmax")):
         config = load(environ={}, overrides={"model.loss": loss, "model.readout": readout, "model.outputs": "2"})
         assert names.ModelTemplate(config.model).build(1, 2).loss.name == loss
+
+
+def test_the_kernels_setting_turns_the_compiled_step_off_for_the_process(monkeypatch):
+    from streamrnn import kernels
+
+    monkeypatch.setenv(kernels.ENV, "1")  # restored after the test: the setting acts on the whole process
+    on = names.ModelTemplate(load(environ={}, overrides={}).model)
+    assert on.build(2, 1)._kernel is not None or not kernels.AVAILABLE
+    off = names.ModelTemplate(load(environ={}, overrides={"model.kernels": "false"}).model)
+    assert off.build(2, 1)._kernel is None and not kernels.enabled()

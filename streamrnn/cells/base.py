@@ -37,6 +37,10 @@ Rules every cell keeps:
 * a stream's result never depends on the batch it is stepped in: products are
   formed per stream (a (B, k) x (k, n) product would round differently for
   different B), so restart, replay and batching stay bit for bit;
+* products use the parameters as they are; a layer that keeps anything
+  derived from them (contiguous copies, eigenvalues) recomputes it in
+  ``forward`` and in ``refresh``, which the network calls whenever parameters
+  are written outside a step;
 * ``param_grad`` and ``add_immediate`` write into the array they are given
   (``out`` contiguous; ``S`` may be a column slice of a larger array), never
   into a reshaped copy.
@@ -212,6 +216,10 @@ class Layer:
 
     def reset(self) -> None:
         self.state[...] = 0.0
+
+    def refresh(self) -> None:
+        """The parameters were written from outside a step (a checkpoint loaded, a compiled step
+        ran): drop anything the layer derived from them (the network calls this)."""
 
     # --- products (see the module) ------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -155,6 +155,9 @@ class DenseLayer(Layer):
         self._Uc, self._Wc = np.zeros((n, n)), np.zeros((n, m))
         self._copied = False
 
+    def refresh(self):
+        self._copied = False
+
     def forward(self, x):
         n, v, D = self.n, self.record["v"], self.record["D"]
         v[:, n:-1] = x

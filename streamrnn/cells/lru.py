@@ -159,6 +159,9 @@ class LRULayer(Layer):
     def commit(self):
         self.state[...] = self.new_state
 
+    def refresh(self):
+        self._coefficients()
+
     def saturated(self):
         return int(self.act.saturated(self.out).sum())
 

@@ -1,0 +1,38 @@
+"""Compiled per-event kernels (numba): one call per model step on the common paths.
+
+The numpy engine is the reference; a kernel computes the same step (forward,
+loss, learner, the finiteness guard, clipping, optimiser) in one compiled
+call and writes the same arrays, so a model can switch paths at any step and
+its checkpoints do not say which path wrote them.  Tests hold the two paths
+equal to 1e-12 relative.
+
+Which steps have a kernel (``plan.py``): one Elman or Leaky layer, exact
+RTRL or BPTT(h; h'), the canonical readout/loss pairs (identity + squared
+error, sigmoid + log-loss, softmax + cross-entropy), SGD or Adam (a number
+or a schedule for the rate), clipping by ``clip_norm``, with or without
+target feedback, no mask.  Every other model runs on numpy.
+
+Switches: ``STREAMRNN_KERNELS=0`` in the environment turns them off for the
+process, and ``OnlineRNN(..., kernels=False)`` for one model.  numba compiles
+each kernel on its first call (a few seconds) and caches the machine code
+beside the package where that is writable, so later processes start in
+well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "STREAMRNN_KERNELS"
+
+try:  # numba is a dependency, but the numpy engine must keep working where it cannot load
+    import numba  # noqa: F401
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    AVAILABLE = False
+
+
+def enabled() -> bool:
+    """Whether kernels run: numba is importable and STREAMRNN_KERNELS is not 0/false/off."""
+    return AVAILABLE and os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "off", "no")

@@ -1,0 +1,163 @@
+"""The compiled step (streamrnn.kernels) equals the numpy engine's step to 1e-12, on every
+combination it covers, and hands over to numpy wherever it does not."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from streamrnn import (
+    GRU, RTRL, SGD, UORO, Adam, Chain, ClipGlobalNorm, CrossEntropy, Elman, ExponentialDecay, Leaky, LogLoss,
+    OnlineRNN, Readout, SquaredError, TruncatedBPTT,
+)
+from streamrnn import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+OUTPUTS = {"squared": (Readout(2, "identity"), SquaredError), "logloss": (Readout(2, "sigmoid"), LogLoss),
+           "crossentropy": (Readout(3, "softmax"), CrossEntropy)}
+LEARNERS = {"rtrl": RTRL, "bptt-6-1": lambda: TruncatedBPTT(6, 1), "bptt-5-3": lambda: TruncatedBPTT(5, 3),
+            "bptt-4-4": lambda: TruncatedBPTT(4, 4)}
+CELLS = {"elman-tanh": Elman(5), "elman-sigmoid": Elman(5, "sigmoid"), "elman-relu": Elman(5, "relu", gain=0.5),
+         "elman-identity": Elman(5, "identity", gain=0.5), "leaky": Leaky(5, beta=(0.2, 0.5, 0.7, 1.0, 0.35))}
+OPTIMIZERS = {"sgd": lambda: SGD(0.05), "adam-decay": lambda: Adam(ExponentialDecay(0.01, 0.5, 40))}
+
+
+def pair(cell, output, learner, optimizer, clip=None, feedback=False, seed=2):
+    readout, loss = OUTPUTS[output]
+    return [OnlineRNN(3, (cell,), readout, loss(), LEARNERS[learner](), OPTIMIZERS[optimizer](), clip_norm=clip,
+                      target_feedback=feedback, seed=seed, kernels=on) for on in (True, False)]
+
+
+def stream(output, length=60, seed=5):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(length, 3))
+    k = OUTPUTS[output][0].outputs
+    if output == "crossentropy":
+        Y = np.eye(k)[rng.integers(0, k, length)]
+    elif output == "logloss":
+        Y = rng.uniform(size=(length, k))
+    else:
+        Y = rng.normal(size=(length, k))
+    return X, [None if t % 7 == 3 else y for t, y in enumerate(Y)]  # some steps without a target
+
+
+def assert_same(fast, slow, rtol=1e-12):
+    a, b = fast.state_dict(), slow.state_dict()
+    assert a[0].keys() == b[0].keys()
+    for name in a[0]:
+        np.testing.assert_allclose(a[0][name], b[0][name], rtol=rtol, atol=1e-15, err_msg=name)
+    assert a[1]["counters"] == b[1]["counters"]
+    assert (a[1]["last_loss"] is None) == (b[1]["last_loss"] is None)
+    if a[1]["last_loss"] is not None:
+        assert a[1]["last_loss"] == pytest.approx(b[1]["last_loss"], rel=rtol)
+
+
+COMBINATIONS = list(itertools.product(CELLS, OUTPUTS, LEARNERS, OPTIMIZERS))
+
+
+@pytest.mark.parametrize("cell,output,learner,optimizer", COMBINATIONS)
+def test_the_kernel_step_equals_the_numpy_step(cell, output, learner, optimizer):
+    fast, slow = pair(CELLS[cell], output, learner, optimizer)
+    assert fast._kernel is not None and slow._kernel is None
+    X, Y = stream(output)
+    for x, y in zip(X, Y):
+        a, b = fast.step(x, y), slow.step(x, y)
+        np.testing.assert_allclose(a.prediction, b.prediction, rtol=1e-12, atol=1e-15)
+        assert (a.loss is None) == (b.loss is None) and (a.loss is None or a.loss == pytest.approx(b.loss, rel=1e-12))
+    assert fast.counters["updates"] >= 10
+    assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_clipping_and_target_feedback_on_the_kernel_path(learner):
+    fast, slow = pair(Elman(4), "squared", learner, "adam-decay", clip=0.05, feedback=True)
+    X, Y = stream("squared", 80)
+    for x, y in zip(X, Y):
+        fast.step(x, y)
+        slow.step(x, y)
+    assert fast.counters["clipped"] > 10
+    assert fast.diagnostics()["grad_norm_clipped"] == pytest.approx(slow.diagnostics()["grad_norm_clipped"], rel=1e-12)
+    assert_same(fast, slow)
+
+
+def test_models_the_kernels_do_not_cover_run_on_numpy():
+    covered = OnlineRNN(2, (Elman(3),), kernels=True)
+    assert covered._kernel is not None
+    for model in (
+        OnlineRNN(2, (Elman(3), Elman(2)), kernels=True),  # a stack
+        OnlineRNN(2, (GRU(3),), kernels=True),
+        OnlineRNN(2, (Elman(3),), learner=UORO(), kernels=True),
+        OnlineRNN(2, (Elman(3),), Readout(1, "sigmoid"), SquaredError(), kernels=True),  # not a canonical pair
+        OnlineRNN(2, (Elman(3),), optimizer=Chain(ClipGlobalNorm(1.0), Adam()), kernels=True),
+        OnlineRNN(2, (Elman(3),), kernels=False),
+    ):
+        assert model._kernel is None
+        model.step([0.1, 0.2], [0.3])  # and they step
+
+
+def test_a_masked_step_and_a_non_finite_step_take_the_numpy_path():
+    fast, slow = pair(Elman(4, "identity", gain=0.5), "squared", "rtrl", "sgd")
+    X, Y = stream("squared", 20)
+    for t, (x, y) in enumerate(zip(X, Y)):
+        mask = [True, False] if t % 4 == 0 and y is not None else None
+        fast.step(x, y, mask)
+        slow.step(x, y, mask)
+    for m in (fast, slow):
+        m.params["U0"][...] = np.eye(4) * 1e200  # h grows 1e200-fold per step: the loss overflows
+    for m in (fast, slow):
+        for x in X[:3]:
+            m.step(x, np.zeros(2))
+        assert m.counters["skipped"] >= 1 and np.isfinite(m.network.stack.hidden(0)).all()
+    assert fast.counters == slow.counters
+    for m in (fast, slow):
+        m.params["U0"][...] = np.eye(4) * 0.5
+    for x, y in zip(X, Y):
+        fast.step(x, y)
+        slow.step(x, y)
+    assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("learner", ["rtrl", "bptt-6-1"])
+def test_a_non_finite_gradient_with_a_finite_loss_applies_nothing_on_both_paths(learner):
+    """h = 0 and a = c = y + 1: the loss is 1 per output, but dL/dh = V^T delta = 1e200 per unit,
+    so ||dL/dA|| overflows: the update is skipped and counted, the weights stay."""
+    fast, slow = pair(Elman(3), "squared", learner, "sgd")
+    for m in (fast, slow):
+        m.network.theta[...] = 0.0
+        m.params["V"][...] = 1e200
+        m.params["c"][...] = 1.0
+        m.reset_state()
+    before = fast.network.theta.copy()
+    a, b = fast.step(np.zeros(3), np.zeros(2)), slow.step(np.zeros(3), np.zeros(2))
+    assert a.loss == b.loss == 1.0
+    assert fast.counters == slow.counters == {"steps": 1, "updates": 0, "skipped": 1, "clipped": 0}
+    np.testing.assert_array_equal(fast.network.theta, before)
+    assert_same(fast, slow)
+
+
+def test_a_checkpoint_continues_bit_for_bit_on_the_kernel_path_and_to_rounding_on_numpy(tmp_path):
+    fast, _ = pair(Leaky(4, beta=0.3), "logloss", "bptt-5-3", "adam-decay")
+    X, Y = stream("logloss", 60)
+    for x, y in zip(X[:30], Y[:30]):
+        fast.step(x, y)
+    fast.save(tmp_path / "m.npz")
+    again = OnlineRNN.from_file(tmp_path / "m.npz")
+    numpy_path = OnlineRNN.from_file(tmp_path / "m.npz")
+    numpy_path._kernel = None
+    assert again._kernel is not None
+    for x, y in zip(X[30:], Y[30:]):
+        want = fast.step(x, y).prediction
+        np.testing.assert_array_equal(again.step(x, y).prediction, want)
+        np.testing.assert_allclose(numpy_path.step(x, y).prediction, want, rtol=1e-12)
+    a, b = fast.state_dict()[0], again.state_dict()[0]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_the_environment_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert not kernels.enabled() and OnlineRNN(2, (Elman(3),))._kernel is None
+    monkeypatch.setenv(kernels.ENV, "1")
+    assert kernels.enabled() and OnlineRNN(2, (Elman(3),))._kernel is not None
