@@ -13,8 +13,7 @@ from . import learners, optim
 from .cells import Cell, Readout, cell_config, cell_from_config, check_size
 from . import kernels as kernel_switch
 from .diagnostics import diagnostics
-from .kernels.dense_step import NONFINITE, UPDATED
-from .kernels.plan import plan as kernel_plan
+from .kernels import NONFINITE, UPDATED
 from .learners import RTRL, Learner
 from .losses import LOSSES, Loss, SquaredError
 from .network import Network
@@ -128,7 +127,7 @@ class OnlineRNN:
         self.grad_norm = 0.0
         self.grad_norm_clipped = 0.0
         use = kernel_switch.enabled() if kernels is None else bool(kernels)
-        self._kernel = kernel_plan(self) if use and kernel_switch.AVAILABLE else None
+        self._kernel = kernel_switch.step_for(self) if use and kernel_switch.AVAILABLE else None
 
     # ----- input checks -----------------------------------------------------
     def _vector(self, name: str, value, width: int) -> np.ndarray:

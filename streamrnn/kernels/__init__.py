@@ -24,6 +24,9 @@ from __future__ import annotations
 import os
 
 ENV = "STREAMRNN_KERNELS"
+#: what a kernel step returns (``dense_step``): nothing changed (take the numpy path), the state advanced
+#: with no update due, an update applied, an update due but its gradient not finite (nothing applied)
+FALLBACK, ADVANCED, UPDATED, NONFINITE = 0, 1, 2, 3
 
 try:  # numba is a dependency, but the numpy engine must keep working where it cannot load
     import numba  # noqa: F401
@@ -31,6 +34,13 @@ try:  # numba is a dependency, but the numpy engine must keep working where it c
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
+
+
+def step_for(model):
+    """The compiled step for ``model``, or None where no kernel covers it (numba loads on first use)."""
+    from .plan import plan as make
+
+    return make(model)
 
 
 def enabled() -> bool:

@@ -18,9 +18,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  the BLAS numba's np.dot calls: loaded now, to set its threads
 from numba import njit
+from threadpoolctl import ThreadpoolController
 
-FALLBACK, ADVANCED, UPDATED, NONFINITE = 0, 1, 2, 3
+from . import ADVANCED, FALLBACK, NONFINITE, UPDATED  # noqa: F401
+
+
+def _match_blas_threads() -> None:
+    """Give scipy's BLAS (numba's) numpy's BLAS thread count: a process that chose one thread for
+    numpy before the kernels loaded (the daemon does, benchmarks do) gets one thread here too."""
+    controller = ThreadpoolController()
+    blas = [lib for lib in controller.lib_controllers if lib.user_api == "blas"]
+    numpy_blas = [lib.num_threads for lib in blas if "numpy" in lib.filepath]
+    if numpy_blas:
+        for lib in blas:
+            if "numpy" not in lib.filepath:
+                lib.set_num_threads(min(numpy_blas))
+
+
+_match_blas_threads()
 
 
 @njit(cache=True)
@@ -289,16 +306,19 @@ def bptt_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, tv, tD, tv
                 grad[base + c] += d * tv[row, c]
         if j + 1 < filled:
             prev = (row - 1) % hwin
-            for c in range(n):  # into the second half of e: the first is still read
-                acc = 0.0
-                for i in range(n):
-                    acc += A[i, c] * dz[i]
+            # into the second half of e (the first is still read): U^T dz row by row, contiguous in A
+            for c in range(n):
+                e[n + c] = 0.0
+            for i in range(n):
+                d = dz[i]
+                for c in range(n):
+                    e[n + c] += A[i, c] * d
+            for c in range(n):
+                acc = e[n + c]
                 if leak.shape[0] > 0:
                     acc += leak[c] * e[c]
                 if j + 1 < n_errors:
                     for r in range(K):
                         acc += tdelta[prev, r] * B[r, c]
-                e[n + c] = acc
-            for c in range(n):
-                e[c] = e[n + c]
+                e[c] = acc
     out[0] = apply_update(grad, applied, theta, clip, opt, lr, b1, b2, eps, m, s, count, out)
