@@ -10,13 +10,10 @@ from streamrnn import RTRL, SGD, Adam, Elman, EpochwiseBPTT, OnlineRNN, Readout,
 from streamrnn.cells import GRU, cell_from_config
 
 from . import reference as ref
+from .cell_checks import check_products, fd, point, rel, step
 
-N, M, B, EPS = 4, 3, 3, 1e-6
+N, M, B = 4, 3, 3
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
-
-
-def rel(got, want):
-    return np.linalg.norm(got - want) / np.linalg.norm(want)
 
 
 def rel_dict(got, want):
@@ -28,49 +25,6 @@ def make_layer(activation="tanh", batch=B, seed=0):
     cell = GRU(N, activation)
     flat = np.random.default_rng(seed).normal(0.0, 0.6, cell.n_params(M))
     return cell.layer(M, flat, batch)
-
-
-def step(layer, h, x):
-    """h_t for the states h (B, n) and inputs x (B, m); the layer's record is that step's."""
-    layer.state[...] = h
-    return layer.forward(x).copy()
-
-
-def fd(fn, a):
-    """Central differences (B, out, a's width) of fn(a) by each column of a (B, w) (rows independent)."""
-    cols = []
-    for j in range(a.shape[1]):
-        up, down = a.copy(), a.copy()
-        up[:, j] += EPS
-        down[:, j] -= EPS
-        cols.append((fn(up) - fn(down)) / (2 * EPS))
-    return np.stack(cols, axis=-1)
-
-
-def fd_params(layer, h, x):
-    """dh_t/dtheta (B, n, P) by central differences on the shared flat parameters."""
-    flat, cols = layer.flat, []
-    for p in range(flat.shape[0]):
-        old = flat[p]
-        flat[p] = old + EPS
-        up = step(layer, h, x)
-        flat[p] = old - EPS
-        down = step(layer, h, x)
-        flat[p] = old
-        cols.append((up - down) / (2 * EPS))
-    return np.stack(cols, axis=-1)
-
-
-def point(layer, seed):
-    """The record of a random step (h, x) and its finite-difference Jacobians by h, x and theta."""
-    rng = np.random.default_rng(seed)
-    h, x = rng.normal(0.0, 0.8, (B, N)), rng.normal(size=(B, M))
-    Jh = fd(lambda a: step(layer, a, x), h)
-    Jx = fd(lambda a: step(layer, h, a), x)
-    Jp = fd_params(layer, h, x)
-    step(layer, h, x)
-    rec = {k: a.copy() for k, a in layer.record.items()}
-    return rec, Jh, Jx, Jp
 
 
 def sigmoid(z):
@@ -103,31 +57,8 @@ def test_forward_is_the_gru_equations_and_keeps_the_state(activation):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_products_match_finite_differences(activation):
     layer = make_layer(activation)
-    P = layer.n_params
     rec, Jh, Jx, Jp = point(layer, 2)
-    rng = np.random.default_rng(3)
-    # forward products
-    S = rng.normal(size=(B, N, 5))
-    assert rel(layer.jvp(rec, S, np.empty((B, N, 5))), Jh @ S) < 1e-7
-    assert rel(layer.jacobian(rec), Jh) < 1e-7
-    Sx = rng.normal(size=(B, M, 2))
-    assert rel(layer.jvp_input(rec, Sx, np.empty((B, N, 2))), Jx @ Sx) < 1e-7
-    # the immediate influence, into a view like RTRL's (the parameters below come first)
-    big = rng.normal(size=(B, N, 7 + P))
-    before = big.copy()
-    layer.add_immediate(rec, big[..., 7:])
-    np.testing.assert_array_equal(big[..., :7], before[..., :7])
-    assert rel(big[..., 7:] - before[..., 7:], Jp) < 1e-7
-    # backward products
-    e = rng.normal(size=(B, N))
-    dz = np.zeros((B, layer.dz_width))
-    back, dx = np.zeros_like(e), np.zeros((e.shape[0], layer.m))
-    layer.backward(rec, e, dz, back, dx)
-    assert rel(back, np.einsum("bij,bi->bj", Jh, e)) < 1e-7
-    assert rel(dx, np.einsum("bij,bi->bj", Jx, e)) < 1e-7
-    out = np.zeros((B, P))
-    layer.param_grad({k: a[None] for k, a in rec.items()}, dz[None], out)
-    assert rel(out, np.einsum("bip,bi->bp", Jp, e)) < 1e-7
+    check_products(layer, rec, Jh, Jx, Jp, np.random.default_rng(3))
 
 
 def test_param_grad_sums_over_recorded_steps():
@@ -281,3 +212,11 @@ def test_save_load_continues_bit_for_bit(tmp_path, learner):
 def test_bad_arguments_name_the_argument(args, kwargs, name):
     with pytest.raises(ValueError, match=name):
         GRU(*args, **kwargs)
+
+
+def test_saturated_counts_the_state_entries_beyond_0_99():
+    layer = make_layer(batch=2)
+    layer.state[...] = [[0.995, -0.999, 0.5, 0.0], [0.99, -0.2, 1.0, -0.991]]
+    assert layer.saturated() == 4  # |h| > 0.99 strictly: 0.99 itself is not saturated
+    layer.reset()
+    assert layer.saturated() == 0

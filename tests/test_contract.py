@@ -21,7 +21,7 @@ import re
 import numpy as np
 import pytest
 
-from streamrnn import SGD, OnlineRNN, Readout, SquaredError
+from streamrnn import SGD, Adam, OnlineRNN, Readout, SquaredError
 from streamrnn.cells import CELLS
 from streamrnn.grow import grow_inputs, grow_outputs
 from streamrnn.learners import REGISTRY
@@ -66,6 +66,17 @@ def flat_gradient(model):
     return flat
 
 
+def finite_difference(loss, theta0, eps=1e-6):
+    """Central differences of loss(theta) at theta0, entry by entry."""
+    fd = np.zeros_like(theta0)
+    for i in range(theta0.size):
+        up, down = theta0.copy(), theta0.copy()
+        up[i] += eps
+        down[i] -= eps
+        fd[i] = (loss(up) - loss(down)) / (2 * eps)
+    return fd
+
+
 def supports(kind, depth, name):
     try:
         build(kind, depth, name)
@@ -108,12 +119,7 @@ def test_exact_learners_equal_full_bptt_and_finite_differences(kind, depth, name
         probe.network.theta[...] = theta
         return sum(w * probe.step(x, y).loss for w, x, y in zip(weights, X, Y))
 
-    fd = np.zeros_like(theta0)
-    for i in range(theta0.size):
-        up, down = theta0.copy(), theta0.copy()
-        up[i] += 1e-6
-        down[i] -= 1e-6
-        fd[i] = (loss(up) - loss(down)) / 2e-6
+    fd = finite_difference(loss, theta0)
     assert np.linalg.norm(got - fd) <= 1e-6 * np.linalg.norm(fd)
 
 
@@ -314,3 +320,83 @@ def test_the_diagonal_views_are_each_units_own_row_and_the_cache_keeps_them_righ
         for a in arrays:
             np.testing.assert_array_equal(layer.diagonal(a, k), diagonal_view(a, n, k))
     assert len(layer._strided) <= 9
+
+
+MIXED = {"lru-elman": ("LRU", "Elman"), "elman-lru": ("Elman", "LRU"), "gru-lru": ("GRU", "LRU"),
+         "lru-leaky": ("LRU", "Leaky")}
+
+
+@pytest.mark.parametrize("key", MIXED)
+def test_stacks_of_different_cells_get_the_exact_gradient_from_every_exact_learner(key):
+    """A layer whose output is not its state (LRU: y = f(c)) next to one whose output is (dense cells):
+    each error passed down goes through the lower layer's own output_vjp.  RTRL, BPTT over the whole
+    stream and epochwise BPTT agree at every step, and equal finite differences of the loss."""
+    lower, upper = (CELLS[k] for k in MIXED[key])
+    layers = (lower(3), upper(2))
+
+    def make(name, theta=None):
+        model = OnlineRNN(N_IN, layers, Readout(2), SquaredError(), learner(name), SGD(0.0), seed=1)
+        rng = np.random.default_rng(21)
+        for view in model.params.values():
+            view += rng.normal(0.0, 0.2, view.shape)
+        if theta is not None:
+            model.network.theta[...] = theta
+        return model
+
+    X, Y = data(6, seed=17)
+    rtrl, bptt = make("rtrl"), make("bptt")
+    for x, y in zip(X, Y):
+        rtrl.step(x, y)
+        bptt.step(x, y)
+        want = flat_gradient(rtrl)
+        assert np.linalg.norm(flat_gradient(bptt) - want) <= 1e-10 * np.linalg.norm(want)
+    epochwise = make("epochwise")
+    for x, y in zip(X, Y):
+        epochwise.step(x, y)
+    epochwise.end_sequence()
+    theta0 = make("rtrl").network.theta.copy()
+
+    def loss(theta):
+        probe = make("rtrl", theta)
+        return sum(probe.step(x, y).loss for x, y in zip(X, Y))
+
+    fd = finite_difference(loss, theta0)
+    assert np.linalg.norm(flat_gradient(epochwise) - fd) <= 1e-6 * np.linalg.norm(fd)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_bad_units_say_what_is_wrong(kind):
+    with pytest.raises(ValueError, match=r"^units must be an integer >= 1, got 0$"):
+        CELLS[kind](0)
+
+
+@pytest.mark.parametrize("kind,depth,name", PAIRS)
+def test_grown_inputs_fed_zeros_keep_learning_like_the_original(kind, depth, name):
+    """Not only the function: the learner's state, the last gradient and Adam's moments move with the
+    new input columns (each cell's blocks say where x sits), so the grown model learns as before."""
+    if not supports(kind, depth, name):
+        return
+    X, Y = data(24, seed=19)
+
+    def make():
+        model = OnlineRNN(N_IN, stacks(kind)[depth], Readout(2), SquaredError(), learner(name), Adam(0.02), seed=2)
+        rng = np.random.default_rng(12)
+        for view in model.params.values():
+            view += rng.normal(0.0, 0.2, view.shape)
+        return model
+
+    model = make()
+    for x, y in zip(X[:10], Y[:10]):
+        model.step(x, y)
+    grown = grow_inputs(model, 2, at=1)
+    for t, (x, y) in enumerate(zip(X[10:], Y[10:])):
+        want = model.step(x, y).prediction
+        got = grown.step(np.insert(x, 1, [0.0, 0.0]), y).prediction
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10, err_msg=f"step {t}")
+        if name == "epochwise" and t == 6:
+            model.end_sequence()
+            grown.end_sequence()
+    if name == "epochwise":
+        model.end_sequence()
+        grown.end_sequence()
+    np.testing.assert_allclose(grown.predict(np.insert(X[0], 1, [0.0, 0.0])), model.predict(X[0]), rtol=1e-8)

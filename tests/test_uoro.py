@@ -12,6 +12,7 @@ import streamrnn
 from streamrnn import (
     RTRL, Adam, CrossEntropy, Elman, Leaky, OnlineRNN, Readout, SquaredError, StateError, UORO,
 )
+from streamrnn.cells import LRU
 from streamrnn.grow import grow_inputs, grow_outputs
 from streamrnn.learners import REGISTRY, from_config
 from streamrnn.network import Network
@@ -24,6 +25,8 @@ STACKS = {
     "leaky": (Leaky(3, beta=(0.2, 0.5, 0.9)),),
     "stack-2": (Elman(2), Leaky(1, "sigmoid", beta=0.6)),
     "stack-2-elman": (Elman(2), Elman(2, "sigmoid")),
+    # an LRU (output f(c), not its state) under a dense layer: the error sent down goes through the LRU's own f'
+    "lru-elman": (LRU(1), Elman(1)),
 }
 
 
@@ -74,7 +77,7 @@ def test_average_over_every_sign_sequence_is_exactly_rtrl(stack):
     net = network(cells)
     X, deltas = trajectory(3)
     exact = gradients(net, RTRL(), X, deltas)
-    N, P = sum(c.units for c in cells), net.n_recurrent
+    N, P = sum(c.state_size for c in cells), net.n_recurrent
     total = np.zeros_like(exact)
     sequences = list(itertools.product([-1.0, 1.0], repeat=N * 3))
     for signs in sequences:

@@ -101,6 +101,9 @@ class Leaky(DenseCell):
 
     def __post_init__(self):
         super().__post_init__()
+        values = self.beta if isinstance(self.beta, tuple) else (self.beta,)
+        if not all(isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, bool) for b in values):
+            raise ValueError(f"beta must be a number in (0, 1] or a tuple of them, got {self.beta!r}")
         beta = np.asarray(self.beta, dtype=float)
         if beta.ndim > 1 or (beta.ndim == 1 and beta.shape[0] != self.units):
             raise ValueError(

@@ -115,7 +115,6 @@ class LRULayer(Layer):
         self._coefficients()
         # where each own sensitivity sits in the dense (2n, 2n + 2n (m + 1)) layout (``rtrl_dense``)
         k, i = m + 1, np.arange(n)
-        self._lam_rows = np.concatenate([2 * i, 2 * i + 1])
         self._re_cols = (2 * n + i[:, None] * k + np.arange(k)).ravel()  # B_re[i, :]
         self._im_cols = (2 * n + (n + i[:, None]) * k + np.arange(k)).ravel()  # B_im[i, :]
         self._B_rows_re = np.repeat(2 * i, k)
