@@ -37,6 +37,9 @@ from pydantic import (
 from . import names
 
 ENV_PREFIX = "STREAMRNN_"
+#: STREAMRNN_ variables that are not settings: the configuration file, and the library's own switches
+#: (STREAMRNN_KERNELS turns the compiled kernels off for the whole process, as ``model.kernels`` does)
+NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "KERNELS"}
 
 
 class ConfigError(ValueError):
@@ -285,7 +288,7 @@ def _layer(target: dict, dotted: str, value, origin: str, origins: dict) -> None
 def _from_environment(environ) -> dict[str, str]:
     out = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         section, _, field = name[len(ENV_PREFIX):].lower().partition("_")
         for table in TABLES:  # STREAMRNN_MODEL_LEARNER_H is model.learner.h

@@ -115,3 +115,9 @@ def test_the_kernels_setting_turns_the_compiled_step_off_for_the_process(monkeyp
     assert on.build(2, 1)._kernel is not None or not kernels.AVAILABLE
     off = names.ModelTemplate(load(environ={}, overrides={"model.kernels": "false"}).model)
     assert off.build(2, 1)._kernel is None and not kernels.enabled()
+
+
+def test_the_library_kernel_switch_in_the_environment_is_not_a_setting():
+    """STREAMRNN_KERNELS is the library's process-wide switch: the daemon starts with it set."""
+    config = load(environ={"STREAMRNN_KERNELS": "0", "STREAMRNN_MODEL_UNITS": "8"}, overrides={})
+    assert config.model.units == 8 and config.model.kernels is True

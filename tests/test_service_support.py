@@ -87,7 +87,9 @@ class Daemon:
         cmd = [sys.executable, "-m", "service.cli", "serve", "--checkpoint-dir", str(self.workdir / "ckpt"),
                "--progress", "0", "--log-level", "debug"]
         cmd += ["--metrics-port", "0"] if metrics else ["--no-metrics"]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_")}
+        # no daemon settings from the test's environment, but the library's kernel switch passes
+        # through: the second CI pass (STREAMRNN_KERNELS=0) runs the daemons on numpy too
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRNN_") or k == "STREAMRNN_KERNELS"}
         full_env["PYTHONPATH"] = str(REPO)
         full_env.update(env or {})
         self.log_file = open(self.log_path, "wb")
