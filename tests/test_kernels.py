@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 from streamrnn import (
-    GRU, RTRL, SGD, UORO, Adam, Chain, ClipGlobalNorm, CrossEntropy, Elman, ExponentialDecay, Leaky, LogLoss,
+    GRU, RTRL, SGD, UORO, Adam, Chain, ClipGlobalNorm, Elman, ExponentialDecay, Leaky,
     OnlineRNN, Readout, SquaredError, TruncatedBPTT,
 )
 from streamrnn import kernels
 
+from .test_gradients import LOSSES
+from .test_gradients import stream as gradient_stream
+
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
-OUTPUTS = {"squared": (Readout(2, "identity"), SquaredError), "logloss": (Readout(2, "sigmoid"), LogLoss),
-           "crossentropy": (Readout(3, "softmax"), CrossEntropy)}
+#: the canonical readout/loss pairs the kernels cover, as test_gradients names them
+OUTPUTS = {key: LOSSES[key] for key in ("squared", "logloss", "crossentropy")}
 LEARNERS = {"rtrl": RTRL, "bptt-6-1": lambda: TruncatedBPTT(6, 1), "bptt-5-3": lambda: TruncatedBPTT(5, 3),
             "bptt-4-4": lambda: TruncatedBPTT(4, 4)}
 CELLS = {"elman-tanh": Elman(5), "elman-sigmoid": Elman(5, "sigmoid"), "elman-relu": Elman(5, "relu", gain=0.5),
@@ -32,16 +35,9 @@ def pair(cell, output, learner, optimizer, clip=None, feedback=False, seed=2):
 
 
 def stream(output, length=60, seed=5):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(length, 3))
-    k = OUTPUTS[output][0].outputs
-    if output == "crossentropy":
-        Y = np.eye(k)[rng.integers(0, k, length)]
-    elif output == "logloss":
-        Y = rng.uniform(size=(length, k))
-    else:
-        Y = rng.normal(size=(length, k))
-    return X, [None if t % 7 == 3 else y for t, y in enumerate(Y)]  # some steps without a target
+    """test_gradients' inputs and targets for this readout/loss pair, some steps without a target."""
+    X, Y = gradient_stream(output, seed=seed, length=length)
+    return X, [None if t % 7 == 3 else y for t, y in enumerate(Y)]
 
 
 def assert_same(fast, slow, rtol=1e-12):

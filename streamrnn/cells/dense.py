@@ -129,24 +129,34 @@ class Leaky(DenseCell):
                 "beta": list(np.atleast_1d(np.asarray(self.beta, dtype=float)).tolist())}
 
 
-class DenseLayer(Layer):
-    """Runtime of an Elman or Leaky cell; record: v = [h_{t-1}; x_t; 1] and D = beta f'(z_t)."""
+class BlockLayer(Layer):
+    """The runtime a DenseCell's layers share: views U, W of the block A, the activation f, and the
+    record's v = [h_{t-1}; x_t; 1], whose head is the state itself; ``extra`` names the record's
+    other (B, n) arrays."""
 
-    def __init__(self, cell, m, flat, batch):
+    def __init__(self, cell, m, flat, batch, extra=()):
         super().__init__(cell, m, flat, batch)
-        n, k = self.n, self.n + m + 1
+        n = self.n
         self.A = self.blocks["A"]
         self.U, self.W = self.A[:, :n], self.A[:, n:-1]
         self.act = hidden_activation(cell.activation)
-        beta = cell.beta_vector()
-        self.beta = beta
-        self.leak = None if beta is None else 1.0 - beta
-        v = np.zeros((batch, k))
+        v = np.zeros((batch, n + m + 1))
         v[:, -1] = 1.0
-        self.record = {"v": v, "D": np.zeros((batch, n))}
+        self.record = {"v": v, **{name: np.zeros((batch, n)) for name in extra}}
         self.x_col = n
         self.state = v[:, :n]  # v's head is the hidden state itself
         self.out = self.new_state
+
+
+class DenseLayer(BlockLayer):
+    """Runtime of an Elman or Leaky cell; record: v = [h_{t-1}; x_t; 1] and D = beta f'(z_t)."""
+
+    def __init__(self, cell, m, flat, batch):
+        super().__init__(cell, m, flat, batch, extra=("D",))
+        n, k = self.n, self.n + m + 1
+        beta = cell.beta_vector()
+        self.beta = beta
+        self.leak = None if beta is None else 1.0 - beta
         self._z = np.zeros((batch, n))
         self._fz = np.zeros((batch, n))
         self._J = np.zeros((batch, n, n))

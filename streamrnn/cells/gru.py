@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..activations import Sigmoid, hidden_activation
-from .base import Layer
-from .dense import DenseCell
+from ..activations import Sigmoid
+from .dense import BlockLayer, DenseCell
 
 
 @dataclass(frozen=True)
@@ -61,22 +60,14 @@ def _candidate_input(v: np.ndarray, r: np.ndarray, out: np.ndarray | None = None
     return out
 
 
-class GRULayer(Layer):
+class GRULayer(BlockLayer):
     """Runtime of a GRU cell; record: v = [h_{t-1}; x_t; 1], u, r, du, dr, dc (see the module)."""
 
     def __init__(self, cell, m, flat, batch):
-        super().__init__(cell, m, flat, batch)
+        super().__init__(cell, m, flat, batch, extra=("u", "r", "du", "dr", "dc"))
         n, k = self.n, self.n + m + 1
-        self.A = self.blocks["A"]
-        self.U, self.W = self.A[:, :n], self.A[:, n:-1]
         self.Uc = self.U[2 * n :]
-        self.act, self.sigma = hidden_activation(cell.activation), Sigmoid()
-        v = np.zeros((batch, k))
-        v[:, -1] = 1.0
-        self.record = {"v": v, **{name: np.zeros((batch, n)) for name in ("u", "r", "du", "dr", "dc")}}
-        self.x_col = n
-        self.state = v[:, :n]  # v's head is the hidden state itself
-        self.out = self.new_state
+        self.sigma = Sigmoid()
         self._z = np.zeros((batch, 3 * n))
         self._w = np.zeros((batch, k))
         self._c = np.zeros((batch, n))

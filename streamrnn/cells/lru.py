@@ -192,8 +192,9 @@ class LRULayer(Layer):
         ec = self._complex(np.ascontiguousarray(e))
         cp, u = self._complex(rec["c"]), self._complex(rec["u"])
         # dL/dp = Re(conj(e) dc/dp) for each unit's nu and phase
-        dz[:, :n] = (np.conj(ec) * (self.dlam_dnu * cp + self.dgamma_dnu * u)).real
-        dz[:, n : 2 * n] = (np.conj(ec) * (1j * self.lam * cp)).real
+        c_nu, c_phase = self._immediate_lambda(rec)
+        dz[:, :n] = (np.conj(ec) * c_nu).real
+        dz[:, n : 2 * n] = (np.conj(ec) * c_phase).real
         dz[:, 2 * n : 3 * n] = self.gamma * ec.real
         dz[:, 3 * n :] = self.gamma * ec.imag
         if back is not None:
@@ -209,11 +210,14 @@ class LRULayer(Layer):
         B = out[:, 2 * n :].reshape((out.shape[0],) + self.B.shape)
         np.matmul(dzs[..., 2 * n :].transpose(1, 2, 0), recs["v"].transpose(1, 0, 2), out=B)
 
-    def _immediate(self, rec):
-        """dc_t/dnu, dc_t/dphase (B, n) and dc_t/dB_re (B, n, m + 1) at fixed c_{t-1}."""
+    def _immediate_lambda(self, rec):
+        """dc_t/dnu and dc_t/dphase (B, n) at fixed c_{t-1}: (dlambda/dnu) c + (dgamma/dnu) B v, i lambda c."""
         cp, u = self._complex(rec["c"]), self._complex(rec["u"])
-        return (self.dlam_dnu * cp + self.dgamma_dnu * u, 1j * self.lam * cp,
-                self.gamma[:, None] * rec["v"][:, None, :])
+        return self.dlam_dnu * cp + self.dgamma_dnu * u, 1j * self.lam * cp
+
+    def _immediate_B(self, rec):
+        """dc_t/dB_re (B, n, m + 1) at fixed c_{t-1}: gamma v^T (dc/dB_im is i times it)."""
+        return self.gamma[:, None] * rec["v"][:, None, :]
 
     def _scatter(self, s_nu, s_phase, s_B, out, add=False):
         """Write (or add) own complex sensitivities into the dense interleaved layout."""
@@ -234,8 +238,8 @@ class LRULayer(Layer):
                 out[:, rows, cols] = values
 
     def add_immediate(self, rec, S):
-        s_nu, s_phase, s_B = self._immediate(rec)
-        self._scatter(s_nu, s_phase, s_B.astype(complex), S, add=True)
+        s_nu, s_phase = self._immediate_lambda(rec)
+        self._scatter(s_nu, s_phase, self._immediate_B(rec).astype(complex), S, add=True)
 
     # --- exact RTRL in O(n (m + 1)) ------------------------------------------------------
     def rtrl_allocate(self, below):
@@ -250,17 +254,13 @@ class LRULayer(Layer):
         return arrays
 
     def rtrl_step(self, rec, arrays, S_in):
-        lam = self.lam
-        cp, u = self._complex(rec["c"]), self._complex(rec["u"])
-        s = arrays["s_nu"]
-        s *= lam
-        s += self.dlam_dnu * cp + self.dgamma_dnu * u
-        s = arrays["s_phase"]
-        s *= lam
-        s += 1j * lam * cp
-        s = arrays["s_B"]
-        s *= lam[:, None]
-        s += self.gamma[:, None] * rec["v"][:, None, :]
+        # s_t = lambda s_{t-1} + the immediate influence, for each of the unit's own parameters
+        c_nu, c_phase = self._immediate_lambda(rec)
+        for name, lam, immediate in (("s_nu", self.lam, c_nu), ("s_phase", self.lam, c_phase),
+                                     ("s_B", self.lam[:, None], self._immediate_B(rec))):
+            s = arrays[name]
+            s *= lam
+            s += immediate
         if S_in is not None:  # the layers below: J S + dc/dx S_in, dense
             new = self.jvp(rec, arrays["S"], arrays["_next"])
             new += self.jvp_input(rec, S_in, arrays["_in"])

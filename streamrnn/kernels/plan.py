@@ -39,7 +39,7 @@ def plan(model) -> "KernelStep | None":
 class KernelStep:
     def __init__(self, model, out_code: int, opt_code: int):
         net, layer = model.network, model.network.stack.layers[0]
-        self.model, self.layer = model, layer
+        self.layer = layer
         self.rtrl = isinstance(model.learner, RTRL)
         opt, state = model.optimizer, model.opt_state
         self.lr, self.scheduled = opt.lr, callable(opt.lr)
