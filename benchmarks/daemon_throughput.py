@@ -3,6 +3,8 @@
     python benchmarks/daemon_throughput.py            # 20,000 events, 5 repeats (about a minute)
     python benchmarks/daemon_throughput.py --quick    # 5,000 events, 3 repeats
     python benchmarks/daemon_throughput.py --bare     # keys as the bare network (model.hybrid = false)
+    python benchmarks/daemon_throughput.py --keys 10000 --events 100000 --repeats 1 --learner bptt
+                                                      # many keys: events spread over 10,000 keys
 
 The same supervised events (4 features, a target on every event, one key) go
 
@@ -13,6 +15,11 @@ The same supervised events (4 features, a target on every event, one key) go
 2. through the daemon on stdin: JSON lines written to a pipe, every reply read
    back from stdout;
 3. through the daemon on TCP: one connection, lines written while replies are read.
+
+With ``--keys N`` the events go to N keys drawn uniformly at random (seeded),
+and the table gives the daemon's rate on stdin beside the library's, the time
+its checkpoints took (from its own histogram), its peak resident memory, and
+the bytes of state per key in its newest checkpoint.
 
 The daemon runs with its defaults: metrics on (scraped once per run), checkpoints
 every 10,000 events.  The clock starts when the daemon reports ready (start-up and
@@ -56,26 +63,36 @@ FEATURES = ("f0", "f1", "f2", "f3")
 SETTINGS: dict[str, str] = {}  # STREAMRNN_* settings for both the library and the daemon
 
 
-def events(n: int, seed: int = 0) -> tuple[bytes, list, list]:
+def events(n: int, seed: int = 0, keys: int = 1) -> tuple[bytes, list, list, list]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, len(FEATURES)))
     Y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=n)
-    data = b"".join(json.dumps({"x": dict(zip(FEATURES, map(float, x))), "y": float(y), "id": i}).encode() + b"\n"
-                    for i, (x, y) in enumerate(zip(X, Y)))
-    return data, X.tolist(), [[float(y)] for y in Y]
+    K = [f"k{k}" for k in rng.integers(0, keys, size=n)] if keys > 1 else [None] * n
+    lines = []
+    for i, (x, y, key) in enumerate(zip(X, Y, K)):
+        event = {"x": dict(zip(FEATURES, map(float, x))), "y": float(y), "id": i}
+        if key is not None:
+            event["key"] = key
+        lines.append(json.dumps(event).encode() + b"\n")
+    return b"".join(lines), X.tolist(), [[float(y)] for y in Y], K
 
 
-def library(xs, ys) -> tuple[float, list[float]]:
-    """(events per second, per-step seconds) of the default key's model stepped alone."""
+def library(xs, ys, keys=None) -> tuple[float, list[float]]:
+    """(events per second, per-step seconds) of the keys' models stepped in-process (one key by default)."""
     config = load(environ=SETTINGS)
-    stream = SupervisedStream(ModelTemplate(config.model, config.forecast), list(FEATURES))
-    parsed = [SupervisedEvent.model_construct(key=None, id=None, x=dict(zip(FEATURES, x)), y=y[0])
-              for x, y in zip(xs, ys)]
+    template = ModelTemplate(config.model, config.forecast)
+    streams = {}
+    keys = keys or [None] * len(xs)
+    parsed = [SupervisedEvent.model_construct(key=k, id=None, x=dict(zip(FEATURES, x)), y=y[0])
+              for x, y, k in zip(xs, ys, keys)]
     steps = []
     clock = time.perf_counter
     start = clock()
     for event in parsed:
         t = clock()
+        stream = streams.get(event.key)
+        if stream is None:
+            stream = streams[event.key] = SupervisedStream(template, list(FEATURES))
         stream.apply(event)
         steps.append(clock() - t)
     return len(xs) / (clock() - start), steps
@@ -126,9 +143,32 @@ def histogram_bound(family, q: float) -> float:
     return next(bound for bound, count in buckets if count >= rank)
 
 
-def stdin_run(workdir: str, data: bytes, n: int) -> tuple[float, dict]:
+def rss(pid: int, field: str = "VmHWM") -> int:
+    """The process's peak (VmHWM) or current (VmRSS) resident set in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def newest_state_bytes(daemon: "Daemon") -> tuple[int, int]:
+    """(bytes of the shards the newest checkpoint's manifest references, keys in it)."""
+    from service.store import DirectoryStore
+
+    root = Path(daemon.proc.args[daemon.proc.args.index("--checkpoint-dir") + 1])
+    store = DirectoryStore(root)
+    generation = store.generations()[0]
+    shards, _ = store._referenced(generation)
+    with np.load(store._path(generation), allow_pickle=False) as npz:
+        keys = len(json.loads(npz["__header__"].tobytes())["live"])
+    return sum(store._shard(s).stat().st_size for s in shards), keys
+
+
+def stdin_run(workdir: str, data: bytes, n: int, facts: dict | None = None) -> tuple[float, dict]:
     daemon = Daemon(workdir, stdin=subprocess.PIPE)
     daemon.wait_for(r"ready: ")
+    if facts is not None:
+        facts["rss0"] = rss(daemon.proc.pid, "VmRSS")
 
     def feed():
         daemon.proc.stdin.write(data)
@@ -141,8 +181,12 @@ def stdin_run(workdir: str, data: bytes, n: int) -> tuple[float, dict]:
     read_lines(lambda: os.read(fd, 1 << 20), n)
     elapsed = time.perf_counter() - start
     metrics = daemon.metrics()
+    if facts is not None:
+        facts["rss"] = rss(daemon.proc.pid)
     daemon.proc.stdin.close()
     daemon.stop()
+    if facts is not None:
+        facts["state_bytes"], facts["state_keys"] = newest_state_bytes(daemon)
     return n / elapsed, metrics
 
 
@@ -192,14 +236,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--bare", action="store_true", help="supervised keys as the bare network")
+    p.add_argument("--keys", type=int, default=1, help="spread the events over this many keys (stdin only)")
+    p.add_argument("--learner", help="model.learner for both (for example bptt: BPTT(10; 1))")
     args = p.parse_args()
     if args.bare:
         SETTINGS["STREAMRNN_MODEL_HYBRID"] = "false"
+    if args.learner:
+        SETTINGS["STREAMRNN_MODEL_LEARNER"] = args.learner
     if args.quick:
         args.events, args.repeats = 5_000, 3
     threadpool_limits(1)
     n = args.events
-    data, xs, ys = events(n)
+    data, xs, ys, keys = events(n, keys=args.keys)
+    if args.keys > 1:
+        many_keys(data, xs, ys, keys, args)
+        return
     lib, std, tcp = [], [], []
     lib_p50, lib_p99, d50, d99, t50, t99, rt50, rt99 = ([] for _ in range(8))
     with tempfile.TemporaryDirectory() as work:
@@ -228,6 +279,34 @@ def main() -> None:
     print(f"| daemon, TCP round trip, one event at a time | {1e6 / med(rt50):,.0f} | - | {med(rt50):.0f} | {med(rt99):.0f} |")
     print("\nDaemon step latency: the bucket of its own histogram (parse, step, reply) that holds the quantile.\n"
           "Round trip: client send -> reply read over 127.0.0.1, one event in flight.  Goal: daemon >= 0.70 x library.")
+
+
+def many_keys(data, xs, ys, keys, args) -> None:
+    n, med = len(xs), statistics.median
+    lib, std, ck_sum, ck_count, peak, per_key, rss_key = [], [], [], [], [], [], []
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(args.repeats):
+            lib.append(library(xs, ys, keys)[0])
+            facts = {}
+            rate, metrics = stdin_run(work, data, n, facts)
+            std.append(rate)
+            family = metrics["streamrnn_checkpoint_duration_seconds"]
+            ck_sum.append(next(s.value for s in family.samples if s.name.endswith("_sum")))
+            ck_count.append(next(s.value for s in family.samples if s.name.endswith("_count")))
+            peak.append(facts["rss"])
+            per_key.append(facts["state_bytes"] / max(facts["state_keys"], 1))
+            rss_key.append((facts["rss"] - facts["rss0"]) / len(set(keys)))
+    live = len(set(keys))
+    print(f"\n{n:,} supervised events over {live:,} keys (4 features), model {'bare' if args.bare else 'hybrid'}"
+          f"{', learner ' + args.learner if args.learner else ''}, medians of {args.repeats} runs\n")
+    print("| path | events/s | ÷ library | checkpoints (while serving) | s in checkpoints | peak RSS (MB) | "
+          "peak RSS growth per key (KB) | state per key on disk (KB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| library alone (the keys' models in-process) | {med(lib):,.0f} | 1.00 | - | - | - | - | - |")
+    print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | {med(ck_count):.0f} | "
+          f"{med(ck_sum):.1f} | {med(peak) / 1e6:,.0f} | {med(rss_key) / 1e3:.1f} | {med(per_key) / 1e3:.1f} |")
+    print("\nCheckpoints: every 10,000 events and every 60 s, each writing the keys that changed (the final "
+          "one, on the way out, is not counted).  Goal: >= 50,000 events/s with 10,000 keys.")
 
 
 if __name__ == "__main__":

@@ -6,24 +6,42 @@ and ``meta`` -- the input positions and event count the states correspond to.
 Restoring it and feeding the inputs again from those positions continues
 exactly like a daemon that never stopped.
 
+Checkpoints cost what changed, as incremental checkpoints do in Flink: a
+committed ``Checkpoint`` carries the states of the live keys that changed
+since the previous one, and ``order`` names every live key; the others are
+the states the store already holds (``reusable``).
+
 ``CheckpointStore`` is the seam for other back ends (the next step commits
 states and partition offsets together in Redis Streams or Kafka):
 
     put_stream(key, arrays, header) -> ref   # an evicted key's state; immutable once written
     get_stream(ref) -> (arrays, header)      # StateError if unreadable
+    reusable(keys) -> set                    # of these unchanged live keys, those a commit may leave out
     commit(checkpoint)                       # atomically make it the newest
-    latest() -> Checkpoint | None            # the newest readable one
+    latest() -> Checkpoint | None            # the newest readable one, every live key's state in it
 
 ``DirectoryStore`` writes with ``streamrnn.state.save`` (npz + JSON header +
 SHA-256, temporary file, fsync, rename, directory fsync; never pickle):
 
-    DIR/gen-000000000042.npz      a checkpoint: live keys' arrays as "<i>/<name>"
-    DIR/keys/<sha256(key)>-<events>.npz   an evicted key's state at its event count
+    DIR/gen-000000000042.npz      a manifest: meta, the live keys in LRU order and the shard
+                                  that holds each one's state, and the stored keys' files
+    DIR/shard-000000000042.npz    the live keys that changed since generation 41, packed
+                                  (``service.packing``: one byte array, not one member per array)
+    DIR/keys/<sha256(key)>-<events>.npz   an evicted key's state at its event count, packed
 
-A key file is named by the key's event count, so a file is never rewritten
-with other content, and a checkpoint's references stay valid for as long as
-the checkpoint is kept.  A corrupt or truncated newest checkpoint is reported
-(``on_corrupt``) and the previous good one is used.
+Shards and key files are immutable once written: a key file is named by the
+key's event count, a shard by the generation that wrote it.  A generation is
+kept with every shard and key file it references; the shard is written
+before its manifest, so a crash between the two leaves a shard no manifest
+names, swept at the next commit.  When fewer than half of an old shard's
+keys are still referenced, its remaining keys are written again (into the
+new shard) so that the old one can go: disk stays within about twice the
+live state.  A corrupt or truncated newest checkpoint (manifest or shard)
+is reported (``on_corrupt``) and the previous good one is used.
+
+Checkpoints written by earlier versions (version 1: every live key's arrays
+in the generation file itself) are read, and the first new commit writes
+every key.
 """
 
 from __future__ import annotations
@@ -41,8 +59,17 @@ import numpy as np
 from streamrnn import state
 from streamrnn.state import StateError
 
+from . import packing
+
 FORMAT = "streamrnn-checkpoint"
-VERSION = 1
+#: 2: a manifest and shards of packed keys; 1: every live key's arrays in the generation file
+VERSION = 2
+READABLE = (1, 2)
+SHARD_FORMAT = "streamrnn-shard"
+KEY_FORMAT = "streamrnn-key"
+DATA = "data"
+#: an old shard whose referenced keys fall below this fraction of it has them written again
+COMPACT_BELOW = 0.5
 log = logging.getLogger("streamrnn.store")
 
 
@@ -50,8 +77,13 @@ log = logging.getLogger("streamrnn.store")
 class Checkpoint:
     generation: int
     meta: dict  # {"events": n, "positions": {source: {"lines": n, "bytes": n}}, "created": unix time}
-    live: dict[str, tuple[dict, dict]] = field(default_factory=dict)  # key -> (arrays, header)
+    # key -> (arrays, header): read back, every live key; to commit, the keys ``reusable`` did not cover
+    live: dict[str, tuple[dict, dict]] = field(default_factory=dict)
     stored: dict[str, str] = field(default_factory=dict)  # key -> ref
+    order: list[str] | None = None  # every live key, least recently used first (None: the keys of ``live``)
+
+    def keys(self) -> list[str]:
+        return list(self.live) if self.order is None else self.order
 
 
 class CheckpointStore:
@@ -64,6 +96,10 @@ class CheckpointStore:
     def quarantine(self, ref: str) -> str:
         """Set a stored key's unreadable state aside (never deleted); returns where it went."""
         raise NotImplementedError
+
+    def reusable(self, keys) -> set[str]:
+        """Of these live keys, unchanged since the newest commit, the ones whose state a commit may leave out."""
+        return set()
 
     def commit(self, checkpoint: Checkpoint) -> None:
         raise NotImplementedError
@@ -104,19 +140,28 @@ class DirectoryStore(CheckpointStore):
         self.keys.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.on_corrupt = on_corrupt or (lambda path, why: None)
-        self._refs: dict[int, set[str]] = {}  # generation -> key files it references
+        self._refs: dict[int, tuple[set[int], set[str]]] = {}  # generation -> (shards, key files) it references
+        self._where: dict[str, int] = {}  # live key -> shard holding its state, as of the newest commit or read
+        self._shard_sizes: dict[int, int] = {}  # shard -> keys written into it
 
     # ----- evicted keys ----------------------------------------------------------------
     def put_stream(self, key, arrays, header):
         ref = f"{hashlib.sha256(key.encode()).hexdigest()[:32]}-{int(header['events'])}.npz"
-        state.save(self.keys / ref, arrays, dict(header, key=key))
+        data, table = packing.pack([(key, arrays, header)])
+        state.save(self.keys / ref, {DATA: data}, {"format": KEY_FORMAT, "key": key, "table": table})
         return ref
 
     def get_stream(self, ref):
         if not self.keys.is_dir():  # out of reach (unmounted, moved): OSError, not a lost state
             raise OSError(f"checkpoint directory {self.keys} is not there")
         arrays, header = state.load(self.keys / ref)
-        header.pop("key", None)
+        if header.get("format") != KEY_FORMAT:  # written before keys were packed: the arrays themselves
+            header.pop("key", None)
+            return arrays, header
+        try:
+            (arrays, header), = packing.unpack(arrays[DATA], header["table"]).values()
+        except (KeyError, TypeError, ValueError) as err:
+            raise StateError(f"key file {ref} has a malformed table: {err!r}") from None
         return arrays, header
 
     def quarantine(self, ref):
@@ -132,32 +177,63 @@ class DirectoryStore(CheckpointStore):
     def _path(self, generation: int) -> Path:
         return self.root / f"gen-{generation:012d}.npz"
 
-    def generations(self) -> list[int]:
-        """Generations on disk, newest first."""
+    def _shard(self, generation: int) -> Path:
+        return self.root / f"shard-{generation:012d}.npz"
+
+    @staticmethod
+    def _numbered(paths, prefix: str) -> list[int]:
         out = []
-        for path in self.root.glob("gen-*.npz"):
+        for path in paths:
             try:
-                out.append(int(path.stem[4:]))
+                out.append(int(path.stem[len(prefix):]))
             except ValueError:
                 continue
         return sorted(out, reverse=True)
 
+    def generations(self) -> list[int]:
+        """Generations on disk, newest first."""
+        return self._numbered(self.root.glob("gen-*.npz"), "gen-")
+
+    def reusable(self, keys) -> set[str]:
+        """The keys held in a shard that stays over half referenced (the rest are written again)."""
+        keys = [k for k in keys if k in self._where]
+        used: dict[int, int] = {}
+        for key in keys:
+            shard = self._where[key]
+            used[shard] = used.get(shard, 0) + 1
+        kept = {shard for shard, n in used.items() if n >= COMPACT_BELOW * self._shard_sizes.get(shard, n)}
+        return {key for key in keys if self._where[key] in kept}
+
     def commit(self, checkpoint: Checkpoint) -> None:
-        arrays, streams = {}, []
-        for i, (key, (own, header)) in enumerate(checkpoint.live.items()):
-            arrays.update({f"{i}/{name}": a for name, a in own.items()})
-            streams.append({"key": key, "header": header})
+        generation = checkpoint.generation
+        where = {}
+        for key in checkpoint.keys():
+            if key in checkpoint.live:
+                where[key] = generation
+            elif key in self._where:
+                where[key] = self._where[key]
+            else:
+                raise ValueError(f"checkpoint {generation} leaves out key {key!r}, whose state this store does not hold")
+        if checkpoint.live:
+            data, table = packing.pack((key, *snap) for key, snap in checkpoint.live.items())
+            state.save(self._shard(generation), {DATA: data},
+                       {"format": SHARD_FORMAT, "generation": generation, "table": table})
         header = {
-            "format": FORMAT, "version": VERSION, "generation": checkpoint.generation,
-            "meta": checkpoint.meta, "streams": streams, "stored": checkpoint.stored,
+            "format": FORMAT, "version": VERSION, "generation": generation,
+            "meta": checkpoint.meta, "live": list(where), "shards": list(where.values()),
+            "stored": checkpoint.stored,
         }
-        state.save(self._path(checkpoint.generation), arrays, header)
-        self._refs[checkpoint.generation] = set(checkpoint.stored.values())
+        state.save(self._path(generation), {}, header)
+        self._where = where
+        if checkpoint.live:
+            self._shard_sizes[generation] = len(checkpoint.live)
+        self._refs[generation] = (set(where.values()), set(checkpoint.stored.values()))
         self._collect()
 
     def latest(self) -> Checkpoint | None:
-        for junk in list(self.root.glob(".gen-*.tmp")) + list(self.keys.glob(".*.tmp")):
-            junk.unlink(missing_ok=True)  # a write that a crash interrupted
+        junk = [*self.root.glob(".gen-*.tmp"), *self.root.glob(".shard-*.tmp"), *self.keys.glob(".*.tmp")]
+        for path in junk:
+            path.unlink(missing_ok=True)  # a write that a crash interrupted
         for generation in self.generations():
             path = self._path(generation)
             try:
@@ -169,38 +245,82 @@ class DirectoryStore(CheckpointStore):
 
     def _read(self, path: Path) -> Checkpoint:
         arrays, header = state.load(path)
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
-            raise StateError(f"{path} is not a {FORMAT} version {VERSION} file")
+        if header.get("format") != FORMAT or header.get("version") not in READABLE:
+            raise StateError(f"{path} is not a {FORMAT} file of version {' or '.join(map(str, READABLE))}")
         try:
-            live = {}
-            for i, entry in enumerate(header["streams"]):
-                prefix = f"{i}/"
-                own = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
-                live[entry["key"]] = (own, entry["header"])
-            checkpoint = Checkpoint(int(header["generation"]), header["meta"], live, dict(header["stored"]))
+            generation, stored = int(header["generation"]), dict(header["stored"])
+            if header["version"] == 1:
+                live, where = self._inline(arrays, header["streams"]), {}
+            else:
+                if len(header["live"]) != len(header["shards"]):
+                    raise ValueError("live and shards differ in length")
+                where = dict(zip(header["live"], map(int, header["shards"])))
+                live = self._from_shards(where)
+            checkpoint = Checkpoint(generation, header["meta"], live, stored)
         except (KeyError, TypeError, ValueError) as err:
             raise StateError(f"{path} has a malformed header: {err!r}") from None
-        self._refs[checkpoint.generation] = set(checkpoint.stored.values())
+        self._where = where
+        self._refs[generation] = (set(where.values()), set(stored.values()))
         return checkpoint
 
-    def _referenced(self, generation: int) -> set[str]:
+    @staticmethod
+    def _inline(arrays: dict, streams: list) -> dict:
+        """Version 1: key i's arrays are the members named "<i>/<name>"."""
+        live = {}
+        for i, entry in enumerate(streams):
+            prefix = f"{i}/"
+            own = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+            live[entry["key"]] = (own, entry["header"])
+        return live
+
+    def _from_shards(self, where: dict[str, int]) -> dict:
+        """Every key's state from the shard ``where`` names, in ``where``'s order (StateError if one is unusable)."""
+        states: dict[str, tuple] = {}
+        for shard in sorted(set(where.values())):
+            path = self._shard(shard)
+            arrays, header = state.load(path)
+            if header.get("format") != SHARD_FORMAT or DATA not in arrays:
+                raise StateError(f"{path} is not a {SHARD_FORMAT} file")
+            try:
+                held = packing.unpack(arrays[DATA], header["table"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise StateError(f"{path} has a malformed table: {err!r}") from None
+            self._shard_sizes[shard] = len(held)
+            for key, snap in held.items():
+                if where.get(key) == shard:
+                    states[key] = snap
+        missing = [key for key in where if key not in states]
+        if missing:
+            raise StateError(f"shards lack the state of {len(missing)} keys, {missing[:3]} among them")
+        return {key: states[key] for key in where}
+
+    def _referenced(self, generation: int) -> tuple[set[int], set[str]]:
         if generation not in self._refs:
-            try:  # the header member alone, without reading or verifying the arrays
+            try:  # the header member alone, without reading or verifying anything else
                 with np.load(self._path(generation), allow_pickle=False) as npz:
                     header = json.loads(npz[state.HEADER].tobytes())
-                self._refs[generation] = set(header.get("stored", {}).values())
+                shards = {int(shard) for shard in header.get("shards", [])}
+                self._refs[generation] = (shards, set(header.get("stored", {}).values()))
             except Exception:  # unreadable: it can never be restored, so it keeps nothing alive
-                self._refs[generation] = set()
+                self._refs[generation] = (set(), set())
         return self._refs[generation]
 
     def _collect(self) -> None:
-        """Delete generations past ``keep`` and key files no kept generation references."""
+        """Delete generations past ``keep``, and the shards and key files no kept generation references."""
         generations = self.generations()
         kept, dropped = generations[: self.keep], generations[self.keep :]
         for generation in dropped:
             self._path(generation).unlink(missing_ok=True)
             self._refs.pop(generation, None)
-        needed = set().union(*(self._referenced(g) for g in kept)) if kept else set()
+        shards, files = set(), set()
+        for generation in kept:
+            s, f = self._referenced(generation)
+            shards |= s
+            files |= f
+        for shard in self._numbered(self.root.glob("shard-*.npz"), "shard-"):
+            if shard not in shards:
+                self._shard(shard).unlink(missing_ok=True)
+                self._shard_sizes.pop(shard, None)
         for path in self.keys.glob("*.npz"):
-            if path.name not in needed:
+            if path.name not in files:
                 path.unlink(missing_ok=True)

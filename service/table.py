@@ -79,6 +79,7 @@ class StreamTable:
         self.stored: dict[str, str] = {}  # key -> store reference, least recently used first
         self.digests: dict[str, str] = {}  # stored key -> digest_of its state
         self._live_digests: dict[str, tuple[int, str]] = {}  # live key -> (its events then, digest)
+        self._changed: set[str] = set()  # live keys handed out (``get``) or added since the newest checkpoint
         self.retired = dict.fromkeys(COUNTERS, 0)
         self.evictions = 0
         self.restores = 0
@@ -91,10 +92,14 @@ class StreamTable:
         return len(self.live) + len(self.stored)
 
     def get(self, key: str) -> streams.Stream | None:
-        """The key's stream (read back if it was checkpointed out), or None for a new key."""
+        """The key's stream (read back if it was checkpointed out), or None for a new key.
+
+        The caller is about to apply an event to it, so the next checkpoint writes it.
+        """
         stream = self.live.get(key)
         if stream is not None:
             self.live.move_to_end(key)
+            self._changed.add(key)
             return stream
         ref = self.stored.get(key)
         if ref is None:
@@ -157,6 +162,7 @@ class StreamTable:
 
     def add(self, key: str, stream: streams.Stream) -> None:
         self.live[key] = stream
+        self._changed.add(key)
         while len(self.live) > self.max_keys and self._evict():
             pass
         while len(self.stored) > self.max_stored_keys and self.when_full == "expire":
@@ -176,6 +182,7 @@ class StreamTable:
         self.stored[key] = ref
         self.digests[key] = digest_of(*snap)
         self._live_digests.pop(key, None)
+        self._changed.discard(key)
         self._retire(stream, +1)
         self.evictions += 1
         return True
@@ -204,14 +211,28 @@ class StreamTable:
 
     # ----- whole-table state ------------------------------------------------------------
     def checkpoint(self, generation: int, meta: dict) -> Checkpoint:
+        """A checkpoint of the keys that changed since the last one (``committed``); the store holds the rest.
+
+        A stream changes only by taking an event, and events reach it through ``get``, so a live
+        key not handed out or added since the last commit or load is unchanged; of those, the
+        store says which it can reuse.
+        """
         meta = dict(meta, retired=dict(self.retired), digests=dict(self.digests))
-        return Checkpoint(generation, meta, {k: s.snapshot() for k, s in self.live.items()}, dict(self.stored))
+        changed = self._changed
+        reuse = self.store.reusable([k for k in self.live if k not in changed])
+        live = {k: s.snapshot() for k, s in self.live.items() if k not in reuse}
+        return Checkpoint(generation, meta, live, dict(self.stored), order=list(self.live))
+
+    def committed(self) -> None:
+        """The checkpoint just built is in the store: every live key is as it holds it."""
+        self._changed = set()
 
     def load(self, checkpoint: Checkpoint) -> None:
         """Replace everything with the checkpoint's keys (StateError if one does not fit)."""
         live = OrderedDict((key, streams.restore(self.template, *snap)) for key, snap in checkpoint.live.items())
         self.live, self.stored = live, dict(checkpoint.stored)
         self._live_digests = {}
+        self._changed = set()
         digests = checkpoint.meta.get("digests", {})
         self.digests = {key: digests[key] for key in self.stored if key in digests}
         retired = checkpoint.meta.get("retired", {})

@@ -220,6 +220,7 @@ class Worker:
             self._due = self.events + self.every_events
         try:
             self.table.store.commit(self.table.checkpoint(self.generation + 1, meta))
+            self.table.committed()
         except Exception as err:
             log.error("checkpoint failed: %s", err)
             self.stats.checkpoint_failures += 1

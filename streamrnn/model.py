@@ -317,7 +317,10 @@ class OnlineRNN:
 
     @property
     def gradient(self) -> dict[str, np.ndarray]:
-        """The gradient handed to the optimiser at the last update (after clipping), by parameter."""
+        """The gradient handed to the optimiser at the last update (after clipping), by parameter.
+
+        It is introspection, not state: a model loaded from a state file shows zeros until its next update.
+        """
         return self.network.views(self._applied)
 
     def diagnostics(self) -> dict:

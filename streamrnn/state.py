@@ -1,7 +1,7 @@
 """A model's whole state as named arrays plus a JSON header, and its file format.
 
 Array names:  U0 W0 b0 ... V c (parameters), h0 h1 ... (hidden states),
-``feedback`` (fed-back target), ``grad`` (last applied gradient),
+``feedback`` (fed-back target),
 ``learner.*`` (RTRL sensitivities S0..., or the BPTT tape), ``optimizer.*``
 (moments and counters).  The header holds the format version, the model
 configuration, counters, the newest loss and gradient norms, and the random
@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "streamrnn-state"
+#: 3: the last applied gradient (``grad``) is no longer kept: continuing never reads it
 #: 2: the BPTT tape no longer holds each step's recurrent Jacobian (tape.JT*), which version 1 had
-VERSION = 2
-#: versions this code loads; a version-1 state's tape.JT* arrays are ignored (recomputed from D and U)
-READABLE = (1, 2)
+VERSION = 3
+#: versions this code loads; a version-1 state's tape.JT* arrays are ignored (recomputed from D and U),
+#: and an older state's ``grad`` is read back into ``OnlineRNN.gradient``
+READABLE = (1, 2, 3)
 HEADER = "__header__"
 
 
@@ -55,7 +57,6 @@ def model_state(model) -> tuple[dict[str, np.ndarray], dict]:
     for l in range(len(net.stack.layers)):
         arrays[f"h{l}"] = net.stack.hidden(l).copy()
     arrays["feedback"] = model._feedback.copy()
-    arrays["grad"] = model._applied.copy()
     arrays.update({f"learner.{k}": v.copy() for k, v in model.learner.state_arrays().items()})
     arrays.update({f"optimizer.{k}": np.array(v) for k, v in model.opt_state.items()})
     header = {
@@ -98,7 +99,7 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
     params = {name: _take(arrays, name, view.shape) for name, view in net.params().items()}
     hidden = [_take(arrays, f"h{l}", (layer.s,)) for l, layer in enumerate(net.stack.layers)]
     feedback = _take(arrays, "feedback", model._feedback.shape)
-    grad = _take(arrays, "grad", model._applied.shape)
+    grad = _take(arrays, "grad", model._applied.shape) if "grad" in arrays else np.zeros_like(model._applied)
     opt = {k: _take(arrays, f"optimizer.{k}", v.shape) for k, v in model.opt_state.items()}
     learner = {k[len("learner.") :]: v for k, v in arrays.items() if k.startswith("learner.")}
     probe = model.learner.bind(net)  # validate the learner state on a scratch copy first

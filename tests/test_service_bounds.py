@@ -200,7 +200,7 @@ def test_a_checkpoint_carries_the_retired_counters_and_an_older_one_without_them
     again = worker(DirectoryStore(tmp_path), **settings)
     assert again.restore() and again.table.totals() == totals and again.table.retired == w.table.retired
 
-    old = w.table.checkpoint(7, {"events": 9})  # an older writer: no digests, retired counters in part
+    old = w.table.store.latest()  # as an older writer would have left it: no digests, retired counters in part
     del old.meta["digests"]
     old.meta["retired"] = {"steps": 6}
     older = worker(w.table.store, **settings)

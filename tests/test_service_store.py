@@ -148,13 +148,13 @@ def test_unusable_checkpoints_are_logged_and_reported_with_why_and_leftovers_swe
     store = DirectoryStore(tmp_path, keep=5, on_corrupt=lambda path, why: whys.append((path.name, why)))
     store.commit(Checkpoint(1, {"events": 1}))
     base = {"format": "streamrnn-checkpoint", "meta": {"events": 2}, "streams": [], "stored": {}}
-    state.save(store._path(2), {}, dict(base, version=2, generation=2))  # the right format, another version
+    state.save(store._path(2), {}, dict(base, version=3, generation=2))  # the right format, another version
     state.save(store._path(3), {}, {k: v for k, v in dict(base, version=1, generation=3).items() if k != "streams"})
     (store.keys / ".0123.npz.abc.tmp").write_bytes(b"half a key file")
     with caplog.at_level("ERROR", logger="streamrnn.store"):
         assert store.latest().generation == 1
     expected = [("gen-000000000003.npz", f"{store._path(3)} has a malformed header: KeyError('streams')"),
-                ("gen-000000000002.npz", f"{store._path(2)} is not a streamrnn-checkpoint version 1 file")]
+                ("gen-000000000002.npz", f"{store._path(2)} is not a streamrnn-checkpoint file of version 1 or 2")]
     assert whys == expected
     assert [r.getMessage() for r in caplog.records] == [
         f"checkpoint {name} is unusable ({why}); trying the previous one" for name, why in expected]
@@ -190,7 +190,7 @@ def test_after_a_restart_kept_generations_keep_their_key_files_and_dropped_ones_
     third = build_worker(config, store)
     assert third.restore() and third.generation == 5
     _feed(third, supervised_events(3, keys=("a",), seed=11))
-    assert third.checkpoint() and store.generations() == [6, 5, 4] and store._refs[4] == set()
+    assert third.checkpoint() and store.generations() == [6, 5, 4] and store._refs[4] == (set(), set())
     assert state.load(store._path(6))[1]["generation"] == 6
 
 
@@ -201,3 +201,117 @@ def test_by_default_three_generations_are_kept_and_dropped_ones_are_forgotten(tm
     for generation in range(1, 6):
         store.commit(Checkpoint(generation, {"events": generation}))
     assert store.generations() == [5, 4, 3] and set(store._refs) == {3, 4, 5}
+
+
+# ----- incremental checkpoints: what changed is written, the rest referenced ------------------------
+
+
+def _shard_keys(path) -> list[str]:
+    from streamrnn import state
+
+    return [row[0] for row in state.load(path)[1]["table"]["keys"]]
+
+
+def _manifest(store, generation) -> dict:
+    from streamrnn import state
+
+    header = state.load(store._path(generation))[1]
+    return dict(zip(header["live"], header["shards"]))
+
+
+def test_a_checkpoint_writes_the_keys_that_changed_and_references_the_rest(tmp_path):
+    w, _ = _worker(tmp_path, max_keys="8")
+    store = w.table.store
+    _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
+    assert w.checkpoint()
+    assert _shard_keys(store._shard(1)) == ["a", "b", "c", "d"]
+    _feed(w, supervised_events(3, keys=("c",), seed=1))
+    assert w.checkpoint()
+    assert _shard_keys(store._shard(2)) == ["c"]  # only the key that took events
+    assert _manifest(store, 2) == {"a": 1, "b": 1, "d": 1, "c": 2}
+    assert w.checkpoint()  # nothing changed: a manifest and no shard
+    assert not store._shard(3).exists() and _manifest(store, 3) == _manifest(store, 2)
+    digest = w.table.digest()
+    again, corrupt = _worker(tmp_path, max_keys="8")
+    assert again.restore() and not corrupt and again.generation == 3
+    assert again.table.digest() == digest and list(again.table.live) == list(w.table.live)  # LRU order kept
+    _feed(again, supervised_events(2, keys=("a",), seed=2))
+    _feed(w, supervised_events(2, keys=("a",), seed=2))
+    assert again.table.digest() == w.table.digest()  # and it continues as the daemon that never stopped
+
+
+def test_a_mostly_superseded_shard_has_its_last_keys_written_again_and_goes(tmp_path):
+    w, _ = _worker(tmp_path, max_keys="8")
+    store = w.table.store
+    _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
+    assert w.checkpoint()
+    _feed(w, supervised_events(6, keys=("a", "b", "c"), seed=1))
+    assert w.checkpoint()  # shard 1 would keep 1 of its 4 keys: "d" is written again
+    assert _shard_keys(store._shard(2)) == ["d", "a", "b", "c"]
+    assert set(_manifest(store, 2).values()) == {2}
+    _feed(w, supervised_events(2, keys=("a",), seed=2))
+    assert w.checkpoint()  # 3 of shard 2's 4 keys still referenced: only "a" is written
+    assert _shard_keys(store._shard(3)) == ["a"]
+    assert w.checkpoint() and not store._shard(1).exists()  # generation 1 (keep = 2) is gone, and its shard
+
+
+def test_a_crash_between_shard_and_manifest_restores_the_previous_and_sweeps_the_shard(tmp_path, monkeypatch):
+    from streamrnn import state
+
+    w, _ = _worker(tmp_path, max_keys="8")
+    _feed(w, supervised_events(20, keys=("a", "b")))
+    assert w.checkpoint()
+    digest = w.table.digest()
+    _feed(w, supervised_events(4, keys=("a",), seed=1))
+    real = state.save
+
+    def crash_on_manifest(path, arrays, header):
+        if path.name.startswith("gen-"):
+            raise OSError("disk full")
+        real(path, arrays, header)
+
+    monkeypatch.setattr(state, "save", crash_on_manifest)
+    assert not w.checkpoint() and w.table.store._shard(2).exists()  # failed: logged and counted
+    monkeypatch.setattr(state, "save", real)
+    again, corrupt = _worker(tmp_path, max_keys="8")
+    assert again.restore() and again.generation == 1 and again.table.digest() == digest and not corrupt
+    _feed(again, supervised_events(1, keys=("b",), seed=3))
+    assert again.checkpoint()
+    assert _shard_keys(again.table.store._shard(2)) == ["b"]  # the stray shard 2 was replaced, not trusted
+
+
+def test_a_lost_shard_makes_its_generation_unusable_and_the_previous_one_is_used(tmp_path):
+    w, _ = _worker(tmp_path, max_keys="8")
+    _feed(w, supervised_events(20, keys=("a", "b")))
+    assert w.checkpoint()
+    digest = w.table.digest()
+    _feed(w, supervised_events(4, keys=("a",), seed=1))
+    assert w.checkpoint()
+    w.table.store._shard(2).unlink()
+    again, corrupt = _worker(tmp_path, max_keys="8")
+    assert again.restore() and again.generation == 1 and corrupt == ["gen-000000000002.npz"]
+    assert again.table.digest() == digest
+
+
+def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_every_key(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    # written by the commit before shards (a2c237c): 24 events on keys a, b (supervised) and c (forecast),
+    # at most 2 live (so one key is in a key file); ``replies`` are that daemon's replies to ``then``
+    fixture = Path(__file__).parent / "data" / "checkpoint_v1"
+    expected = json.loads((fixture / "expected.json").read_text())
+    shutil.copytree(fixture, tmp_path, dirs_exist_ok=True)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "streams.max_keys": "2", "model.units": "4"})
+
+    def handle(worker, event):
+        return json.loads(worker.handle(json.dumps(event).encode(), 10))
+
+    w = build_worker(config, DirectoryStore(tmp_path, keep=3))
+    assert w.restore() and w.events == expected["events"] and len(w.table) == 3
+    assert w.checkpoint()
+    assert sorted(_shard_keys(w.table.store._shard(2))) == sorted(w.table.live)
+    again = build_worker(config, DirectoryStore(tmp_path, keep=3))
+    assert again.restore() and again.table.digest() == w.table.digest()
+    for worker_ in (w, again):  # both continue bit for bit as the daemon that wrote the old checkpoint did
+        assert [handle(worker_, e) for e in expected["then"]] == expected["replies"]

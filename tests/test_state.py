@@ -227,10 +227,10 @@ def test_every_state_error_says_what_is_wrong(tmp_path):
         with pytest.raises(StateError, match=match):
             model.load_state_dict(dict(arrays), dict(header))
 
-    refused(re.escape("state format must be 'streamrnn-state' version 2 (this version of streamrnn also reads 1), "
-                      "got 'streamrnn-state' version 3"), header=dict(header, version=3))
-    refused(re.escape("state format must be 'streamrnn-state' version 2 (this version of streamrnn also reads 1), "
-                      "got 'other' version 2"), header=dict(header, format="other"))
+    refused(re.escape("state format must be 'streamrnn-state' version 3 (this version of streamrnn also reads 1, 2), "
+                      "got 'streamrnn-state' version 4"), header=dict(header, version=4))
+    refused(re.escape("state format must be 'streamrnn-state' version 3 (this version of streamrnn also reads 1, 2), "
+                      "got 'other' version 3"), header=dict(header, format="other"))
     other = dict(header["config"], clip_norm=3.0)
     refused(re.escape(f"state was saved by a model configured differently: saved {other!r}, "
                       f"this model {header['config']!r}"), header=dict(header, config=other))
@@ -330,10 +330,31 @@ def test_a_version_1_state_loads_and_continues_and_another_version_is_refused_na
     for x, y in events(20, seed=1):
         assert twin.step(x, y).loss == model.step(x, y).loss
     before = twin.state_dict()[0]
-    with pytest.raises(StateError, match=r"version 2 .*got 'streamrnn-state' version 3"):
-        twin.load_state_dict(arrays, dict(header, version=3))
+    with pytest.raises(StateError, match=r"version 3 .*got 'streamrnn-state' version 4"):
+        twin.load_state_dict(arrays, dict(header, version=4))
     after = twin.state_dict()[0]
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_the_last_gradient_is_not_kept_and_an_older_state_that_kept_it_loads():
+    """Version 3 leaves out ``grad`` (continuing never reads it); a version-2 state carries it, and it
+    loads into ``gradient`` and continues exactly like the version-3 state of the same model."""
+    model = make(TruncatedBPTT(5, 1), Adam(0.01))
+    for x, y in events(30):
+        model.step(x, y)
+    arrays, header = model.state_dict()
+    assert header["version"] == 3 and "grad" not in arrays
+    last = {k: v.copy() for k, v in model.gradient.items()}
+    older, fresh = make(TruncatedBPTT(5, 1), Adam(0.01)), make(TruncatedBPTT(5, 1), Adam(0.01))
+    older.load_state_dict(dict(arrays, grad=model._applied.copy()), dict(header, version=2))
+    fresh.load_state_dict(arrays, header)
+    assert all(np.array_equal(older.gradient[k], last[k]) for k in last)
+    assert all(not fresh.gradient[k].any() for k in last)  # introspection only: zeros until the next update
+    with pytest.raises(StateError, match=r"^state array 'grad' has shape \(2,\), expected "):
+        fresh.load_state_dict(dict(arrays, grad=np.zeros(2)), dict(header, version=2))
+    for x, y in events(20, seed=1):
+        assert older.step(x, y).loss == fresh.step(x, y).loss == model.step(x, y).loss
+    assert all(np.array_equal(older.gradient[k], fresh.gradient[k]) for k in last)
 
 
 def test_truncated_bptt_memory_grows_with_the_window_not_its_square():

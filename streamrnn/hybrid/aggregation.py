@@ -72,13 +72,6 @@ class MLPoly(Stateful):
             R = R - self.margin * np.sqrt(S) * (self.prior == 0.0)
         return np.maximum(R, 0.0)  # a new array: callers may write to it
 
-    def _positive(self, R: np.ndarray, S: np.ndarray) -> np.ndarray:
-        """(R_k)_+, or with a margin (R_k - margin sqrt(S_k))_+ for the experts without prior weight:
-        such an expert must be better by more than its noise before it gets weight."""
-        if self.margin and self.prior is not None:
-            R = R - self.margin * np.sqrt(S) * (self.prior == 0.0)
-        return np.maximum(R, 0.0)  # a new array: callers may write to it
-
     def _fallback(self, awake: np.ndarray) -> np.ndarray:
         """The weights while no awake expert has a positive regret."""
         if self.prior is not None:

@@ -1,0 +1,56 @@
+"""Many keys' states in one byte array: bit for bit back, aligned, one layout per configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service import packing
+
+
+def _state(rng, header_text: str) -> dict:
+    return {
+        "U": rng.normal(size=(3, 3)),
+        "count": np.array(7, dtype=np.int64),
+        "seen": np.array(True),
+        "__header__": np.frombuffer(header_text.encode(), dtype=np.uint8),  # a nested JSON header: any length
+        "odd": rng.normal(size=5).astype(np.float32),  # 20 bytes: the next array must still start aligned
+        "ring": np.arange(4, dtype=np.int64)[::2],  # not contiguous
+        "mask": np.array([True, False, True]),
+    }
+
+
+def test_states_come_back_bit_for_bit_with_their_headers():
+    rng = np.random.default_rng(0)
+    states = [("a", _state(rng, '{"x": 1}'), {"events": 3}), ("b", _state(rng, '{"longer": [1, 2, 3]}'), {"events": 9})]
+    states[1][1]["U"][0, 0] = -0.0
+    states[1][1]["U"][1, 1] = np.nan
+    data, table = packing.pack(states)
+    assert data.dtype == np.uint8 and data.ndim == 1
+    got = packing.unpack(data, table)
+    assert list(got) == ["a", "b"]
+    for key, arrays, header in states:
+        back, back_header = got[key]
+        assert back_header == header and list(back) == list(arrays)
+        for name, a in arrays.items():
+            assert back[name].dtype == a.dtype and back[name].shape == a.shape
+            assert back[name].tobytes() == np.ascontiguousarray(a).tobytes()  # bits: -0.0 and NaN included
+            assert back[name].ctypes.data % packing.ALIGN == data.ctypes.data % packing.ALIGN
+
+
+def test_keys_of_one_configuration_share_a_layout_whatever_their_headers():
+    rng = np.random.default_rng(1)
+    states = [(f"k{i}", _state(rng, "{}" + " " * i), {}) for i in range(5)]
+    states.append(("wider", dict(_state(rng, "{}"), U=np.zeros((4, 4))), {}))
+    _, table = packing.pack(states)
+    assert len(table["layouts"]) == 2
+    assert [row[1] for row in table["keys"]] == [0, 0, 0, 0, 0, 1]
+    assert [row[3] for row in table["keys"]] == [[2], [3], [4], [5], [6], [2]]  # per key: the header lengths
+
+
+def test_nothing_packs_to_nothing_and_a_short_buffer_is_refused():
+    data, table = packing.pack([])
+    assert data.shape == (0,) and packing.unpack(data, table) == {}
+    data, table = packing.pack([("a", {"w": np.arange(4.0)}, {})])
+    with pytest.raises(ValueError, match=r"^key 'a': array 'w' runs past the end of the data$"):
+        packing.unpack(data[:-8], table)
