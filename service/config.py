@@ -214,6 +214,9 @@ class CheckpointSettings(Section):
     every_events: int = Field(10_000, ge=0, description="0: never by count")
     every_seconds: float = Field(60.0, ge=0.0, description="0: never by time")
     keep: int = Field(3, ge=1, description="generations kept; older ones are deleted")
+    background: bool = Field(True, description="write the periodic checkpoints on a writer thread while events "
+                             "go on (the keys' states are still copied between two events); the one at "
+                             "shutdown is always written before exit")
 
 
 class MetricsSettings(Section):

@@ -3,7 +3,8 @@
 Start-up builds the parts from the validated ``Config`` (names resolved once in
 ``service.names``), restores the newest good checkpoint, opens the sources and
 the HTTP endpoints, and only then reports ready.  The main loop wakes every
-0.1 s to write time-based checkpoints and progress lines.  SIGTERM and SIGINT
+0.1 s to write time-based checkpoints (on the worker's writer thread, see
+``checkpoint.background``) and progress lines.  SIGTERM and SIGINT
 only set a flag; the loop notices it, and the shutdown stops reading, lets the
 event in hand finish and its replies flush, writes a checkpoint and exits 0,
 all within ``shutdown.timeout_seconds``.  When every input is finite (stdin,
@@ -44,7 +45,7 @@ def build_worker(config: Config, store) -> Worker:
     s = config.streams
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
     every = config.checkpoint.every_events if config.checkpoint.enabled else 0
-    return Worker(table, Stats(), config.streams.default_key, every)
+    return Worker(table, Stats(), config.streams.default_key, every, config.checkpoint.background)
 
 
 class Server:
@@ -161,9 +162,10 @@ class Server:
                 log.info("every input has ended")
                 break
             now = time.monotonic()
+            self.worker.settle()  # a checkpoint written in the background: its outcome, once it has one
             if c.enabled and c.every_seconds and now - last_checkpoint >= c.every_seconds:
                 if self.worker.dirty():
-                    self.worker.checkpoint()
+                    self.worker.checkpoint(background=c.background)
                 last_checkpoint = now
             if progress and now - last_progress >= progress:
                 self._progress(self.worker.events - events_then, now - last_progress)
@@ -189,7 +191,8 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         ok = True
         if self.config.checkpoint.enabled:
-            ok = self.worker.checkpoint()
+            ok = self.worker.checkpoint()  # after the one being written, if any
+        self.worker.close()
         await self._close()
         elapsed = time.monotonic() - started
         s = self.worker.stats

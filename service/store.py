@@ -17,7 +17,8 @@ states and partition offsets together in Redis Streams or Kafka):
     put_stream(key, arrays, header) -> ref   # an evicted key's state; immutable once written
     get_stream(ref) -> (arrays, header)      # StateError if unreadable
     reusable(keys) -> set                    # of these unchanged live keys, those a commit may leave out
-    commit(checkpoint)                       # atomically make it the newest
+    cut() -> int                             # where the evicted keys' writes stand (Checkpoint.cut)
+    commit(checkpoint)                       # atomically make it the newest (may run on another thread)
     latest() -> Checkpoint | None            # the newest readable one, every live key's state in it
 
 ``DirectoryStore`` writes with ``streamrnn.state.save`` (npz + JSON header +
@@ -48,8 +49,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -81,6 +83,7 @@ class Checkpoint:
     live: dict[str, tuple[dict, dict]] = field(default_factory=dict)
     stored: dict[str, str] = field(default_factory=dict)  # key -> ref
     order: list[str] | None = None  # every live key, least recently used first (None: the keys of ``live``)
+    cut: int = 0  # the store's ``cut()`` when it was built: key files written later are not its to collect
 
     def keys(self) -> list[str]:
         return list(self.live) if self.order is None else self.order
@@ -100,6 +103,11 @@ class CheckpointStore:
     def reusable(self, keys) -> set[str]:
         """Of these live keys, unchanged since the newest commit, the ones whose state a commit may leave out."""
         return set()
+
+    def cut(self) -> int:
+        """A mark of the evicted keys written so far (``Checkpoint.cut``): a commit running on another
+        thread while keys are evicted deletes no key file written after its checkpoint was built."""
+        return 0
 
     def commit(self, checkpoint: Checkpoint) -> None:
         raise NotImplementedError
@@ -143,13 +151,25 @@ class DirectoryStore(CheckpointStore):
         self._refs: dict[int, tuple[set[int], set[str]]] = {}  # generation -> (shards, key files) it references
         self._where: dict[str, int] = {}  # live key -> shard holding its state, as of the newest commit or read
         self._shard_sizes: dict[int, int] = {}  # shard -> keys written into it
+        # key files written by this process, by the order of their writing; a commit (which may run
+        # on a writer thread while the event loop evicts keys) collects only those up to its cut
+        self._lock = threading.Lock()
+        self._written: dict[str, int] = {}
+        self._writes = 0
 
     # ----- evicted keys ----------------------------------------------------------------
     def put_stream(self, key, arrays, header):
         ref = f"{hashlib.sha256(key.encode()).hexdigest()[:32]}-{int(header['events'])}.npz"
         data, table = packing.pack([(key, arrays, header)])
+        with self._lock:  # counted before the file exists: a commit in progress must not collect it
+            self._writes += 1
+            self._written[ref] = self._writes
         state.save(self.keys / ref, {DATA: data}, {"format": KEY_FORMAT, "key": key, "table": table})
         return ref
+
+    def cut(self) -> int:
+        with self._lock:
+            return self._writes
 
     def get_stream(self, ref):
         if not self.keys.is_dir():  # out of reach (unmounted, moved): OSError, not a lost state
@@ -228,7 +248,7 @@ class DirectoryStore(CheckpointStore):
         if checkpoint.live:
             self._shard_sizes[generation] = len(checkpoint.live)
         self._refs[generation] = (set(where.values()), set(checkpoint.stored.values()))
-        self._collect()
+        self._collect(checkpoint.cut)
 
     def latest(self) -> Checkpoint | None:
         junk = [*self.root.glob(".gen-*.tmp"), *self.root.glob(".shard-*.tmp"), *self.keys.glob(".*.tmp")]
@@ -305,8 +325,9 @@ class DirectoryStore(CheckpointStore):
                 self._refs[generation] = (set(), set())
         return self._refs[generation]
 
-    def _collect(self) -> None:
-        """Delete generations past ``keep``, and the shards and key files no kept generation references."""
+    def _collect(self, cut: int) -> None:
+        """Delete generations past ``keep``, and the shards and key files no kept generation references
+        (of the key files this process wrote, only those written before ``cut``)."""
         generations = self.generations()
         kept, dropped = generations[: self.keep], generations[self.keep :]
         for generation in dropped:
@@ -321,6 +342,9 @@ class DirectoryStore(CheckpointStore):
             if shard not in shards:
                 self._shard(shard).unlink(missing_ok=True)
                 self._shard_sizes.pop(shard, None)
+        with self._lock:
+            young = {ref for ref, n in self._written.items() if n > cut}
+            self._written = {ref: self._written[ref] for ref in young}
         for path in self.keys.glob("*.npz"):
-            if path.name not in files:
+            if path.name not in files and path.name not in young:
                 path.unlink(missing_ok=True)

@@ -80,6 +80,7 @@ class StreamTable:
         self.digests: dict[str, str] = {}  # stored key -> digest_of its state
         self._live_digests: dict[str, tuple[int, str]] = {}  # live key -> (its events then, digest)
         self._changed: set[str] = set()  # live keys handed out (``get``) or added since the newest checkpoint
+        self._writing: set[str] = set()  # the changed keys of the checkpoint being written
         self.retired = dict.fromkeys(COUNTERS, 0)
         self.evictions = 0
         self.restores = 0
@@ -221,18 +222,22 @@ class StreamTable:
         changed = self._changed
         reuse = self.store.reusable([k for k in self.live if k not in changed])
         live = {k: s.snapshot() for k, s in self.live.items() if k not in reuse}
-        return Checkpoint(generation, meta, live, dict(self.stored), order=list(self.live))
+        checkpoint = Checkpoint(generation, meta, live, dict(self.stored), order=list(self.live), cut=self.store.cut())
+        self._writing, self._changed = changed, set()
+        return checkpoint
 
-    def committed(self) -> None:
-        """The checkpoint just built is in the store: every live key is as it holds it."""
-        self._changed = set()
+    def committed(self, ok: bool = True) -> None:
+        """The newest checkpoint built is in the store (ok), or failed: its keys count as changed again."""
+        if not ok:
+            self._changed |= self._writing
+        self._writing = set()
 
     def load(self, checkpoint: Checkpoint) -> None:
         """Replace everything with the checkpoint's keys (StateError if one does not fit)."""
         live = OrderedDict((key, streams.restore(self.template, *snap)) for key, snap in checkpoint.live.items())
         self.live, self.stored = live, dict(checkpoint.stored)
         self._live_digests = {}
-        self._changed = set()
+        self._changed, self._writing = set(), set()
         digests = checkpoint.meta.get("digests", {})
         self.digests = {key: digests[key] for key in self.stored if key in digests}
         retired = checkpoint.meta.get("retired", {})

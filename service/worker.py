@@ -8,7 +8,9 @@ inside a step.
 The worker also owns the input positions (lines and bytes taken in from each
 resumable source) and the checkpoints: every ``checkpoint.every_events``
 events it writes one, consistent with the positions, after the event that
-made it due.
+made it due.  With ``background`` the keys' states are copied between two
+events (the consistent cut) and written on a writer thread while events go on;
+one checkpoint is written at a time, and ``settle`` takes in its outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
 from .protocol import Command, ProtocolError, error, parse
@@ -60,6 +63,13 @@ def _finite(value):
     return value
 
 
+def _timed(f, *args) -> float:
+    """Seconds that f(*args) took."""
+    started = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - started
+
+
 class Position:
     """How far a resumable source has been read: lines and bytes handed to the worker."""
 
@@ -73,16 +83,21 @@ class Position:
 
 
 class Worker:
-    def __init__(self, table: StreamTable, stats: Stats, default_key: str = "default", every_events: int = 0):
+    def __init__(self, table: StreamTable, stats: Stats, default_key: str = "default", every_events: int = 0,
+                 background: bool = False):
         self.table = table
         self.stats = stats
         self.default_key = default_key
         self.every_events = every_events
+        self.background = background  # the checkpoints this worker makes due are written on a writer thread
         self.events = 0  # events applied since the state began, across restarts
         self.generation = 0  # newest checkpoint written or restored
         self.positions: dict[str, Position] = {}
         self._due = every_events or None
         self._saved = None  # (events, positions) at the newest checkpoint
+        self._writer: ThreadPoolExecutor | None = None
+        # the checkpoint on the writer thread: (future of its seconds, generation, mark, seconds spent copying)
+        self._writing: tuple[Future, int, tuple, float] | None = None
 
     # ----- lines ------------------------------------------------------------------------
     def handle(self, line: bytes | None, size: int, position: Position | None = None) -> bytes:
@@ -116,7 +131,8 @@ class Worker:
         else:
             if type(event) is not Command:
                 if self._due is not None and self.events >= self._due:
-                    self.checkpoint()  # inside the event's latency: alerts on latency see checkpoint stalls
+                    # inside the event's latency: alerts on latency see checkpoint stalls
+                    self.checkpoint(background=self.background)
                 self.stats.latency.observe(time.perf_counter() - started)
         return (text + "\n").encode()
 
@@ -211,26 +227,73 @@ class Worker:
         """Whether anything moved since the newest checkpoint."""
         return self._mark() != self._saved
 
-    def checkpoint(self) -> bool:
-        """Write a checkpoint of every key with the positions; False (logged, counted) on failure."""
+    def checkpoint(self, background: bool = False) -> bool:
+        """Write a checkpoint of the changed keys with the positions; False (logged, counted) on failure.
+
+        ``background``: copy the states now and write them on the writer thread; True means the
+        write has begun, and ``settle`` takes in how it ended.  A checkpoint waits for the one
+        before it.
+        """
+        self.settle(wait=True)
         started = time.perf_counter()
         meta = {"events": self.events, "created": time.time(),
                 "positions": {name: p.as_dict() for name, p in self.positions.items()}}
         if self.every_events:
             self._due = self.events + self.every_events
         try:
-            self.table.store.commit(self.table.checkpoint(self.generation + 1, meta))
-            self.table.committed()
+            checkpoint = self.table.checkpoint(self.generation + 1, meta)
         except Exception as err:
-            log.error("checkpoint failed: %s", err)
-            self.stats.checkpoint_failures += 1
+            self._failed(err)
             return False
-        self.generation += 1
-        self._saved = self._mark()
-        self.stats.checkpoint.observe(time.perf_counter() - started)
-        self.stats.checkpoint_last_success = time.time()
-        log.debug("checkpoint %d written: %d events, %d live keys", self.generation, self.events, len(self.table.live))
+        if background:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="streamrnn-checkpoint")
+            future = self._writer.submit(_timed, self.table.store.commit, checkpoint)
+            self._writing = (future, checkpoint.generation, self._mark(), time.perf_counter() - started)
+            return True
+        try:
+            self.table.store.commit(checkpoint)
+        except Exception as err:
+            self.table.committed(ok=False)
+            self._failed(err)
+            return False
+        self._written(checkpoint.generation, self._mark(), time.perf_counter() - started)
         return True
+
+    def settle(self, wait: bool = False) -> None:
+        """Take in the outcome of the checkpoint being written in the background, if it has ended (or wait)."""
+        if self._writing is None:
+            return
+        future, generation, mark, copying = self._writing
+        if not wait and not future.done():
+            return
+        self._writing = None
+        try:
+            writing = future.result()
+        except Exception as err:
+            self.table.committed(ok=False)
+            self._failed(err)
+            return
+        self._written(generation, mark, copying + writing)
+
+    def close(self) -> None:
+        """Wait for a checkpoint being written, and stop the writer thread."""
+        self.settle(wait=True)
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+
+    def _written(self, generation: int, mark: tuple, seconds: float) -> None:
+        self.table.committed()
+        self.generation = generation
+        self._saved = mark
+        self.stats.checkpoint.observe(seconds)
+        self.stats.checkpoint_last_success = time.time()
+        log.debug("checkpoint %d written: %d events, %d live keys", generation, mark[0], len(self.table.live))
+
+    def _failed(self, err: Exception) -> None:
+        log.error("checkpoint failed: %s", err)
+        self.stats.checkpoint_failures += 1
 
     def restore(self) -> bool:
         """Load the newest good checkpoint, if any (StateError if it is for another model)."""

@@ -315,3 +315,65 @@ def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_eve
     assert again.restore() and again.table.digest() == w.table.digest()
     for worker_ in (w, again):  # both continue bit for bit as the daemon that wrote the old checkpoint did
         assert [handle(worker_, e) for e in expected["then"]] == expected["replies"]
+
+
+def test_a_commit_on_the_writer_thread_keeps_the_key_files_written_after_its_checkpoint_was_built(tmp_path):
+    import numpy as np
+
+    from service.store import Checkpoint
+
+    store = DirectoryStore(tmp_path)
+    early = store.put_stream("early", {"w": np.zeros(2)}, {"events": 1})  # stored before: in the checkpoint
+    gone = store.put_stream("gone", {"w": np.zeros(2)}, {"events": 1})  # read back before: in no checkpoint
+    checkpoint = Checkpoint(1, {"events": 1}, {}, {"early": early}, cut=store.cut())
+    late = store.put_stream("late", {"w": np.ones(2)}, {"events": 3})  # evicted while the commit runs
+    store.commit(checkpoint)
+    assert (store.keys / early).exists() and not (store.keys / gone).exists()
+    assert (store.keys / late).exists()  # younger than the checkpoint: not its to collect
+    store.commit(Checkpoint(2, {"events": 2}, {}, {"early": early, "late": late}, cut=store.cut()))
+    assert np.array_equal(store.get_stream(late)[0]["w"], np.ones(2))
+    store.commit(Checkpoint(3, {"events": 3}, {}, {}, cut=store.cut()))
+    store.commit(Checkpoint(4, {"events": 4}, {}, {}, cut=store.cut()))
+    store.commit(Checkpoint(5, {"events": 5}, {}, {}, cut=store.cut()))
+    assert not list(store.keys.glob("*.npz"))  # once no kept generation references them, they go
+
+
+def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_one_is_written_again(tmp_path):
+    from streamrnn import state
+
+    def run(root, background):
+        config = load(environ={}, overrides={"checkpoint.dir": str(root), "streams.max_keys": "3",
+                                             "checkpoint.background": background, "checkpoint.every_events": "7"})
+        w = build_worker(config, DirectoryStore(root))
+        _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
+        w.close()
+        return w
+
+    sync, bg = run(tmp_path / "sync", "false"), run(tmp_path / "bg", "true")
+    assert bg.generation == sync.generation == 5 and bg.table.digest() == sync.table.digest()
+    for root, w in ((tmp_path / "sync", sync), (tmp_path / "bg", bg)):
+        config = load(environ={}, overrides={"checkpoint.dir": str(root), "streams.max_keys": "3"})
+        again = build_worker(config, DirectoryStore(root))
+        assert again.restore() and again.events == 35 and again.generation == 5
+
+    # a write that fails on the writer thread is counted when it settles, and its keys are written by the next
+    real = state.save
+    calls = []
+
+    def failing(path, arrays, header):
+        calls.append(path.name)
+        if path.name.startswith("gen-") and len(calls) < 3:
+            raise OSError("disk full")
+        real(path, arrays, header)
+
+    w = run(tmp_path / "fail", "true")
+    _feed(w, supervised_events(1, keys=("a",), seed=5))  # 41 events: the next one due at 42
+    state.save = failing
+    try:
+        assert w.checkpoint(background=True)
+        w.settle(wait=True)
+        assert w.stats.checkpoint_failures == 1 and w.generation == 5
+        assert w.checkpoint()
+    finally:
+        state.save = real
+    assert w.generation == 6 and "a" in _shard_keys(w.table.store._shard(6))

@@ -428,7 +428,7 @@ class _CountingStore(MemoryStore):
 
 
 def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
-    config = load(environ={}, overrides={"checkpoint.every_events": "3"})
+    config = load(environ={}, overrides={"checkpoint.every_events": "3", "checkpoint.background": "false"})
     from service.server import build_worker as build
 
     store = _CountingStore()
@@ -472,7 +472,7 @@ def test_restore_brings_back_positions_the_checkpoint_schedule_and_a_clean_slate
     from service.server import build_worker as build
     from service.store import Checkpoint, DirectoryStore
 
-    config = load(environ={}, overrides={"checkpoint.every_events": "4"})
+    config = load(environ={}, overrides={"checkpoint.every_events": "4", "checkpoint.background": "false"})
     assert build(config, DirectoryStore(tmp_path / "empty")).restore() is False
     first = build(config, DirectoryStore(tmp_path))
     for i in range(6):
