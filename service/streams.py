@@ -140,7 +140,9 @@ class SupervisedStream(Stream):
                 raise ProtocolError("invalid_value", str(err)) from None
             o, loss = result.prediction, result.loss
         else:
-            z, dx = self.space.vector(event.x), self.space.change(event.x)
+            space = self.space
+            raw = space.raw(event.x)
+            z, dx = space.vector(event.x, raw), space.change(event.x, raw)
             o = np.array([core.predict(z, dx) for core in self.cores])
             loss = None
             if y is not None:
@@ -148,7 +150,7 @@ class SupervisedStream(Stream):
                     core.learn(z, dx, target)
                 err = np.clip(o - np.asarray(y), -MAX_ABS, MAX_ABS)  # against a wild target, a large finite loss
                 loss = 0.5 * float(err @ err)
-            self.space.learn(event.x)
+            space.learn(event.x, raw)
         self.events += 1
         return (float(o[0]) if self.outputs == 1 else o.tolist()), loss
 

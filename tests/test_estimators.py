@@ -556,3 +556,20 @@ def test_estimators_take_every_online_learner_and_refuse_epochwise():
         for x, y in TRUMP[:30]:
             model.learn_one(x, y)
         assert math.isfinite(model.predict_one(TRUMP[30][0]))
+
+
+def test_an_event_read_once_gives_what_reading_it_for_each_use_gives():
+    """``FeatureSpace.raw`` reads x once for ``vector``, ``change`` and ``learn``; each equals its own read."""
+    from streamrnn.estimators.features import FeatureSpace
+
+    events = [{"a": float(i), "b": -2.0 * i, "when": dt.datetime(2024, 1, 1, i % 24)} for i in range(12)]
+    once, each = FeatureSpace(), FeatureSpace()
+    for space in (once, each):
+        space.add(space.new(events[0]), events[0])
+    for x in events:
+        raw = once.raw(x)
+        assert np.array_equal(once.vector(x, raw), each.vector(x))
+        assert np.array_equal(once.change(x, raw), each.change(x))
+        once.learn(x, raw)
+        each.learn(x)
+        assert all(np.array_equal(a, b) for a, b in zip(once.state().values(), each.state().values()))

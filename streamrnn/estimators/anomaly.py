@@ -120,7 +120,8 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
         self._grow(x)
         if not self._features.width:
             return
-        target = self._features.vector(x)
+        raw = self._features.raw(x)
+        target = self._features.vector(x, raw)
         F = self._experts()
         combined = self._combined(F)
         awake = self._awake()
@@ -132,7 +133,7 @@ class RNNAnomalyDetector(RNNEstimator, base.AnomalyDetector):
         if self._model is not None:
             self._model.step(self._previous, target)
         self._previous = target
-        self._features.learn(x)
+        self._features.learn(x, raw)
         self._events += 1
 
     def _diagnostics(self) -> dict:

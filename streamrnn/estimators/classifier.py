@@ -114,7 +114,8 @@ class RNNClassifier(RNNEstimator, base.MiniBatchClassifier):
     def learn_one(self, x, y) -> None:
         self._features.new(x)  # checks every value before anything grows
         self._grow(x, y)
-        z = self._features.vector(x)
+        raw = self._features.raw(x)
+        z = self._features.vector(x, raw)
         label = self._index[y]
         probs, awake = self._experts(z)
         self._mixture.learn(0, log_loss_regret(probs, awake, self._mixture.weights(0, awake), label))
@@ -124,7 +125,7 @@ class RNNClassifier(RNNEstimator, base.MiniBatchClassifier):
             target[label] = 1.0
             self._model.step(z, target)
         self._counts[label] += 1.0
-        self._features.learn(x)
+        self._features.learn(x, raw)
 
     def advance_one(self, x) -> None:
         """Advance the network's state on an event whose label never comes (nothing is learned)."""

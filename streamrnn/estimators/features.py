@@ -138,22 +138,29 @@ class FeatureSpace(Stateful):
                     u[i] = min(max(f, -MAX_ABS), MAX_ABS)  # squares stay finite in the moments
         return u
 
-    def vector(self, x: dict) -> np.ndarray:
+    def raw(self, x: dict) -> np.ndarray:
+        """x's values in column order, unscaled (0 where missing; times as calendar phases).
+
+        ``vector``, ``change`` and ``learn`` take it, so that an event is read once, not once for each.
+        """
+        return self._raw(x)
+
+    def vector(self, x: dict, raw: np.ndarray | None = None) -> np.ndarray:
         """The input vector for x: numbers standardised (0 where missing), calendar phases as they are."""
-        u = self._raw(x)
+        u = self._raw(x) if raw is None else raw
         z = self.moments.scale(u)
         return np.where(self.scaled, z, u)
 
-    def change(self, x: dict) -> np.ndarray:
+    def change(self, x: dict, raw: np.ndarray | None = None) -> np.ndarray:
         """Each number's change since the previous event, unscaled (0 before there is one)."""
         if not self.has_last:
             return np.zeros(self.width)
-        return (self._raw(x) - self.last) * self.scaled
+        return ((self._raw(x) if raw is None else raw) - self.last) * self.scaled
 
-    def learn(self, x: dict) -> None:
+    def learn(self, x: dict, raw: np.ndarray | None = None) -> None:
         """Update the running moments (and the clock) with x, after the model stepped on it."""
         if self.width:
-            raw = self._raw(x)
+            raw = self._raw(x) if raw is None else raw
             self.moments.update(raw, self.scaled)
             self.last, self.has_last = raw, True
         t = self.time_of(x)

@@ -139,8 +139,9 @@ class RNNForecaster(RNNEstimator, Forecaster):
         k = self._features.add(new, x)
         if k:
             core.grow_features(k)
-        features = self._features.vector(x)
-        self._features.learn(x)  # the clock takes x's time: the calendar of the next steps is known
+        raw = self._features.raw(x)
+        features = self._features.vector(x, raw)
+        self._features.learn(x, raw)  # the clock takes x's time: the calendar of the next steps is known
         self._update_candidates()
         self._origin_rows = self._calendar(core.horizon)
         core.learn(y, features, self._origin_rows if core.n_features else None)

@@ -37,7 +37,9 @@ class TargetModels(RNNEstimator):
         """{name: prediction} for every target seen so far (pure; {} before any)."""
         if not self._targets:
             return {}
-        z, dx = self._features.vector(x), self._features.change(x)
+        features = self._features
+        raw = features.raw(x)
+        z, dx = features.vector(x, raw), features.change(x, raw)
         return {name: self._cores[name].predict(z, dx) for name in self._targets}
 
     def _learn(self, x: dict, ys: dict) -> None:
@@ -49,11 +51,13 @@ class TargetModels(RNNEstimator):
         for name in sorted((n for n in ys if n not in self._cores), key=repr):
             self._targets.append(name)
             self._cores[name] = HybridRegressor(self._features.width, **self._network())
-        z, dx = self._features.vector(x), self._features.change(x)
+        features = self._features
+        raw = features.raw(x)
+        z, dx = features.vector(x, raw), features.change(x, raw)
         for name, v in ys.items():
             if v is not None:
                 self._cores[name].learn(z, dx, v)
-        self._features.learn(x)
+        features.learn(x, raw)
 
     def advance_one(self, x) -> None:
         """An event whose target never comes: the features' scales learn from it."""
