@@ -16,7 +16,7 @@ states and partition offsets together in Redis Streams or Kafka):
 
     put_stream(key, arrays, header) -> ref   # an evicted key's state; immutable once written
     get_stream(ref) -> (arrays, header)      # StateError if unreadable
-    reusable(keys) -> set                    # of these unchanged live keys, those a commit may leave out
+    reusable(keys, changed) -> set           # of these unchanged live keys, those a commit may leave out
     cut() -> int                             # where the evicted keys' writes stand (Checkpoint.cut)
     commit(checkpoint)                       # atomically make it the newest (may run on another thread)
     latest() -> Checkpoint | None            # the newest readable one, every live key's state in it
@@ -34,10 +34,11 @@ Shards and key files are immutable once written: a key file is named by the
 key's event count, a shard by the generation that wrote it.  A generation is
 kept with every shard and key file it references; the shard is written
 before its manifest, so a crash between the two leaves a shard no manifest
-names, swept at the next commit.  When fewer than half of an old shard's
-keys are still referenced, its remaining keys are written again (into the
-new shard) so that the old one can go: disk stays within about twice the
-live state.  A corrupt or truncated newest checkpoint (manifest or shard)
+names, swept at the next commit.  While the shards hold more than twice the
+live keys, the remaining keys of the emptiest ones are written again (into
+the new shard, at most as many as changed) so that those can go: a
+checkpoint writes at most twice what changed, and the disk holds about
+twice the live state.  A corrupt or truncated newest checkpoint (manifest or shard)
 is reported (``on_corrupt``) and the previous good one is used.
 
 Checkpoints written by earlier versions (version 1: every live key's arrays
@@ -70,8 +71,6 @@ READABLE = (1, 2)
 SHARD_FORMAT = "streamrnn-shard"
 KEY_FORMAT = "streamrnn-key"
 DATA = "data"
-#: an old shard whose referenced keys fall below this fraction of it has them written again
-COMPACT_BELOW = 0.5
 log = logging.getLogger("streamrnn.store")
 
 
@@ -100,8 +99,9 @@ class CheckpointStore:
         """Set a stored key's unreadable state aside (never deleted); returns where it went."""
         raise NotImplementedError
 
-    def reusable(self, keys) -> set[str]:
-        """Of these live keys, unchanged since the newest commit, the ones whose state a commit may leave out."""
+    def reusable(self, keys, changed: int = 0) -> set[str]:
+        """Of these live keys, unchanged since the newest commit (``changed`` others did change), the
+        ones whose state a commit may leave out."""
         return set()
 
     def cut(self) -> int:
@@ -214,15 +214,30 @@ class DirectoryStore(CheckpointStore):
         """Generations on disk, newest first."""
         return self._numbered(self.root.glob("gen-*.npz"), "gen-")
 
-    def reusable(self, keys) -> set[str]:
-        """The keys held in a shard that stays over half referenced (the rest are written again)."""
+    def reusable(self, keys, changed: int = 0) -> set[str]:
+        """The unchanged keys a commit may leave in their shards; the rest are written again.
+
+        While the shards would hold more than twice the live keys, the remaining keys of the
+        emptiest shards are written again, at most ``changed`` of them: a checkpoint writes at
+        most twice what changed, and each key rewritten frees at least one dead copy (the
+        emptiest shard is under half live), so dead copies go as fast as they come.
+        """
         keys = [k for k in keys if k in self._where]
         used: dict[int, int] = {}
         for key in keys:
             shard = self._where[key]
             used[shard] = used.get(shard, 0) + 1
-        kept = {shard for shard, n in used.items() if n >= COMPACT_BELOW * self._shard_sizes.get(shard, n)}
-        return {key for key in keys if self._where[key] in kept}
+        sizes = {shard: self._shard_sizes.get(shard, n) for shard, n in used.items()}
+        disk, live, budget = sum(sizes.values()) + changed, len(keys) + changed, changed
+        rewrite = set()
+        for shard in sorted(used, key=lambda s: used[s] / sizes[s]):
+            if disk <= 2 * live:
+                break
+            if used[shard] <= budget:
+                rewrite.add(shard)
+                budget -= used[shard]
+                disk -= sizes[shard] - used[shard]  # the shard goes; its live keys move to the new one
+        return {key for key in keys if self._where[key] not in rewrite}
 
     def commit(self, checkpoint: Checkpoint) -> None:
         generation = checkpoint.generation

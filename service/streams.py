@@ -159,9 +159,10 @@ class SupervisedStream(Stream):
         if not self.hybrid:
             arrays, header["model"] = self.model.state_dict()
             return arrays, header
-        arrays = prefixed("features.", self.space.state())
+        arrays: dict = {}
+        self.space.state_into(arrays, "features.")
         for i, core in enumerate(self.cores):
-            arrays.update(prefixed(f"out{i}.", core.state()))
+            core.state_into(arrays, f"out{i}.")
         return arrays, header
 
     @classmethod

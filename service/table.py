@@ -220,7 +220,8 @@ class StreamTable:
         """
         meta = dict(meta, retired=dict(self.retired), digests=dict(self.digests))
         changed = self._changed
-        reuse = self.store.reusable([k for k in self.live if k not in changed])
+        unchanged = [k for k in self.live if k not in changed]
+        reuse = self.store.reusable(unchanged, len(self.live) - len(unchanged))
         live = {k: s.snapshot() for k, s in self.live.items() if k not in reuse}
         checkpoint = Checkpoint(generation, meta, live, dict(self.stored), order=list(self.live), cut=self.store.cut())
         self._writing, self._changed = changed, set()

@@ -240,19 +240,38 @@ def test_a_checkpoint_writes_the_keys_that_changed_and_references_the_rest(tmp_p
     assert again.table.digest() == w.table.digest()  # and it continues as the daemon that never stopped
 
 
-def test_a_mostly_superseded_shard_has_its_last_keys_written_again_and_goes(tmp_path):
+def test_the_emptiest_shards_are_written_again_while_disk_holds_over_twice_the_live_keys(tmp_path):
     w, _ = _worker(tmp_path, max_keys="8")
     store = w.table.store
     _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
     assert w.checkpoint()
     _feed(w, supervised_events(6, keys=("a", "b", "c"), seed=1))
-    assert w.checkpoint()  # shard 1 would keep 1 of its 4 keys: "d" is written again
-    assert _shard_keys(store._shard(2)) == ["d", "a", "b", "c"]
-    assert set(_manifest(store, 2).values()) == {2}
-    _feed(w, supervised_events(2, keys=("a",), seed=2))
-    assert w.checkpoint()  # 3 of shard 2's 4 keys still referenced: only "a" is written
-    assert _shard_keys(store._shard(3)) == ["a"]
-    assert w.checkpoint() and not store._shard(1).exists()  # generation 1 (keep = 2) is gone, and its shard
+    assert w.checkpoint()  # 4 + 3 copies on disk for 4 live keys: within twice, nothing written again
+    assert _shard_keys(store._shard(2)) == ["a", "b", "c"]
+    assert _manifest(store, 2) == {"d": 1, "a": 2, "b": 2, "c": 2}
+    _feed(w, supervised_events(4, keys=("a", "b"), seed=2))
+    assert w.checkpoint()  # 4 + 3 + 2 > 8: shard 1 (1 of 4 live, the emptiest) goes, its "d" written again
+    assert _shard_keys(store._shard(3)) == ["d", "a", "b"]
+    assert _manifest(store, 3) == {"c": 2, "d": 3, "a": 3, "b": 3}
+    assert w.checkpoint() and not store._shard(1).exists()  # generation 2 (keep = 2) is gone, and shard 1
+    digest = w.table.digest()
+    again, _ = _worker(tmp_path, max_keys="8")
+    assert again.restore() and again.table.digest() == digest
+
+
+def test_a_checkpoint_writes_again_at_most_as_many_keys_as_changed():
+    from service.store import DirectoryStore
+
+    store = DirectoryStore.__new__(DirectoryStore)  # the policy alone, on a made-up layout of shards
+    store._where = {**{f"old{i}": 1 for i in range(10)}, **{f"mid{i}": 2 for i in range(30)}}
+    store._shard_sizes = {1: 100, 2: 40}
+    keys = list(store._where)
+    assert store.reusable(keys, changed=0) == set(keys)  # nothing changed: nothing written
+    kept = store.reusable(keys, changed=10)  # 150 on disk for 50 live: shard 1 (10 live of 100) goes
+    assert kept == {k for k in keys if k.startswith("mid")}
+    assert store.reusable(keys, changed=9) == set(keys)  # shard 1's 10 keys are over a budget of 9
+    store._shard_sizes = {1: 12, 2: 40}
+    assert store.reusable(keys, changed=10) == set(keys)  # 62 on disk for 50 live: within twice
 
 
 def test_a_crash_between_shard_and_manifest_restores_the_previous_and_sweeps_the_shard(tmp_path, monkeypatch):

@@ -129,12 +129,12 @@ class RNNCorrector(Stateful):
         self.heads.update_heads(Z, bound(np.array(targets, dtype=float), -CLIP, CLIP))
 
     # the network's own state: its arrays, and its header as JSON bytes
-    def state(self) -> dict[str, np.ndarray]:
-        out = super().state()
+    def state_into(self, out: dict, prefix: str) -> None:
+        super().state_into(out, prefix)
         arrays, header = self.rnn.state_dict()
-        out.update({f"rnn.{k}": v for k, v in arrays.items()})
-        out[HEADER] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-        return out
+        for k, v in arrays.items():
+            out[f"{prefix}rnn.{k}"] = v
+        out[prefix + HEADER] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
 
     def _plan(self, arrays):
         from ..state import StateError

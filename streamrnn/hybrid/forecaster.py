@@ -52,7 +52,7 @@ from .naive import Persistence, SeasonalNaive
 from .scale import CLIP, GUARD, MAX_ABS, bound, limits
 from .seasonality import detect_periods
 from .smoothing import ExponentialSmoothing, Theta
-from .stateful import prefixed, unprefixed
+from .stateful import unprefixed
 
 #: warm-up: when no periods are given, detection runs at these counts of values
 DETECT_AT = (50, 100, 200, 400, 800, 1600)
@@ -415,13 +415,14 @@ class HybridForecaster:
         }
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        arrays = prefixed("history.", self.history.state())
+        arrays: dict[str, np.ndarray] = {}
+        self.history.state_into(arrays, "history.")
         for i, c in enumerate(self.components):
-            arrays.update(prefixed(f"c{i}.", c.state()))
+            c.state_into(arrays, f"c{i}.")
         for name in ("level1", "level2", "corrector"):
             part = getattr(self, name)
             if part is not None:
-                arrays.update(prefixed(f"{name}.", part.state()))
+                part.state_into(arrays, f"{name}.")
         for name in RING:
             arrays[name] = getattr(self, name).copy()
         header = {

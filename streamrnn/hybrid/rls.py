@@ -133,12 +133,11 @@ class RLS(Stateful):
             P *= 0.5
 
     # the Huber error scales are part of the state
-    def state(self) -> dict[str, np.ndarray]:
-        out = super().state()
+    def state_into(self, out: dict, prefix: str) -> None:
+        super().state_into(out, prefix)
         if self.huber:
-            out["error_n"] = np.array([e.n for e in self.errors], dtype=float)
-            out["error_s"] = np.array([e.s for e in self.errors])
-        return out
+            out[prefix + "error_n"] = np.array([e.n for e in self.errors], dtype=float)
+            out[prefix + "error_s"] = np.array([e.s for e in self.errors])
 
     def _plan(self, arrays):
         apply = super()._plan(arrays)

@@ -33,12 +33,19 @@ class Stateful:
 
     def state(self) -> dict[str, np.ndarray]:
         """Every learned array and number, by name (copies)."""
-        out = {name: np.array(getattr(self, name), copy=True) for name in self._state}
+        out: dict[str, np.ndarray] = {}
+        self.state_into(out, "")
+        return out
+
+    def state_into(self, out: dict, prefix: str) -> None:
+        """``state()`` written into ``out`` with every name prefixed: a whole tree of parts in one
+        dict, without one dict per part (a daemon checkpoints thousands of keys at a time)."""
+        for name in self._state:
+            out[prefix + name] = np.array(getattr(self, name), copy=True)
         for part in self._parts:
             child = getattr(self, part)
             if child is not None:
-                out.update(prefixed(f"{part}.", child.state()))
-        return out
+                child.state_into(out, f"{prefix}{part}.")
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore ``state()``'s arrays; StateError (and nothing changed) if they do not fit."""
