@@ -152,7 +152,7 @@ def rss(pid: int, field: str = "VmHWM") -> int:
 
 
 def newest_state_bytes(daemon: "Daemon") -> tuple[int, int]:
-    """(bytes of the shards the newest checkpoint's manifest references, keys in it)."""
+    """(bytes of the shards the newest checkpoint's manifest references, live keys in it)."""
     from service.store import DirectoryStore
 
     root = Path(daemon.proc.args[daemon.proc.args.index("--checkpoint-dir") + 1])
@@ -300,7 +300,7 @@ def many_keys(data, xs, ys, keys, args) -> None:
     print(f"\n{n:,} supervised events over {live:,} keys (4 features), model {'bare' if args.bare else 'hybrid'}"
           f"{', learner ' + args.learner if args.learner else ''}, medians of {args.repeats} runs\n")
     print("| path | events/s | ÷ library | checkpoints (while serving) | s in checkpoints | peak RSS (MB) | "
-          "peak RSS growth per key (KB) | state per key on disk (KB) |")
+          "peak RSS growth per key (KB) | checkpoint on disk per live key (KB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| library alone (the keys' models in-process) | {med(lib):,.0f} | 1.00 | - | - | - | - | - |")
     print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | {med(ck_count):.0f} | "
