@@ -292,6 +292,8 @@ class DirectoryStore(CheckpointStore):
                 where = dict(zip(header["live"], map(int, header["shards"])))
                 live = self._from_shards(where)
             checkpoint = Checkpoint(generation, header["meta"], live, stored)
+        except StateError:  # a shard it needs is unusable: that says why on its own
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise StateError(f"{path} has a malformed header: {err!r}") from None
         self._where = where

@@ -148,6 +148,51 @@ def test_in_the_background_a_checkpoint_is_written_while_events_go_on_and_counts
     w.close()
 
 
+def test_a_checkpoint_waits_for_the_one_being_written():
+    handle(worker(), {"value": 0.0})  # kernels loaded outside the test
+    w = worker(SlowStore())
+    handle(w, {"value": 1.0})
+    assert w.checkpoint(background=True) and w.checkpoint(background=True)
+    assert w.generation == 1  # the first was taken in before the second began
+    w.close()
+    assert w.generation == 2 and sum(w.stats.checkpoint.counts) == 2
+
+
+def test_an_outcome_is_taken_in_once_and_close_stops_the_one_writer_thread():
+    import threading
+
+    def writers():
+        return {t for t in threading.enumerate() if t.name.startswith("streamrnn-checkpoint")}
+
+    before = writers()
+    w = worker()
+    for i in range(3):
+        handle(w, {"value": float(i)})
+        assert w.checkpoint(background=True)
+        w.settle(wait=True)
+        w.settle(wait=True)
+    assert sum(w.stats.checkpoint.counts) == 3 and w.generation == 3 and len(writers() - before) == 1
+    w.close()
+    assert sum(w.stats.checkpoint.counts) == 3
+    time.sleep(0.05)
+    assert not writers() - before
+
+
+def test_a_background_checkpoints_time_includes_copying_the_states(monkeypatch):
+    w = worker()
+    handle(w, {"value": 1.0})
+    build = w.table.checkpoint
+
+    def slow_copy(*args):
+        time.sleep(0.2)
+        return build(*args)
+
+    monkeypatch.setattr(w.table, "checkpoint", slow_copy)
+    assert w.checkpoint(background=True)
+    w.close()
+    assert w.stats.checkpoint.sum >= 0.2
+
+
 def test_digest_rehashes_only_the_live_keys_that_took_events(monkeypatch):
     import service.table as table
 

@@ -54,3 +54,22 @@ def test_nothing_packs_to_nothing_and_a_short_buffer_is_refused():
     data, table = packing.pack([("a", {"w": np.arange(4.0)}, {})])
     with pytest.raises(ValueError, match=r"^key 'a': array 'w' runs past the end of the data$"):
         packing.unpack(data[:-8], table)
+
+
+def test_the_bytes_are_pinned_arrays_on_8_byte_boundaries_zero_padded():
+    """The on-disk layout itself: a reader in another language (or version) relies on it."""
+    arrays = {"a": np.arange(3, dtype=np.int16), "h": np.frombuffer(b"{}", np.uint8), "b": np.array([1.5])}
+    data, _ = packing.pack([("k", arrays, {"events": 1})])
+    assert data.tobytes() == arrays["a"].tobytes() + bytes(2) + b"{}" + bytes(6) + arrays["b"].tobytes()
+
+
+def test_two_variable_length_byte_arrays_in_one_key_keep_their_own_lengths():
+    arrays = {"h1": np.frombuffer(b"abc", np.uint8), "h2": np.frombuffer(b"0123456789", np.uint8)}
+    (back, _), = packing.unpack(*packing.pack([("k", arrays, {})])).values()
+    assert bytes(back["h1"]) == b"abc" and bytes(back["h2"]) == b"0123456789"
+
+
+def test_byte_arrays_that_are_not_1_d_keep_their_shape():
+    arrays = {"s": np.array(5, dtype=np.uint8), "m": np.arange(6, dtype=np.uint8).reshape(2, 3)}
+    (back, _), = packing.unpack(*packing.pack([("k", arrays, {})])).values()
+    assert back["s"].shape == () and back["m"].shape == (2, 3) and int(back["s"]) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -219,6 +220,23 @@ def _manifest(store, generation) -> dict:
     return dict(zip(header["live"], header["shards"]))
 
 
+@contextlib.contextmanager
+def _manifests_fail(monkeypatch):
+    """Within: writing a manifest fails (the disk is full), after its shard was written."""
+    from streamrnn import state
+
+    real = state.save
+
+    def manifest_fails(path, arrays, header):
+        if path.name.startswith("gen-"):
+            raise OSError("disk full")
+        real(path, arrays, header)
+
+    monkeypatch.setattr(state, "save", manifest_fails)
+    yield
+    monkeypatch.setattr(state, "save", real)
+
+
 def test_a_checkpoint_writes_the_keys_that_changed_and_references_the_rest(tmp_path):
     w, _ = _worker(tmp_path, max_keys="8")
     store = w.table.store
@@ -259,12 +277,15 @@ def test_the_emptiest_shards_are_written_again_while_disk_holds_over_twice_the_l
     assert again.restore() and again.table.digest() == digest
 
 
-def test_a_checkpoint_writes_again_at_most_as_many_keys_as_changed():
-    from service.store import DirectoryStore
+def _policy(where: dict, sizes: dict) -> DirectoryStore:
+    """A store holding only where each key is and how big each shard was: the compaction policy alone."""
+    store = DirectoryStore.__new__(DirectoryStore)
+    store._where, store._shard_sizes = where, sizes
+    return store
 
-    store = DirectoryStore.__new__(DirectoryStore)  # the policy alone, on a made-up layout of shards
-    store._where = {**{f"old{i}": 1 for i in range(10)}, **{f"mid{i}": 2 for i in range(30)}}
-    store._shard_sizes = {1: 100, 2: 40}
+
+def test_a_checkpoint_writes_again_at_most_as_many_keys_as_changed():
+    store = _policy({**{f"old{i}": 1 for i in range(10)}, **{f"mid{i}": 2 for i in range(30)}}, {1: 100, 2: 40})
     keys = list(store._where)
     assert store.reusable(keys, changed=0) == set(keys)  # nothing changed: nothing written
     kept = store.reusable(keys, changed=10)  # 150 on disk for 50 live: shard 1 (10 live of 100) goes
@@ -274,24 +295,153 @@ def test_a_checkpoint_writes_again_at_most_as_many_keys_as_changed():
     assert store.reusable(keys, changed=10) == set(keys)  # 62 on disk for 50 live: within twice
 
 
-def test_a_crash_between_shard_and_manifest_restores_the_previous_and_sweeps_the_shard(tmp_path, monkeypatch):
+def test_exactly_twice_the_live_keys_is_within_bounds():
+    store = _policy({**{f"o{i}": 1 for i in range(10)}, **{f"m{i}": 2 for i in range(10)}}, {1: 40, 2: 10})
+    keys = list(store._where)
+    assert store.reusable(keys, changed=10) == set(keys)  # 50 + 10 on disk for 20 + 10 live: exactly twice
+
+
+def test_the_budget_is_spent_across_shards():
+    store = _policy({**{f"a{i}": 1 for i in range(5)}, **{f"b{i}": 2 for i in range(5)},
+                     **{f"c{i}": 3 for i in range(40)}}, {1: 100, 2: 100, 3: 40})
+    keys = list(store._where)
+    assert store.reusable(keys, changed=5) == {k for k in keys if not k.startswith("a")}  # shard 2 over budget
+
+
+def test_a_rewritten_shards_live_keys_still_count_on_disk():
+    store = _policy({**{f"a{i}": 1 for i in range(5)}, **{f"b{i}": 2 for i in range(5)},
+                     **{f"c{i}": 3 for i in range(40)}}, {1: 30, 2: 20, 3: 100})
+    keys = list(store._where)
+    # 170 on disk for 70 live; shard 1 going leaves 145 (its 5 keys move), still over: shard 2 goes too
+    assert store.reusable(keys, changed=20) == {k for k in keys if k.startswith("c")}
+
+
+def test_compaction_after_a_restart_knows_the_shard_sizes(tmp_path):
+    w, _ = _worker(tmp_path, max_keys="8")
+    _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
+    assert w.checkpoint()
+    _feed(w, supervised_events(6, keys=("a", "b", "c"), seed=1))
+    assert w.checkpoint()
+    again, _ = _worker(tmp_path, max_keys="8")  # a new process: shard sizes come from reading the shards
+    assert again.restore()
+    _feed(again, supervised_events(4, keys=("a", "b"), seed=2))
+    assert again.checkpoint()
+    assert _shard_keys(again.table.store._shard(3)) == ["d", "a", "b"]
+
+
+def test_a_failed_synchronous_checkpoint_has_its_keys_written_by_the_next(tmp_path, monkeypatch):
+    w, _ = _worker(tmp_path, max_keys="8")
+    _feed(w, supervised_events(20, keys=("a", "b")))
+    assert w.checkpoint()
+    _feed(w, supervised_events(4, keys=("a",), seed=1))
+    with _manifests_fail(monkeypatch):
+        assert not w.checkpoint()
+    assert w.checkpoint() and _shard_keys(w.table.store._shard(2)) == ["a"]
+    again, _ = _worker(tmp_path, max_keys="8")
+    assert again.restore() and again.table.digest() == w.table.digest()
+
+
+# ----- the store's commits and reads, refused and unusable ones --------------------------------
+
+
+def _state(value: float = 0.0) -> tuple[dict, dict]:
+    import numpy as np
+
+    return {"w": np.full(2, value)}, {"kind": "supervised", "events": 1}
+
+
+def _one_generation(tmp_path):
+    from service.store import Checkpoint
+
+    whys = []
+    store = DirectoryStore(tmp_path, keep=5, on_corrupt=lambda path, why: whys.append(why))
+    store.commit(Checkpoint(1, {"events": 1}, {"a": _state(1.0)}))
+    return store, whys
+
+
+def test_a_commit_leaving_out_a_key_the_store_does_not_hold_is_refused(tmp_path):
+    from service.store import Checkpoint
+
+    store = DirectoryStore(tmp_path)
+    with pytest.raises(ValueError, match="^checkpoint 1 leaves out key 'ghost', whose state this store does not hold$"):
+        store.commit(Checkpoint(1, {"events": 0}, {}, {}, order=["ghost"]))
+    assert store.generations() == []
+
+
+def test_a_commit_with_nothing_changed_writes_only_a_manifest(tmp_path, monkeypatch):
+    from service.store import Checkpoint
     from streamrnn import state
 
+    store = DirectoryStore(tmp_path)
+    store.commit(Checkpoint(1, {"events": 0}, {"a": _state()}))
+    saved, real = [], state.save
+
+    def recorded(path, arrays, header):
+        saved.append(path.name)
+        real(path, arrays, header)
+
+    monkeypatch.setattr(state, "save", recorded)
+    store.commit(Checkpoint(2, {"events": 0}, {}, {}, order=["a"]))
+    assert saved == ["gen-000000000002.npz"]
+
+
+@pytest.mark.parametrize("live, shards, why", [
+    (["a", "b"], [1], "live and shards differ in length"),
+    (["a", "ghost"], [1, 1], "shards lack the state of 1 keys, ['ghost'] among them"),
+])
+def test_a_manifest_that_does_not_fit_its_shards_is_unusable(tmp_path, live, shards, why):
+    from streamrnn import state
+
+    store, whys = _one_generation(tmp_path)
+    state.save(store._path(2), {}, {"format": "streamrnn-checkpoint", "version": 2, "generation": 2, "meta": {},
+                                    "live": live, "shards": shards, "stored": {}})
+    assert store.latest().generation == 1 and len(whys) == 1 and why in whys[0]
+
+
+def test_a_shard_of_another_format_is_unusable(tmp_path):
+    from service.store import Checkpoint
+    from streamrnn import state
+
+    store, whys = _one_generation(tmp_path)
+    store.commit(Checkpoint(2, {"events": 2}, {"a": _state(2.0)}))
+    arrays, header = state.load(store._shard(2))
+    state.save(store._shard(2), arrays, dict(header, format="streamrnn-key"))
+    assert store.latest().generation == 1 and whys == [f"{store._shard(2)} is not a streamrnn-shard file"]
+
+
+def test_an_unpacked_key_file_that_kept_its_key_reads_back_without_it(tmp_path):
+    import numpy as np
+
+    from streamrnn import state
+
+    store = DirectoryStore(tmp_path)
+    state.save(store.keys / "older-2.npz", {"w": np.zeros(2)}, {"kind": "forecast", "events": 2, "key": "pump"})
+    assert store.get_stream("older-2.npz")[1] == {"kind": "forecast", "events": 2}
+
+
+def test_a_key_file_whose_table_overruns_its_data_is_a_state_error(tmp_path):
+    import numpy as np
+
+    from service import packing
+    from streamrnn import state
+    from streamrnn.state import StateError
+
+    store = DirectoryStore(tmp_path)
+    data, table = packing.pack([("k", {"w": np.zeros(2)}, {"events": 1})])
+    table["keys"][0][2] = 1000  # k's offset: past the end
+    state.save(store.keys / "bad-1.npz", {"data": data}, {"format": "streamrnn-key", "key": "k", "table": table})
+    with pytest.raises(StateError, match="^key file bad-1.npz has a malformed table: ValueError"):
+        store.get_stream("bad-1.npz")
+
+
+def test_a_crash_between_shard_and_manifest_restores_the_previous_and_sweeps_the_shard(tmp_path, monkeypatch):
     w, _ = _worker(tmp_path, max_keys="8")
     _feed(w, supervised_events(20, keys=("a", "b")))
     assert w.checkpoint()
     digest = w.table.digest()
     _feed(w, supervised_events(4, keys=("a",), seed=1))
-    real = state.save
-
-    def crash_on_manifest(path, arrays, header):
-        if path.name.startswith("gen-"):
-            raise OSError("disk full")
-        real(path, arrays, header)
-
-    monkeypatch.setattr(state, "save", crash_on_manifest)
-    assert not w.checkpoint() and w.table.store._shard(2).exists()  # failed: logged and counted
-    monkeypatch.setattr(state, "save", real)
+    with _manifests_fail(monkeypatch):
+        assert not w.checkpoint() and w.table.store._shard(2).exists()  # failed: logged and counted
     again, corrupt = _worker(tmp_path, max_keys="8")
     assert again.restore() and again.generation == 1 and again.table.digest() == digest and not corrupt
     _feed(again, supervised_events(1, keys=("b",), seed=3))
