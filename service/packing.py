@@ -11,7 +11,7 @@ per key, so those keys still share a layout.  Every array starts on an
 8-byte boundary.
 
     pack([(key, arrays, header), ...]) -> (data, table)    # table: JSON-able
-    unpack(data, table) -> {key: (arrays, header)}         # arrays are read-only views of data
+    unpack(data, table) -> {key: (arrays, header)}         # arrays are views of data
 
 Byte for byte: unpacked arrays equal the packed ones in dtype, shape and bits.
 """
@@ -46,7 +46,7 @@ def pack(states) -> tuple[np.ndarray, dict]:
                 offset += pad
         index = layouts.setdefault(tuple(layout), len(layouts))
         rows.append([key, index, start, lengths, header])
-    data = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.uint8)
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)  # read-only, and no third copy: it is only written out
     table = {"layouts": [[[name, dtype.str, None if shape is None else list(shape)] for name, dtype, shape in layout]
                          for layout in layouts], "keys": rows}
     return data, table
