@@ -245,36 +245,47 @@ class Worker:
         except Exception as err:
             self._failed(err)
             return False
+        self._writing = (self._write(checkpoint, background), checkpoint.generation, self._mark(),
+                         time.perf_counter() - started)
+        return True if background else self.settle(wait=True)
+
+    def _write(self, checkpoint, background: bool) -> Future:
+        """The store's commit of ``checkpoint``, on the writer thread or here; a future of its seconds."""
         if background:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="streamrnn-checkpoint")
-            future = self._writer.submit(_timed, self.table.store.commit, checkpoint)
-            self._writing = (future, checkpoint.generation, self._mark(), time.perf_counter() - started)
-            return True
+            return self._writer.submit(_timed, self.table.store.commit, checkpoint)
+        done = Future()
         try:
-            self.table.store.commit(checkpoint)
+            done.set_result(_timed(self.table.store.commit, checkpoint))
         except Exception as err:
-            self.table.committed(ok=False)
-            self._failed(err)
-            return False
-        self._written(checkpoint.generation, self._mark(), time.perf_counter() - started)
-        return True
+            done.set_exception(err)
+        return done
 
-    def settle(self, wait: bool = False) -> None:
-        """Take in the outcome of the checkpoint being written in the background, if it has ended (or wait)."""
+    def settle(self, wait: bool = False) -> bool:
+        """Take in the outcome of the checkpoint being written, if it has ended (or wait for it).
+
+        False if it failed (logged and counted; its keys count as changed again), else True.
+        """
         if self._writing is None:
-            return
+            return True
         future, generation, mark, copying = self._writing
         if not wait and not future.done():
-            return
+            return True
         self._writing = None
         try:
             writing = future.result()
         except Exception as err:
             self.table.committed(ok=False)
             self._failed(err)
-            return
-        self._written(generation, mark, copying + writing)
+            return False
+        self.table.committed()
+        self.generation = generation
+        self._saved = mark
+        self.stats.checkpoint.observe(copying + writing)
+        self.stats.checkpoint_last_success = time.time()
+        log.debug("checkpoint %d written: %d events, %d live keys", generation, mark[0], len(self.table.live))
+        return True
 
     def close(self) -> None:
         """Wait for a checkpoint being written, and stop the writer thread."""
@@ -282,14 +293,6 @@ class Worker:
         if self._writer is not None:
             self._writer.shutdown()
             self._writer = None
-
-    def _written(self, generation: int, mark: tuple, seconds: float) -> None:
-        self.table.committed()
-        self.generation = generation
-        self._saved = mark
-        self.stats.checkpoint.observe(seconds)
-        self.stats.checkpoint_last_success = time.time()
-        log.debug("checkpoint %d written: %d events, %d live keys", generation, mark[0], len(self.table.live))
 
     def _failed(self, err: Exception) -> None:
         log.error("checkpoint failed: %s", err)
