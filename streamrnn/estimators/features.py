@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 
+from .. import kernels
 from ..hybrid.calendar import N_CALENDAR, Clock, phase_features, timestamp
 from ..hybrid.scale import MAX_ABS, RunningMoments
 from ..hybrid.stateful import Stateful
@@ -49,6 +50,8 @@ def value(name, v) -> float | None:
 
 def check(name, v) -> float | None:
     """A feature's value: a float, a timestamp for a datetime, or None when missing."""
+    if type(v) is float and v - v == 0.0:  # the common case first
+        return v
     t = timestamp(v)
     return t if t is not None else value(name, v)
 
@@ -89,6 +92,18 @@ class FeatureSpace(Stateful):
         self.clock_name = None
         self.last = np.zeros(0)  # the previous event's raw values (for changes)
         self.has_last = False
+        self._memo = None  # (a copy of x, its raw values, vector, change) until the space changes
+        self._compiled = kernels.enabled()  # read and learn with ``kernels.scale_step``
+
+    def _loaded(self) -> None:
+        self._memo = None
+
+    # the memo of the newest event read, and the path it runs on, are not state
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_compiled")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _memo=None, _compiled=kernels.enabled())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -109,6 +124,8 @@ class FeatureSpace(Stateful):
         """Give ``names`` their columns (their kind read from ``x``, or from the value passed to
         ``new``); returns how many columns were added."""
         before = self.width
+        if names:
+            self._memo = None
         for name in names:
             is_time = x is not None and timestamp(x.get(name)) is not None
             self.index[name] = self.width
@@ -129,6 +146,9 @@ class FeatureSpace(Stateful):
             i = index.get(name)
             if i is None:
                 continue
+            if type(item) is float and -MAX_ABS <= item <= MAX_ABS:  # the common case first
+                u[i] = item
+                continue
             t = timestamp(item)
             if t is not None:
                 u[i : i + N_CALENDAR] = phase_features(t, interval)
@@ -145,6 +165,30 @@ class FeatureSpace(Stateful):
         """
         return self._raw(x)
 
+    def read(self, x: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw, vector, change) of x; the caller must not write to them.
+
+        River calls ``predict_one(x)`` and then ``learn_one(x, y)`` with the same event: until
+        the space learns or grows, an event equal to the newest one read is not read again.
+        """
+        memo = self._memo
+        if memo is not None:
+            try:
+                if memo[0] == x:
+                    return memo[1]
+            except (TypeError, ValueError):  # values that do not compare: read it again
+                pass
+        raw = self._raw(x)
+        if self._compiled:
+            from ..kernels.scale_step import standardise
+
+            m = self.moments
+            out = (raw, *standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
+        else:
+            out = (raw, self.vector(x, raw), self.change(x, raw))
+        self._memo = (dict(x), out)
+        return out
+
     def vector(self, x: dict, raw: np.ndarray | None = None) -> np.ndarray:
         """The input vector for x: numbers standardised (0 where missing), calendar phases as they are."""
         u = self._raw(x) if raw is None else raw
@@ -159,9 +203,17 @@ class FeatureSpace(Stateful):
 
     def learn(self, x: dict, raw: np.ndarray | None = None) -> None:
         """Update the running moments (and the clock) with x, after the model stepped on it."""
+        self._memo = None
         if self.width:
             raw = self._raw(x) if raw is None else raw
-            self.moments.update(raw, self.scaled)
+            if self._compiled:
+                from ..kernels.scale_step import moments_update_at
+
+                m = self.moments
+                moments_update_at(m.count, m.mean, m.m2, raw, self.scaled)
+                m._stale = True
+            else:
+                self.moments.update(raw, self.scaled)
             self.last, self.has_last = raw, True
         t = self.time_of(x)
         if t is not None:

@@ -37,9 +37,7 @@ class TargetModels(RNNEstimator):
         """{name: prediction} for every target seen so far (pure; {} before any)."""
         if not self._targets:
             return {}
-        features = self._features
-        raw = features.raw(x)
-        z, dx = features.vector(x, raw), features.change(x, raw)
+        _, z, dx = self._features.read(x)
         return {name: self._cores[name].predict(z, dx) for name in self._targets}
 
     def _learn(self, x: dict, ys: dict) -> None:
@@ -52,8 +50,7 @@ class TargetModels(RNNEstimator):
             self._targets.append(name)
             self._cores[name] = HybridRegressor(self._features.width, **self._network())
         features = self._features
-        raw = features.raw(x)
-        z, dx = features.vector(x, raw), features.change(x, raw)
+        raw, z, dx = features.read(x)
         for name, v in ys.items():
             if v is not None:
                 self._cores[name].learn(z, dx, v)

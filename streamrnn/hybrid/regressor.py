@@ -69,23 +69,38 @@ class HybridRegressor(Stateful):
         self.level1 = MLPoly(len(NAMES))
         self.level2 = MLPoly(2, prior=(1.0, 0.0), margin=2.0)  # the correction must prove itself
         self.corrector = None
+        self._kernel = False  # the compiled step (``streamrnn.kernels.regressor``): False = not bound yet
         if layers is not None:
             self.corrector = RNNCorrector(
                 len(NAMES), self.n, 1, tuple(layers), learner if learner is not None else DEFAULT_LEARNER,
                 optimizer if optimizer is not None else DEFAULT_OPTIMIZER, clip_norm, seed,
             )
 
-    # the cached pass of the newest predict is not state
+    # the cached pass of the newest predict and the compiled step's binding are not state
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_last_pass"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_last_pass", "_kernel")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _last_pass=None)
+        self.__dict__.update(state, _last_pass=None, _kernel=False)
+
+    def _compiled(self):
+        """The compiled step bound to this model's arrays, or None where it runs on numpy."""
+        kernel = self._kernel
+        if kernel is False:
+            from ..kernels.regressor import RegressorKernel
+
+            kernel = self._kernel = RegressorKernel.for_model(self)
+        return kernel
+
+    def _loaded(self) -> None:
+        self._last_pass = None
+        self._kernel = False  # the parts' arrays were replaced
 
     def grow_features(self, k: int) -> None:
         if k <= 0:
             return
         self._last_pass = None
+        self._kernel = False
         n = self.n
         self.linear.insert(1 + n, k)
         self.linear_change.insert(1 + 2 * n, k)  # the new changes, after the old ones
@@ -159,6 +174,9 @@ class HybridRegressor(Stateful):
         """The prediction for an event with features z and feature changes dx (pure)."""
         if not self.targets.count[0]:
             return 0.0
+        kernel = self._compiled()
+        if kernel is not None:
+            return kernel.predict(z, dx)
         *_, comb, corr, _, _ = self._combined(z, dx, advance=False)
         if self.corrector is None:
             return comb
@@ -169,6 +187,10 @@ class HybridRegressor(Stateful):
         """Learn the event (standardised features z, their raw changes dx, target y); y must be finite."""
         if not math.isfinite(y):
             raise ValueError(f"y must be finite, got {y!r}")
+        kernel = self._compiled()
+        if kernel is not None:
+            kernel.learn(z, dx, float(y))
+            return
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
         if not lo <= y <= hi:  # a target far outside everything seen teaches a bounded lesson
             y = min(max(y, lo), hi)

@@ -1,0 +1,141 @@
+"""The call that binds ``hybrid_step`` to one ``HybridRegressor``'s own arrays.
+
+``RegressorKernel.for_model(model)`` returns the binding when the kernels
+are on and the corrector (if any) runs on an engine kernel, else None.  The
+arrays are the model's own (nothing is copied per event); the parts' Python
+numbers are packed into ``sc`` before a call and written back after it, and
+the caches the numpy side keeps (ML-Poly weights, the moments' standard
+deviations, the predict-learn pass) are dropped when the state moves.
+
+A binding holds references to the parts' arrays: whatever replaces one
+(growing the features, loading a state) must drop the binding
+(``HybridRegressor._rebind``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import enabled
+from . import hybrid_step as k
+from .table import ArrayTable
+
+
+class RegressorKernel:
+    def __init__(self, model):
+        self.model = model
+        cor = model.corrector
+        lin, lc = model.linear, model.linear_change
+        self.sc = np.zeros(len(k.SCALARS))
+        heads_lam = cor.heads.lam if cor is not None else 1.0
+        cor_errors = cor.errors if cor is not None else None
+        self.cst = np.array([
+            lin.lam, lin.huber or 0.0, lc.lam, lc.huber or 0.0, heads_lam,
+            model.changes.rate, model.changes.floor,
+            lin.errors[0].rate if lin.huber else 0.0, lc.errors[0].rate if lc.huber else 0.0,
+            cor_errors.rate if cor is not None else 0.0, cor_errors.floor if cor is not None else 1.0,
+            model.level2.margin,
+        ])
+        self.scales = (model.changes, lin.errors[0] if lin.huber else None, lc.errors[0] if lc.huber else None,
+                       cor_errors)
+        t, f = model.targets, model.feature_changes
+        slots = {
+            "targets.count": t.count, "targets.mean": t.mean, "targets.m2": t.m2,
+            "feature_changes.count": f.count, "feature_changes.mean": f.mean, "feature_changes.m2": f.m2,
+            "linear.w": lin.w, "linear.P": lin.P, "linear.updates": lin.updates,
+            "linear_change.w": lc.w, "linear_change.P": lc.P, "linear_change.updates": lc.updates,
+            "level1.R": model.level1.R, "level1.S": model.level1.S,
+            "level2.R": model.level2.R, "level2.S": model.level2.S,
+        }
+        if model.level2.prior is not None:
+            slots["level2.prior"] = model.level2.prior
+        self._y = np.zeros(1)  # the network's target, when the call takes its step
+        self.net = net = cor.rnn._kernel if cor is not None else None
+        self.rnn = cor.rnn if cor is not None else None
+        self.layer = net.layer if net is not None else None
+        self.fused = net is not None and not net.rtrl  # BPTT(h; h'), the default: the step is in the call
+        numbers = np.zeros(len(k.NET))
+        ints = dict.fromkeys(k.INTS, 0)
+        if net is not None:
+            slots.update({"corrector.pending": cor.pending, "corrector.errors_seen": cor.errors_seen,
+                          "heads.w": cor.heads.w, "heads.P": cor.heads.P, "heads.updates": cor.heads.updates})
+            A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code = net.head
+            slots.update(A=A, B=B, v=v, x=x, leak=leak, z=z, fz=fz, D=D, h=h, vr=vr, a=a, o=o, y=net.y)
+            ints.update(has_cor=1, act=act, out_code=out_code)
+            if self.fused:
+                (tv, tD, tvr, tdelta, counters, hwin, hprime, e, dz, grad, applied, theta, clip, opt, b1, b2, eps,
+                 m, s, count, out) = net.call[14:]
+                slots.update({"tape.v": tv, "tape.D": tD, "tape.vr": tvr, "tape.delta": tdelta, "counters": counters,
+                              "e": e, "dz": dz, "grad": grad, "applied": applied, "theta": theta, "m": m, "s": s,
+                              "count": count, "out": out, "target": self._y})
+                ints.update(fused=1, hwin=hwin, hprime=hprime, opt=opt)
+                numbers[:] = (clip, b1, b2, eps)
+        empty = {"f1": np.zeros(0), "f2": np.zeros((0, 0)), "f3": np.zeros((0, 0, 0)), "i1": np.zeros(0, np.int64)}
+        self.table = ArrayTable([slots.get(name, empty[kind]) for name, kind in k.SLOTS],
+                                [kind for _, kind in k.SLOTS])
+        self.ints = np.array([ints[name] for name in k.INTS], dtype=np.int64)
+        self.numbers = numbers
+
+    @classmethod
+    def for_model(cls, model) -> "RegressorKernel | None":
+        cor = model.corrector
+        if cor is None:
+            return cls(model) if enabled() else None
+        net = cor.rnn._kernel
+        if net is None or cor.rnn.target_feedback or cor.memory != 1 or cor.heads.heads != 1:
+            return None
+        return cls(model)
+
+    def _pack(self) -> np.ndarray:
+        m = self.model
+        ch, lin, lc, cor = self.scales
+        sc = self.sc
+        sc[: k.OUT_TARGET] = (
+            m.seen, m.last, m.lo, m.hi, m.bounded, ch.n, ch.s,
+            lin.n if lin is not None else 0, lin.s if lin is not None else 0.0,
+            lc.n if lc is not None else 0, lc.s if lc is not None else 0.0,
+            cor.n if cor is not None else 0, cor.s if cor is not None else 0.0,
+            m.corrector.has_pending if cor is not None else False,
+        )
+        return sc
+
+    def predict(self, z: np.ndarray, dx: np.ndarray) -> float:
+        """``HybridRegressor.predict`` of a model that has learned a target."""
+        table = self.table
+        value = k.predict_table(self._pack(), self.cst, self.ints, z, dx, table.ptr, table.dims)
+        if self.rnn is not None:  # the network's buffers hold a forward pass of its input
+            self.layer.refresh()
+            self.rnn._pending = True
+        return value
+
+    def learn(self, z: np.ndarray, dx: np.ndarray, y: float) -> None:
+        """``HybridRegressor.learn`` of a finite y."""
+        m = self.model
+        sc = self._pack()
+        net, table = self.net, self.table
+        lr = (net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr) if self.fused else 0.0
+        k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
+        seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step = \
+            sc.tolist()
+        m.seen, m.last, m.lo, m.hi, m.bounded = True, last, lo, hi, int(bounded)
+        ch, lin, lc, cor = self.scales
+        ch.n, ch.s = int(ch_n), ch_s
+        if lin is not None:
+            lin.n, lin.s = int(lin_n), lin_s
+        if lc is not None:
+            lc.n, lc.s = int(lc_n), lc_s
+        m.level1._cache = {}
+        m.targets._stale = m.feature_changes._stale = True
+        if cor is not None:
+            cor.n, cor.s = int(cor_n), cor_s
+            m.level2._cache = {}
+            m.corrector.has_pending = bool(pending)
+            if step:
+                self.layer.refresh()
+                status = int(net.out[0]) if self.fused else 0
+                if status:  # the network stepped in the call: its bookkeeping, as OnlineRNN.step does it
+                    self.rnn._pending = False
+                    self.rnn._after_kernel(status, self._y)
+                else:  # a step the kernel leaves to numpy (a non-finite state or loss), or RTRL's
+                    self._y[0] = target
+                    self.rnn.step(m.corrector.pending, self._y)

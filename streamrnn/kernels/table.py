@@ -1,0 +1,78 @@
+"""Many arrays as one argument: their addresses and shapes in a table, views rebuilt inside the kernel.
+
+numba checks and unboxes every argument of a call, about 0.15 µs each.  A
+hybrid model's event touches some 50 arrays, so passing them one by one
+costs more than the event's arithmetic.  An ``ArrayTable`` keeps the arrays
+(so they stay alive and in place), and hands the kernel two int64 arrays:
+their addresses and their shapes.  ``vec``/``mat``/``cube`` (and ``ivec`` for
+int64) rebuild each as a view of the same memory with ``numba.carray``:
+nothing is copied, and the kernel writes the owners' arrays.
+
+A table is only valid while its owners hold these very arrays: whatever
+replaces one must drop the table (the bindings in ``regressor`` do).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import carray, njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An int64 address as a void pointer (for carray)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(types.int64), codegen
+
+
+@njit(cache=True)
+def vec(ptr, dims, i):
+    return carray(_pointer(ptr[i]), (dims[i, 0],), np.float64)
+
+
+@njit(cache=True)
+def ivec(ptr, dims, i):
+    return carray(_pointer(ptr[i]), (dims[i, 0],), np.int64)
+
+
+@njit(cache=True)
+def mat(ptr, dims, i):
+    return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1]), np.float64)
+
+
+@njit(cache=True)
+def cube(ptr, dims, i):
+    return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1], dims[i, 2]), np.float64)
+
+
+class ArrayTable:
+    """The addresses (``ptr``) and shapes (``dims``, up to 3-d) of ``arrays``, which it keeps.
+
+    ``kinds`` gives, per slot, the dtype and dimensions the kernel reads it
+    with: "f1", "f2", "f3" (float64) or "i1" (int64).  Every array must match
+    its slot and be writeable and C-contiguous: else ValueError, and the caller
+    takes another path.
+    """
+
+    _DTYPES = {"f": np.dtype(np.float64), "i": np.dtype(np.int64)}
+
+    def __init__(self, arrays, kinds):
+        if len(arrays) != len(kinds):
+            raise ValueError(f"{len(arrays)} arrays for {len(kinds)} slots")
+        self.arrays = tuple(arrays)
+        self.ptr = np.zeros(len(arrays), dtype=np.int64)
+        self.dims = np.ones((len(arrays), 3), dtype=np.int64)
+        for i, (a, kind) in enumerate(zip(self.arrays, kinds)):
+            dtype, nd = self._DTYPES[kind[0]], int(kind[1])
+            if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != nd:
+                got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"slot {i}: a {nd}-d {dtype} array is needed, got {got}")
+            if not (a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"slot {i}: the array must be writeable and C-contiguous")
+            self.ptr[i] = a.ctypes.data
+            self.dims[i, :nd] = a.shape

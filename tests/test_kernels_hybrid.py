@@ -1,0 +1,198 @@
+"""The compiled hybrid regressor (streamrnn.kernels.regressor, hybrid_step, table) equals the numpy one
+to 1e-12, keeps to its arrays as they are replaced, and is left for numpy where it does not apply."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import streamrnn as sr
+from streamrnn import kernels
+from streamrnn.hybrid.regressor import HybridRegressor
+from streamrnn.kernels.table import ArrayTable
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+NETWORKS = {
+    "none": {"layers": None},
+    "elman-bptt": {"layers": (sr.Elman(6),), "learner": sr.TruncatedBPTT(5, 1)},
+    "leaky-bptt-4-2": {"layers": (sr.Leaky(5, beta=0.4),), "learner": sr.TruncatedBPTT(4, 2)},
+    "elman-rtrl": {"layers": (sr.Elman(5),), "learner": sr.RTRL()},
+    "sgd-no-clip": {"layers": (sr.Elman(4),), "optimizer": sr.SGD(0.01), "clip_norm": None},
+}
+
+
+def pair(n_features=3, **kw):
+    """The same regressor twice: on the compiled step, and on numpy."""
+    fast, slow = (HybridRegressor(n_features, seed=1, **kw) for _ in range(2))
+    slow._kernel = None
+    assert fast._compiled() is not None
+    return fast, slow
+
+
+def events(n, n_features=3, seed=0, outlier_at=None):
+    """(z, dx, y): standardised-looking features, their changes, an autocorrelated target."""
+    rng = np.random.default_rng(seed)
+    previous, y = np.zeros(n_features), 0.0
+    for t in range(n):
+        z = rng.normal(size=n_features)
+        y = 0.8 * y + z[0] - 0.5 * z[-1] + 0.1 * rng.normal()
+        yield z, z - previous, (1e6 if t == outlier_at else y)
+        previous = z
+
+
+def assert_same_state(a, b, rtol=1e-12):
+    sa, sb = a.state(), b.state()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        if sa[name].dtype == np.uint8:  # the network's JSON header: its counters are the same
+            continue
+        x, y = np.asarray(sa[name], dtype=float), np.asarray(sb[name], dtype=float)
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * max(1.0, float(np.abs(y).max(initial=0.0))),
+                                   err_msg=name)
+    if a.corrector is not None:
+        assert a.corrector.rnn.counters == b.corrector.rnn.counters
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_the_compiled_regressor_equals_the_numpy_one(network):
+    fast, slow = pair(**NETWORKS[network])
+    for z, dx, y in events(70, outlier_at=40):
+        assert fast.predict(z, dx) == pytest.approx(slow.predict(z, dx), rel=1e-12, abs=1e-14)
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    assert fast.bounded == slow.bounded == 1  # the outlier was bounded on both paths
+    assert (fast.seen, fast.last, fast.lo, fast.hi) == (slow.seen, slow.last, slow.lo, slow.hi)
+    assert fast.changes.n == slow.changes.n and fast.linear.errors[0].n == slow.linear.errors[0].n
+    assert_same_state(fast, slow)
+    assert fast.weights() == pytest.approx(slow.weights(), rel=1e-12)
+    if fast.corrector is not None:
+        assert fast.corrector.rnn.counters["updates"] >= 20
+        assert fast.corrector.rnn.diagnostics()["loss"] == pytest.approx(
+            slow.corrector.rnn.diagnostics()["loss"], rel=1e-12)
+
+
+def test_a_learn_without_a_predict_before_it_equals_numpy():
+    fast, slow = pair(**NETWORKS["elman-bptt"])
+    for t, (z, dx, y) in enumerate(events(40)):
+        if t % 3:
+            fast.predict(z, dx)
+            slow.predict(z, dx)
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    assert_same_state(fast, slow)
+
+
+def test_growing_features_and_loading_a_state_rebind_the_compiled_step():
+    fast, slow = pair(2, **NETWORKS["elman-bptt"])
+    stream = list(events(60, n_features=3))
+    for z, dx, y in stream[:20]:
+        fast.learn(z[:2], dx[:2], y)
+        slow.learn(z[:2], dx[:2], y)
+    first = fast._compiled()
+    fast.grow_features(1)
+    slow.grow_features(1)
+    assert fast._compiled() is not first  # the parts' arrays were replaced: a new binding
+    for z, dx, y in stream[20:40]:
+        assert fast.predict(z, dx) == pytest.approx(slow.predict(z, dx), rel=1e-12)
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    assert_same_state(fast, slow)
+    # a state loaded into another model: its step writes the loaded arrays, not the ones it was built with
+    other = HybridRegressor(3, seed=1, **NETWORKS["elman-bptt"])
+    other._compiled()
+    other.load(fast.state())
+    for z, dx, y in stream[40:]:
+        assert other.predict(z, dx) == fast.predict(z, dx)
+        other.learn(z, dx, y)
+        fast.learn(z, dx, y)
+    assert all(np.array_equal(a, b) for a, b in zip(other.state().values(), fast.state().values()))
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_a_copy_steps_its_own_arrays(clone):
+    model, _ = pair(**NETWORKS["elman-bptt"])
+    stream = list(events(30))
+    for z, dx, y in stream[:10]:
+        model.learn(z, dx, y)
+    twin = clone(model)
+    before = model.state()
+    for z, dx, y in stream[10:]:
+        twin.learn(z, dx, y)
+    after = model.state()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the original did not move
+    for z, dx, y in stream[10:]:
+        model.learn(z, dx, y)
+    assert all(np.array_equal(a, b) for a, b in zip(model.state().values(), twin.state().values()))
+
+
+def test_a_non_finite_corrector_state_hands_the_step_to_numpy():
+    fast, slow = pair(**NETWORKS["elman-bptt"])
+    stream = list(events(30))
+    for z, dx, y in stream[:10]:
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    for m in (fast, slow):  # a state the engine's guard must handle: the kernel leaves the step to numpy
+        m.corrector.rnn.network.stack.hidden(0)[...] = np.inf
+    for z, dx, y in stream[10:]:
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    assert fast.corrector.rnn.counters == slow.corrector.rnn.counters
+    assert fast.corrector.rnn.counters["skipped"] >= 1
+
+
+def test_no_binding_where_the_kernels_are_off_or_the_network_has_none(monkeypatch):
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert HybridRegressor(2)._compiled() is None
+    assert HybridRegressor(2, layers=(sr.Elman(3),))._compiled() is None
+    monkeypatch.setenv(kernels.ENV, "1")
+    assert HybridRegressor(2, layers=(sr.GRU(3),))._compiled() is None  # no engine kernel for a GRU
+    assert HybridRegressor(2, layers=(sr.Elman(3),))._compiled() is not None
+
+
+def test_an_array_table_takes_only_arrays_it_can_address():
+    table = ArrayTable([np.zeros(3), np.zeros((2, 4)), np.zeros(2, np.int64)], ["f1", "f2", "i1"])
+    assert table.dims.tolist() == [[3, 1, 1], [2, 4, 1], [2, 1, 1]]
+    assert table.ptr[1] == table.arrays[1].ctypes.data
+    with pytest.raises(ValueError, match="slot 0: a 1-d float64"):
+        ArrayTable([np.zeros(3, np.float32)], ["f1"])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ArrayTable([np.zeros((4, 4))[:, 0]], ["f1"])
+    with pytest.raises(ValueError, match="slot 0: a 2-d"):
+        ArrayTable([np.zeros(3)], ["f2"])
+    frozen = np.zeros(2)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        ArrayTable([frozen], ["f1"])
+
+
+def test_the_compiled_feature_space_reads_and_learns_bit_for_bit_as_numpy():
+    import datetime as dt
+
+    from streamrnn.estimators.features import FeatureSpace
+
+    fast, slow = FeatureSpace(), FeatureSpace()
+    slow._compiled = False
+    assert fast._compiled
+    rng = np.random.default_rng(3)
+    start = dt.datetime(2024, 1, 1)
+    for t in range(60):
+        x = {"a": float(rng.normal()), "b": int(rng.integers(0, 5)), "when": start + dt.timedelta(hours=t)}
+        if t % 5 == 2:
+            del x["a"]  # a missing feature reads 0, as in a sparse dict
+        if t >= 30:
+            x["late"] = float(rng.normal(100.0, 10.0))  # a feature that appears mid-stream
+        for space in (fast, slow):
+            space.add(space.new(x), x)
+        (ra, za, da), (rb, zb, db) = fast.read(x), slow.read(x)
+        for u, v in ((ra, rb), (za, zb), (da, db)):
+            np.testing.assert_array_equal(u, v)
+        fast.learn(x, ra)
+        slow.learn(x, rb)
+    for name in ("count", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(fast.moments, name), getattr(slow.moments, name))
+    assert fast.moments.count[fast.index["a"]] == 60 and fast.moments.count[fast.index["late"]] == 30
+    assert fast.moments.count[fast.index["when"]] == 0  # calendar phases are not standardised
