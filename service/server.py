@@ -18,6 +18,7 @@ import logging
 import signal
 import time
 
+from streamrnn.kernels.warm import warm_up
 from streamrnn.state import StateError
 
 from .config import Config
@@ -95,6 +96,9 @@ class Server:
         token = self._token()  # before restoring a checkpoint, which may take a while
         self.worker = worker = build_worker(config, self._store())
         self._restore()
+        seconds = warm_up()  # the compiled kernels, loaded now rather than on the first event
+        if seconds:
+            log.info("compiled kernels loaded in %.2f s", seconds)
         limit, stop = config.sources.max_line_bytes, lambda: self.should_exit
         out = Stdout(worker.stats)
         if config.sources.stdin:

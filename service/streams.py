@@ -141,18 +141,20 @@ class SupervisedStream(Stream):
             o, loss = result.prediction, result.loss
         else:
             space = self.space
-            raw = space.raw(event.x)
-            z, dx = space.vector(event.x, raw), space.change(event.x, raw)
-            o = np.array([core.predict(z, dx) for core in self.cores])
+            raw, z, dx = space.read(event.x)
+            o = [core.predict(z, dx) for core in self.cores]
             loss = None
             if y is not None:
                 for core, target in zip(self.cores, y):
                     core.learn(z, dx, target)
-                err = np.clip(o - np.asarray(y), -MAX_ABS, MAX_ABS)  # against a wild target, a large finite loss
-                loss = 0.5 * float(err @ err)
+                loss = 0.0
+                for p, target in zip(o, y):  # against a wild target, a large finite loss
+                    err = min(max(p - target, -MAX_ABS), MAX_ABS)
+                    loss += err * err
+                loss *= 0.5
             space.learn(event.x, raw)
         self.events += 1
-        return (float(o[0]) if self.outputs == 1 else o.tolist()), loss
+        return (o[0] if self.outputs == 1 else o), loss
 
     def snapshot(self):
         header = {"kind": self.kind, "events": self.events, "features": self.features, "hybrid": self.hybrid}

@@ -60,10 +60,14 @@ def assert_same_state(a, b, rtol=1e-12):
 @pytest.mark.parametrize("network", NETWORKS)
 def test_the_compiled_regressor_equals_the_numpy_one(network):
     fast, slow = pair(**NETWORKS[network])
+    numpy_steps = []
+    if fast.corrector is not None:  # the network's step runs inside the compiled call, never through step()
+        fast.corrector.rnn.step = lambda *a, **k: numpy_steps.append(a)
     for z, dx, y in events(70, outlier_at=40):
         assert fast.predict(z, dx) == pytest.approx(slow.predict(z, dx), rel=1e-12, abs=1e-14)
         fast.learn(z, dx, y)
         slow.learn(z, dx, y)
+    assert numpy_steps == []
     assert fast.bounded == slow.bounded == 1  # the outlier was bounded on both paths
     assert (fast.seen, fast.last, fast.lo, fast.hi) == (slow.seen, slow.last, slow.lo, slow.hi)
     assert fast.changes.n == slow.changes.n and fast.linear.errors[0].n == slow.linear.errors[0].n
@@ -129,19 +133,23 @@ def test_a_copy_steps_its_own_arrays(clone):
     assert all(np.array_equal(a, b) for a, b in zip(model.state().values(), twin.state().values()))
 
 
-def test_a_non_finite_corrector_state_hands_the_step_to_numpy():
-    fast, slow = pair(**NETWORKS["elman-bptt"])
+@pytest.mark.parametrize("network", ["elman-bptt", "elman-rtrl"])
+def test_a_non_finite_corrector_state_hands_the_step_to_numpy(network):
+    fast, slow = pair(**NETWORKS[network])
     stream = list(events(30))
     for z, dx, y in stream[:10]:
         fast.learn(z, dx, y)
         slow.learn(z, dx, y)
-    for m in (fast, slow):  # a state the engine's guard must handle: the kernel leaves the step to numpy
-        m.corrector.rnn.network.stack.hidden(0)[...] = np.inf
-    for z, dx, y in stream[10:]:
+    for t, (z, dx, y) in enumerate(stream[10:]):
+        for m in (fast, slow):  # a state the engine's guard must handle: the kernel leaves those steps to numpy
+            if t in (0, 3):
+                m.corrector.rnn.network.stack.hidden(0)[...] = np.inf if t == 0 else 0.0
         fast.learn(z, dx, y)
         slow.learn(z, dx, y)
     assert fast.corrector.rnn.counters == slow.corrector.rnn.counters
     assert fast.corrector.rnn.counters["skipped"] >= 1
+    assert fast.corrector.rnn.counters["updates"] >= 10  # and it learned again, on the kernel
+    assert_same_state(fast, slow)
 
 
 def test_no_binding_where_the_kernels_are_off_or_the_network_has_none(monkeypatch):
@@ -196,3 +204,11 @@ def test_the_compiled_feature_space_reads_and_learns_bit_for_bit_as_numpy():
         np.testing.assert_array_equal(getattr(fast.moments, name), getattr(slow.moments, name))
     assert fast.moments.count[fast.index["a"]] == 60 and fast.moments.count[fast.index["late"]] == 30
     assert fast.moments.count[fast.index["when"]] == 0  # calendar phases are not standardised
+
+
+def test_warm_up_loads_the_kernels_on_throwaway_models_and_nothing_when_they_are_off(monkeypatch):
+    from streamrnn.kernels.warm import warm_up
+
+    assert warm_up() > 0.0
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert warm_up() == 0.0

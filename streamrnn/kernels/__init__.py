@@ -6,11 +6,23 @@ call and writes the same arrays, so a model can switch paths at any step and
 its checkpoints do not say which path wrote them.  Tests hold the two paths
 equal to 1e-12 relative.
 
-Which steps have a kernel (``plan.py``): one Elman or Leaky layer, exact
-RTRL or BPTT(h; h'), the canonical readout/loss pairs (identity + squared
-error, sigmoid + log-loss, softmax + cross-entropy), SGD or Adam (a number
-or a schedule for the rate), clipping by ``clip_norm``, with or without
-target feedback, no mask.  Every other model runs on numpy.
+Which steps have a kernel:
+
+* the engine's step (``plan.py``, ``dense_step.py``): one Elman or Leaky
+  layer, exact RTRL or BPTT(h; h'), the canonical readout/loss pairs
+  (identity + squared error, sigmoid + log-loss, softmax + cross-entropy),
+  SGD or Adam (a number or a schedule for the rate), clipping by
+  ``clip_norm``, with or without target feedback, no mask;
+* the hybrid regressor's event (``regressor.py``, ``hybrid_step.py``) --
+  what ``RNNRegressor`` and the daemon's supervised keys run: its exact
+  components, both ML-Poly aggregations, the RLS problems and scales, and
+  the corrector network's forward pass and step, in one call for predict
+  and one for learn; its ~50 arrays go by address (``table.py``), since numba
+  checks each argument of a call;
+* the feature space's standardising and moments (``scale_step.py``).
+
+Every other model runs on numpy.  ``warm.warm_up()`` loads them all on
+throwaway models; the daemon calls it at start-up, before it is ready.
 
 Switches: ``STREAMRNN_KERNELS=0`` in the environment turns them off for the
 process, and ``OnlineRNN(..., kernels=False)`` for one model.  numba compiles

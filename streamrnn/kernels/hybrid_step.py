@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ..hybrid.scale import CLIP, GUARD, MAX_ABS, WINSOR
-from .dense_step import bptt_step
+from .dense_step import bptt_step, rtrl_step
 from .dense_step import predict as network_forward
 from .scale_step import moments_std, moments_update
 from .table import cube, ivec, mat, vec
@@ -333,17 +333,22 @@ SLOTS = (
     # the corrector network's forward pass (``dense_step``'s arguments) ...
     ("A", "f2"), ("B", "f2"), ("v", "f1"), ("x", "f1"), ("leak", "f1"), ("z", "f1"), ("fz", "f1"), ("D", "f1"),
     ("h", "f1"), ("vr", "f1"), ("a", "f1"), ("o", "f1"), ("y", "f1"),
-    # ... and its BPTT(h; h') step, when the call takes it too
+    # ... and its step, when the call takes it too: the update's arrays, then BPTT(h; h')'s or RTRL's
+    ("grad", "f1"), ("applied", "f1"), ("theta", "f1"), ("m", "f1"), ("s", "f1"), ("count", "i1"), ("out", "f1"),
+    ("target", "f1"),
     ("tape.v", "f2"), ("tape.D", "f2"), ("tape.vr", "f2"), ("tape.delta", "f2"), ("counters", "i1"),
-    ("e", "f1"), ("dz", "f1"), ("grad", "f1"), ("applied", "f1"), ("theta", "f1"), ("m", "f1"), ("s", "f1"),
-    ("count", "i1"), ("out", "f1"), ("target", "f1"),
+    ("e", "f1"), ("dz", "f1"),
+    ("S", "f2"), ("S_next", "f2"), ("J", "f2"), ("g", "f1"),
 )
 (T_COUNT, T_MEAN, T_M2, F_COUNT, F_MEAN, F_M2, LIN_W, LIN_P, LIN_UPD, LC_W, LC_P, LC_UPD, R1_, S1_, R2_, S2_,
  PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, A_, B_, V_, X_, LEAK, ZB, FZ, DB, H_, VR, AO, O_, YB,
- TV, TD, TVR, TDELTA, COUNTERS, E_, DZ, GRAD, APPLIED, THETA, M_, S_, COUNT, OUT, TARGET) = range(len(SLOTS))
-#: ``ints``: which parts there are, and the network's codes (``dense_step``)
-INTS = ("has_cor", "fused", "act", "out_code", "hwin", "hprime", "opt")
-HAS_COR, FUSED, ACT, OUT_CODE, HWIN, HPRIME, OPT = range(len(INTS))
+ GRAD, APPLIED, THETA, M_, S_, COUNT, OUT, TARGET, TV, TD, TVR, TDELTA, COUNTERS, E_, DZ,
+ SENS, SENS_NEXT, JAC, G_) = range(len(SLOTS))
+#: ``ints``: which parts there are, and the network's codes (``dense_step``); step: the network's step
+#: in the call (``NO_STEP``: the caller takes it), ``BPTT``, or ``RTRL`` (S_t goes into S_next: the caller swaps)
+INTS = ("has_cor", "step", "act", "out_code", "hwin", "hprime", "opt")
+HAS_COR, STEP, ACT, OUT_CODE, HWIN, HPRIME, OPT = range(len(INTS))
+NO_STEP, BPTT, RTRL = 0, 1, 2
 #: ``net``: the network step's numbers
 NET = ("clip", "b1", "b2", "eps")
 CLIP_NORM, B1, B2, EPS = range(len(NET))
@@ -383,16 +388,22 @@ def learn_table(sc, cst, ints, net, z, dx, y, ptr, dims, lr):
         mat(ptr, dims, HEADS_W), cube(ptr, dims, HEADS_P), vec(ptr, dims, HEADS_UPD),
         A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, vec(ptr, dims, YB),
     )
-    if ints[FUSED] != 1:
+    if ints[STEP] == NO_STEP:
         return
     out, target = vec(ptr, dims, OUT), vec(ptr, dims, TARGET)
     out[0] = 0.0
     if sc[OUT_STEP] == 0.0:
         return
     target[0] = sc[OUT_TARGET]
-    bptt_step(A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code,
-              mat(ptr, dims, TV), mat(ptr, dims, TD), mat(ptr, dims, TVR), mat(ptr, dims, TDELTA),
-              ivec(ptr, dims, COUNTERS), ints[HWIN], ints[HPRIME], vec(ptr, dims, E_), vec(ptr, dims, DZ),
-              vec(ptr, dims, GRAD), vec(ptr, dims, APPLIED), vec(ptr, dims, THETA), net[CLIP_NORM], ints[OPT],
-              net[B1], net[B2], net[EPS], vec(ptr, dims, M_), vec(ptr, dims, S_), ivec(ptr, dims, COUNT), out,
-              target, True, lr)
+    grad, applied, theta = vec(ptr, dims, GRAD), vec(ptr, dims, APPLIED), vec(ptr, dims, THETA)
+    m, s, count = vec(ptr, dims, M_), vec(ptr, dims, S_), ivec(ptr, dims, COUNT)
+    if ints[STEP] == BPTT:
+        bptt_step(A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code,
+                  mat(ptr, dims, TV), mat(ptr, dims, TD), mat(ptr, dims, TVR), mat(ptr, dims, TDELTA),
+                  ivec(ptr, dims, COUNTERS), ints[HWIN], ints[HPRIME], vec(ptr, dims, E_), vec(ptr, dims, DZ),
+                  grad, applied, theta, net[CLIP_NORM], ints[OPT], net[B1], net[B2], net[EPS], m, s, count, out,
+                  target, True, lr)
+    else:
+        rtrl_step(A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, mat(ptr, dims, SENS),
+                  mat(ptr, dims, SENS_NEXT), mat(ptr, dims, JAC), vec(ptr, dims, G_), grad, applied, theta,
+                  net[CLIP_NORM], ints[OPT], net[B1], net[B2], net[EPS], m, s, count, out, target, True, lr)

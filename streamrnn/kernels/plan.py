@@ -55,19 +55,26 @@ class KernelStep:
         tail = (model.grad, model._applied, net.theta, float(clip), opt_code, b1, b2, eps, m, s, self.count)
         self.out = np.zeros(6)
         self.y = np.zeros(net.n_outputs)  # the target of a step without one (read by nothing)
-        self.head = head
+        self.head, self.tail = head, tail
         if self.rtrl:
             # exact RTRL swaps its two sensitivity buffers every step: one argument tuple per parity
             self.arrays = arrays = model.learner._arrays[0]
-            J, g = np.zeros((layer.n, layer.n)), np.zeros(layer.n)
+            self.J, self.g = J, g = np.zeros((layer.n, layer.n)), np.zeros(layer.n)
             self.calls = {id(arrays[a]): head + (arrays[a][0], arrays[b][0], J, g) + tail + (self.out,)
                           for a, b in (("S", "_next"), ("_next", "S"))}
         else:
             learner = model.learner
             tape = learner._tape
             rec_t = tape.records[0]
-            self.call = head + (rec_t["v"][:, 0], rec_t["D"][:, 0], tape.vr, tape.delta, learner._counters,
-                                learner.h, learner.h_prime, np.zeros(2 * layer.n), np.zeros(layer.n)) + tail + (self.out,)
+            self.window = (rec_t["v"][:, 0], rec_t["D"][:, 0], tape.vr, tape.delta, learner._counters,
+                           learner.h, learner.h_prime, np.zeros(2 * layer.n), np.zeros(layer.n))
+            self.call = head + self.window + tail + (self.out,)
+
+    def swap(self) -> None:
+        """After an RTRL step a kernel took: S_t is in the other buffer, swapped as the numpy learner does."""
+        arrays = self.arrays
+        arrays["S"], arrays["_next"] = arrays["_next"], arrays["S"]
+        arrays["_own"], arrays["_own_next"] = arrays["_own_next"], arrays["_own"]
 
     def forward(self) -> None:
         """The forward pass for the input in ``model._x``, into the network's buffers (a predict)."""
@@ -81,9 +88,8 @@ class KernelStep:
         if self.rtrl:
             arrays = self.arrays
             k.rtrl_step(*self.calls[id(arrays["S"])], y if has_y else self.y, has_y, lr)
-            if self.out[0] != k.FALLBACK:  # S_t is in the other buffer: swap, as the numpy learner does
-                arrays["S"], arrays["_next"] = arrays["_next"], arrays["S"]
-                arrays["_own"], arrays["_own_next"] = arrays["_own_next"], arrays["_own"]
+            if self.out[0] != k.FALLBACK:
+                self.swap()
         else:
             k.bptt_step(*self.call, y if has_y else self.y, has_y, lr)
         self.layer.refresh()  # the weights moved outside the layer's own forward

@@ -53,23 +53,32 @@ class RegressorKernel:
         self.net = net = cor.rnn._kernel if cor is not None else None
         self.rnn = cor.rnn if cor is not None else None
         self.layer = net.layer if net is not None else None
-        self.fused = net is not None and not net.rtrl  # BPTT(h; h'), the default: the step is in the call
         numbers = np.zeros(len(k.NET))
         ints = dict.fromkeys(k.INTS, 0)
+        self._sensitivities = None
         if net is not None:
             slots.update({"corrector.pending": cor.pending, "corrector.errors_seen": cor.errors_seen,
                           "heads.w": cor.heads.w, "heads.P": cor.heads.P, "heads.updates": cor.heads.updates})
             A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code = net.head
             slots.update(A=A, B=B, v=v, x=x, leak=leak, z=z, fz=fz, D=D, h=h, vr=vr, a=a, o=o, y=net.y)
             ints.update(has_cor=1, act=act, out_code=out_code)
-            if self.fused:
-                (tv, tD, tvr, tdelta, counters, hwin, hprime, e, dz, grad, applied, theta, clip, opt, b1, b2, eps,
-                 m, s, count, out) = net.call[14:]
-                slots.update({"tape.v": tv, "tape.D": tD, "tape.vr": tvr, "tape.delta": tdelta, "counters": counters,
-                              "e": e, "dz": dz, "grad": grad, "applied": applied, "theta": theta, "m": m, "s": s,
-                              "count": count, "out": out, "target": self._y})
-                ints.update(fused=1, hwin=hwin, hprime=hprime, opt=opt)
-                numbers[:] = (clip, b1, b2, eps)
+            # the network's step runs in the call
+            grad, applied, theta, clip, opt, b1, b2, eps, m, s, count = net.tail
+            slots.update(grad=grad, applied=applied, theta=theta, m=m, s=s, count=count, out=net.out, target=self._y)
+            ints.update(opt=opt)
+            numbers[:] = (clip, b1, b2, eps)
+            if net.rtrl:  # its two sensitivity buffers swap roles every step: the slots follow the learner's
+                arrays = net.arrays
+                first, second = arrays["S"], arrays["_next"]
+                slots.update(S=first[0], S_next=second[0], J=net.J, g=net.g)
+                a1, a2 = first[0].ctypes.data, second[0].ctypes.data
+                self._sensitivities = (arrays, {id(first): (a1, a2), id(second): (a2, a1)})
+                ints.update(step=k.RTRL)
+            else:
+                tv, tD, tvr, tdelta, counters, hwin, hprime, e, dz = net.window
+                slots.update({"tape.v": tv, "tape.D": tD, "tape.vr": tvr, "tape.delta": tdelta,
+                              "counters": counters, "e": e, "dz": dz})
+                ints.update(step=k.BPTT, hwin=hwin, hprime=hprime)
         empty = {"f1": np.zeros(0), "f2": np.zeros((0, 0)), "f3": np.zeros((0, 0, 0)), "i1": np.zeros(0, np.int64)}
         self.table = ArrayTable([slots.get(name, empty[kind]) for name, kind in k.SLOTS],
                                 [kind for _, kind in k.SLOTS])
@@ -113,7 +122,12 @@ class RegressorKernel:
         m = self.model
         sc = self._pack()
         net, table = self.net, self.table
-        lr = (net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr) if self.fused else 0.0
+        lr = 0.0
+        if net is not None:
+            lr = net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr
+            if self._sensitivities is not None:  # which buffer holds S_{t-1} now
+                arrays, parity = self._sensitivities
+                table.ptr[k.SENS], table.ptr[k.SENS_NEXT] = parity[id(arrays["S"])]
         k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
         seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step = \
             sc.tolist()
@@ -132,10 +146,12 @@ class RegressorKernel:
             m.corrector.has_pending = bool(pending)
             if step:
                 self.layer.refresh()
-                status = int(net.out[0]) if self.fused else 0
+                status = int(net.out[0])
                 if status:  # the network stepped in the call: its bookkeeping, as OnlineRNN.step does it
+                    if self._sensitivities is not None:
+                        net.swap()
                     self.rnn._pending = False
                     self.rnn._after_kernel(status, self._y)
-                else:  # a step the kernel leaves to numpy (a non-finite state or loss), or RTRL's
+                else:  # a step the kernel leaves to numpy (a non-finite state or loss)
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
