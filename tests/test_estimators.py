@@ -573,3 +573,19 @@ def test_an_event_read_once_gives_what_reading_it_for_each_use_gives():
         once.learn(x, raw)
         each.learn(x)
         assert all(np.array_equal(a, b) for a, b in zip(once.state().values(), each.state().values()))
+
+
+def test_the_feature_memo_answers_new_for_the_event_read_and_leaves_bad_values_to_it():
+    from streamrnn.estimators.features import FeatureSpace
+
+    space = FeatureSpace()
+    space.add(["a"])
+    event = {"a": 1.0, "z": 2.0, "b": 3}
+    space.read(event)
+    assert space.new(dict(event)) == ["b", "z"]  # an equal event: from the memo
+    bad = {"a": 1.0, "new": "text"}
+    space.read(bad)  # a prediction ignores features it does not know, bad or not
+    with pytest.raises(ValueError, match="'new'"):
+        space.new(bad)  # learning from it raises, naming the feature
+    space.add(space.new(event), event)
+    assert space.names == ["a", "b", "z"] and space._memo is None  # the space grew: nothing remembered

@@ -31,6 +31,15 @@ from ..hybrid.scale import MAX_ABS, RunningMoments
 from ..hybrid.stateful import Stateful
 
 
+def _compiled_step():
+    """``kernels.scale_step`` where the kernels are on, else None."""
+    if not kernels.enabled():
+        return None
+    from ..kernels import scale_step
+
+    return scale_step
+
+
 def value(name, v) -> float | None:
     """v as a float, None when missing (None or NaN); ValueError naming the feature otherwise."""
     if type(v) is float or type(v) is int:  # the common case, without the ABC check
@@ -92,18 +101,18 @@ class FeatureSpace(Stateful):
         self.clock_name = None
         self.last = np.zeros(0)  # the previous event's raw values (for changes)
         self.has_last = False
-        self._memo = None  # (a copy of x, its raw values, vector, change) until the space changes
-        self._compiled = kernels.enabled()  # read and learn with ``kernels.scale_step``
+        self._memo = None  # (a copy of x, (raw, vector, change), its unknown names) until the space changes
+        self._step = _compiled_step()  # ``kernels.scale_step``, or None: read and learn on numpy
 
     def _loaded(self) -> None:
         self._memo = None
 
     # the memo of the newest event read, and the path it runs on, are not state
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_compiled")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_step")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _memo=None, _compiled=kernels.enabled())
+        self.__dict__.update(state, _memo=None, _step=_compiled_step())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,6 +124,9 @@ class FeatureSpace(Stateful):
     def new(self, x: dict) -> list:
         """Names in x not known yet, in the order they will be added; checks every value
         first, so that a bad event raises before anything changes."""
+        memo = self._memo_of(x)
+        if memo is not None and memo[2] is not None:  # read() checked every value of this very event
+            return list(memo[2])
         for name, item in x.items():
             check(name, item)
         index = self.index
@@ -139,12 +151,15 @@ class FeatureSpace(Stateful):
                 self.clock_name = name
         return self.width - before
 
-    def _raw(self, x: dict) -> np.ndarray:
+    def _raw(self, x: dict, unknown: list | None = None) -> np.ndarray:
+        """x's raw values; the (name, value) pairs it does not know go into ``unknown``."""
         u = np.zeros(self.width)
         index, interval = self.index, self.clock.interval
         for name, item in x.items():
             i = index.get(name)
             if i is None:
+                if unknown is not None:
+                    unknown.append((name, item))
                 continue
             if type(item) is float and -MAX_ABS <= item <= MAX_ABS:  # the common case first
                 u[i] = item
@@ -171,23 +186,35 @@ class FeatureSpace(Stateful):
         River calls ``predict_one(x)`` and then ``learn_one(x, y)`` with the same event: until
         the space learns or grows, an event equal to the newest one read is not read again.
         """
-        memo = self._memo
+        memo = self._memo_of(x)
         if memo is not None:
-            try:
-                if memo[0] == x:
-                    return memo[1]
-            except (TypeError, ValueError):  # values that do not compare: read it again
-                pass
-        raw = self._raw(x)
-        if self._compiled:
-            from ..kernels.scale_step import standardise
-
+            return memo[1]
+        unknown: list = []
+        raw = self._raw(x, unknown)
+        if self._step is not None:
             m = self.moments
-            out = (raw, *standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
+            out = (raw, *self._step.standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
         else:
             out = (raw, self.vector(x, raw), self.change(x, raw))
-        self._memo = (dict(x), out)
+        try:  # what new() will answer for this event (a bad value there is new()'s to raise)
+            for name, item in unknown:
+                check(name, item)
+            names = sorted((name for name, _ in unknown), key=repr)
+        except ValueError:
+            names = None
+        self._memo = (dict(x), out, names)
         return out
+
+    def _memo_of(self, x: dict):
+        """(x, (raw, vector, change), its unknown names or None if one has a bad value) of the newest
+        event read, if x equals it."""
+        memo = self._memo
+        if memo is None:
+            return None
+        try:
+            return memo if memo[0] == x else None
+        except (TypeError, ValueError):  # values that do not compare: read it again
+            return None
 
     def vector(self, x: dict, raw: np.ndarray | None = None) -> np.ndarray:
         """The input vector for x: numbers standardised (0 where missing), calendar phases as they are."""
@@ -206,11 +233,9 @@ class FeatureSpace(Stateful):
         self._memo = None
         if self.width:
             raw = self._raw(x) if raw is None else raw
-            if self._compiled:
-                from ..kernels.scale_step import moments_update_at
-
+            if self._step is not None:
                 m = self.moments
-                moments_update_at(m.count, m.mean, m.m2, raw, self.scaled)
+                self._step.moments_update_at(m.count, m.mean, m.m2, raw, self.scaled)
                 m._stale = True
             else:
                 self.moments.update(raw, self.scaled)

@@ -36,8 +36,11 @@ class RegressorKernel:
             cor_errors.rate if cor is not None else 0.0, cor_errors.floor if cor is not None else 1.0,
             model.level2.margin,
         ])
-        self.scales = (model.changes, lin.errors[0] if lin.huber else None, lc.errors[0] if lc.huber else None,
-                       cor_errors)
+        # the parts whose numbers travel in sc; a part the model does not have reads 0 from a stand-in
+        stand_in = _StandIn()
+        self.scales = (model.changes, lin.errors[0] if lin.huber else stand_in,
+                       lc.errors[0] if lc.huber else stand_in, cor_errors if cor is not None else stand_in)
+        self.pending_of = cor if cor is not None else stand_in
         t, f = model.targets, model.feature_changes
         slots = {
             "targets.count": t.count, "targets.mean": t.mean, "targets.m2": t.m2,
@@ -99,13 +102,8 @@ class RegressorKernel:
         m = self.model
         ch, lin, lc, cor = self.scales
         sc = self.sc
-        sc[: k.OUT_TARGET] = (
-            m.seen, m.last, m.lo, m.hi, m.bounded, ch.n, ch.s,
-            lin.n if lin is not None else 0, lin.s if lin is not None else 0.0,
-            lc.n if lc is not None else 0, lc.s if lc is not None else 0.0,
-            cor.n if cor is not None else 0, cor.s if cor is not None else 0.0,
-            m.corrector.has_pending if cor is not None else False,
-        )
+        sc[: k.OUT_TARGET] = (m.seen, m.last, m.lo, m.hi, m.bounded, ch.n, ch.s, lin.n, lin.s, lc.n, lc.s,
+                              cor.n, cor.s, self.pending_of.has_pending)
         return sc
 
     def predict(self, z: np.ndarray, dx: np.ndarray) -> float:
@@ -133,17 +131,13 @@ class RegressorKernel:
             sc.tolist()
         m.seen, m.last, m.lo, m.hi, m.bounded = True, last, lo, hi, int(bounded)
         ch, lin, lc, cor = self.scales
-        ch.n, ch.s = int(ch_n), ch_s
-        if lin is not None:
-            lin.n, lin.s = int(lin_n), lin_s
-        if lc is not None:
-            lc.n, lc.s = int(lc_n), lc_s
+        ch.n, ch.s, lin.n, lin.s, lc.n, lc.s, cor.n, cor.s = int(ch_n), ch_s, int(lin_n), lin_s, int(lc_n), lc_s, \
+            int(cor_n), cor_s
+        self.pending_of.has_pending = bool(pending)
         m.level1._cache = {}
         m.targets._stale = m.feature_changes._stale = True
-        if cor is not None:
-            cor.n, cor.s = int(cor_n), cor_s
+        if net is not None:
             m.level2._cache = {}
-            m.corrector.has_pending = bool(pending)
             if step:
                 self.layer.refresh()
                 status = int(net.out[0])
@@ -155,3 +149,9 @@ class RegressorKernel:
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
+
+
+class _StandIn:
+    """The numbers of a part a model does not have (no Huber weights, no corrector): zeros, written to freely."""
+
+    n, s, has_pending = 0, 0.0, False
