@@ -16,6 +16,12 @@ from streamrnn.kernels.table import ArrayTable
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The compiled path, whatever the environment (CI runs the suite with STREAMRNN_KERNELS=0 too)."""
+    monkeypatch.setenv(kernels.ENV, "1")
+
 NETWORKS = {
     "none": {"layers": None},
     "elman-bptt": {"layers": (sr.Elman(6),), "learner": sr.TruncatedBPTT(5, 1)},

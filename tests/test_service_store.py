@@ -481,6 +481,9 @@ def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_eve
 
     from streamrnn.kernels.regressor import RegressorKernel
 
+    from streamrnn import kernels
+
+    monkeypatch.setenv(kernels.ENV, "1")  # the network's kernel, as the old daemon ran (CI also runs with 0)
     if not hybrid_kernel:  # the path the old daemon ran its hybrid keys on
         monkeypatch.setattr(RegressorKernel, "for_model", classmethod(lambda cls, model: None))
 

@@ -24,10 +24,10 @@ import numpy as np
 from numba import njit
 
 from ..hybrid.scale import CLIP, GUARD, MAX_ABS, WINSOR
-from .dense_step import bptt_step, rtrl_step
+from . import network_table as nt
 from .dense_step import predict as network_forward
 from .scale_step import moments_std, moments_update
-from .table import cube, ivec, mat, vec
+from .table import cube, mat, vec
 
 #: ``sc``: the scalars of the regressor and of its parts, then the call's outputs
 SCALARS = ("seen", "last", "lo", "hi", "bounded", "changes.n", "changes.s", "linear.n", "linear.s",
@@ -321,63 +321,56 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
     sc[SEEN] = 1.0
 
 
-#: the arrays a call reads and writes, by address (``table.ArrayTable``): name and kind, in slot order
-SLOTS = (
+#: the arrays a call reads and writes, by address (``table.ArrayTable``): name and kind, in slot order;
+#: the corrector network's slots (``network_table.SLOTS``) follow from ``NET``
+OWN_SLOTS = (
     ("targets.count", "f1"), ("targets.mean", "f1"), ("targets.m2", "f1"),
     ("feature_changes.count", "f1"), ("feature_changes.mean", "f1"), ("feature_changes.m2", "f1"),
     ("linear.w", "f2"), ("linear.P", "f3"), ("linear.updates", "f1"),
     ("linear_change.w", "f2"), ("linear_change.P", "f3"), ("linear_change.updates", "f1"),
     ("level1.R", "f2"), ("level1.S", "f2"), ("level2.R", "f2"), ("level2.S", "f2"), ("level2.prior", "f1"),
     ("corrector.pending", "f1"), ("corrector.errors_seen", "f1"),
-    ("heads.w", "f2"), ("heads.P", "f3"), ("heads.updates", "f1"),
-    # the corrector network's forward pass (``dense_step``'s arguments) ...
-    ("A", "f2"), ("B", "f2"), ("v", "f1"), ("x", "f1"), ("leak", "f1"), ("z", "f1"), ("fz", "f1"), ("D", "f1"),
-    ("h", "f1"), ("vr", "f1"), ("a", "f1"), ("o", "f1"), ("y", "f1"),
-    # ... and its step, when the call takes it too: the update's arrays, then BPTT(h; h')'s or RTRL's
-    ("grad", "f1"), ("applied", "f1"), ("theta", "f1"), ("m", "f1"), ("s", "f1"), ("count", "i1"), ("out", "f1"),
-    ("target", "f1"),
-    ("tape.v", "f2"), ("tape.D", "f2"), ("tape.vr", "f2"), ("tape.delta", "f2"), ("counters", "i1"),
-    ("e", "f1"), ("dz", "f1"),
-    ("S", "f2"), ("S_next", "f2"), ("J", "f2"), ("g", "f1"),
+    ("heads.w", "f2"), ("heads.P", "f3"), ("heads.updates", "f1"), ("target", "f1"),
 )
 (T_COUNT, T_MEAN, T_M2, F_COUNT, F_MEAN, F_M2, LIN_W, LIN_P, LIN_UPD, LC_W, LC_P, LC_UPD, R1_, S1_, R2_, S2_,
- PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, A_, B_, V_, X_, LEAK, ZB, FZ, DB, H_, VR, AO, O_, YB,
- GRAD, APPLIED, THETA, M_, S_, COUNT, OUT, TARGET, TV, TD, TVR, TDELTA, COUNTERS, E_, DZ,
- SENS, SENS_NEXT, JAC, G_) = range(len(SLOTS))
-#: ``ints``: which parts there are, and the network's codes (``dense_step``); step: the network's step
-#: in the call (``NO_STEP``: the caller takes it), ``BPTT``, or ``RTRL`` (S_t goes into S_next: the caller swaps)
-INTS = ("has_cor", "step", "act", "out_code", "hwin", "hprime", "opt")
-HAS_COR, STEP, ACT, OUT_CODE, HWIN, HPRIME, OPT = range(len(INTS))
-NO_STEP, BPTT, RTRL = 0, 1, 2
-#: ``net``: the network step's numbers
-NET = ("clip", "b1", "b2", "eps")
-CLIP_NORM, B1, B2, EPS = range(len(NET))
+ PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, TARGET) = range(len(OWN_SLOTS))
+NET = len(OWN_SLOTS)
+SLOTS = OWN_SLOTS + nt.SLOTS
+#: ``ints``: whether there is a corrector, then the network's codes (``network_table.INTS``) from ``NET_INTS``
+INTS = ("has_cor",) + nt.INTS
+HAS_COR, NET_INTS = 0, 1
+
+
+@njit(cache=True)
+def _network(ptr, dims, ints):
+    """The corrector network's forward-pass arguments (``dense_step.predict``'s), from its slots."""
+    b, i = NET, NET_INTS
+    return (mat(ptr, dims, b + nt.A_), mat(ptr, dims, b + nt.B_), vec(ptr, dims, b + nt.V_),
+            vec(ptr, dims, b + nt.X_), vec(ptr, dims, b + nt.LEAK), ints[i + nt.ACT], vec(ptr, dims, b + nt.Z_),
+            vec(ptr, dims, b + nt.FZ), vec(ptr, dims, b + nt.D_), vec(ptr, dims, b + nt.H_),
+            vec(ptr, dims, b + nt.VR), vec(ptr, dims, b + nt.AO), vec(ptr, dims, b + nt.O_), ints[i + nt.OUT_CODE],
+            vec(ptr, dims, b + nt.Y_))
 
 
 @njit(cache=True)
 def predict_table(sc, cst, ints, z, dx, ptr, dims):
     """``regressor_predict`` on the arrays of a table."""
+    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
     return regressor_predict(
         sc, cst, z, dx, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
         vec(ptr, dims, F_COUNT), vec(ptr, dims, F_MEAN), vec(ptr, dims, F_M2), mat(ptr, dims, LIN_W),
         mat(ptr, dims, LC_W), mat(ptr, dims, R1_), mat(ptr, dims, S1_), mat(ptr, dims, R2_), mat(ptr, dims, S2_),
         vec(ptr, dims, PRIOR2), ints[HAS_COR] == 1, vec(ptr, dims, ERRORS_SEEN), mat(ptr, dims, HEADS_W),
-        mat(ptr, dims, A_), mat(ptr, dims, B_), vec(ptr, dims, V_), vec(ptr, dims, X_), vec(ptr, dims, LEAK),
-        ints[ACT], vec(ptr, dims, ZB), vec(ptr, dims, FZ), vec(ptr, dims, DB), vec(ptr, dims, H_),
-        vec(ptr, dims, VR), vec(ptr, dims, AO), vec(ptr, dims, O_), ints[OUT_CODE], vec(ptr, dims, YB),
+        A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb,
     )
 
 
 @njit(cache=True)
-def learn_table(sc, cst, ints, net, z, dx, y, ptr, dims, lr):
-    """``regressor_learn`` on the arrays of a table and then, when the table has them and a step is
-    due, the corrector network's BPTT(h; h') step on sc[OUT_TARGET] (``dense_step.bptt_step``: its
-    status in the ``out`` slot's first number, 0 when none ran or it must run on numpy)."""
-    A, B, v, x, leak = mat(ptr, dims, A_), mat(ptr, dims, B_), vec(ptr, dims, V_), vec(ptr, dims, X_), \
-        vec(ptr, dims, LEAK)
-    zb, fz, Db, h = vec(ptr, dims, ZB), vec(ptr, dims, FZ), vec(ptr, dims, DB), vec(ptr, dims, H_)
-    vr, a, o = vec(ptr, dims, VR), vec(ptr, dims, AO), vec(ptr, dims, O_)
-    act, out_code = ints[ACT], ints[OUT_CODE]
+def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
+    """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
+    network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
+    number, 0 when none ran or it must run on numpy)."""
+    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
     regressor_learn(
         sc, cst, z, dx, y, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
         vec(ptr, dims, F_COUNT), vec(ptr, dims, F_MEAN), vec(ptr, dims, F_M2),
@@ -386,24 +379,14 @@ def learn_table(sc, cst, ints, net, z, dx, y, ptr, dims, lr):
         mat(ptr, dims, R1_), mat(ptr, dims, S1_), mat(ptr, dims, R2_), mat(ptr, dims, S2_), vec(ptr, dims, PRIOR2),
         ints[HAS_COR] == 1, vec(ptr, dims, PENDING), vec(ptr, dims, ERRORS_SEEN),
         mat(ptr, dims, HEADS_W), cube(ptr, dims, HEADS_P), vec(ptr, dims, HEADS_UPD),
-        A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, vec(ptr, dims, YB),
+        A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb,
     )
-    if ints[STEP] == NO_STEP:
+    if ints[HAS_COR] != 1:
         return
-    out, target = vec(ptr, dims, OUT), vec(ptr, dims, TARGET)
+    out = vec(ptr, dims, NET + nt.OUT)
     out[0] = 0.0
     if sc[OUT_STEP] == 0.0:
         return
+    target = vec(ptr, dims, TARGET)
     target[0] = sc[OUT_TARGET]
-    grad, applied, theta = vec(ptr, dims, GRAD), vec(ptr, dims, APPLIED), vec(ptr, dims, THETA)
-    m, s, count = vec(ptr, dims, M_), vec(ptr, dims, S_), ivec(ptr, dims, COUNT)
-    if ints[STEP] == BPTT:
-        bptt_step(A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code,
-                  mat(ptr, dims, TV), mat(ptr, dims, TD), mat(ptr, dims, TVR), mat(ptr, dims, TDELTA),
-                  ivec(ptr, dims, COUNTERS), ints[HWIN], ints[HPRIME], vec(ptr, dims, E_), vec(ptr, dims, DZ),
-                  grad, applied, theta, net[CLIP_NORM], ints[OPT], net[B1], net[B2], net[EPS], m, s, count, out,
-                  target, True, lr)
-    else:
-        rtrl_step(A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, mat(ptr, dims, SENS),
-                  mat(ptr, dims, SENS_NEXT), mat(ptr, dims, JAC), vec(ptr, dims, G_), grad, applied, theta,
-                  net[CLIP_NORM], ints[OPT], net[B1], net[B2], net[EPS], m, s, count, out, target, True, lr)
+    nt.step(ptr, dims, NET, ints, NET_INTS, numbers, target, True, lr)

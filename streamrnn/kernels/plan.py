@@ -17,6 +17,8 @@ from ..learners.truncated_bptt import TruncatedBPTT
 from ..losses import CrossEntropy, LogLoss, SquaredError
 from ..optim import SGD, Adam
 from . import dense_step as k
+from . import network_table as nt
+from .table import ArrayTable
 
 _ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "identity": 3}
 #: the canonical readout/loss pairs, where delta = dL/da = o - y
@@ -37,38 +39,52 @@ def plan(model) -> "KernelStep | None":
 
 
 class KernelStep:
+    """A model's arrays in an ``ArrayTable`` (``network_table.SLOTS``), and the calls that step them."""
+
     def __init__(self, model, out_code: int, opt_code: int):
         net, layer = model.network, model.network.stack.layers[0]
         self.layer = layer
         self.rtrl = isinstance(model.learner, RTRL)
         opt, state = model.optimizer, model.opt_state
         self.lr, self.scheduled = opt.lr, callable(opt.lr)
-        b1, b2, eps = (opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0)
-        empty = np.zeros(0)
-        m, s = (state["m"], state["s"]) if opt_code == 1 else (empty, empty)
         self.count = state["count"].reshape(1)  # a view: the kernel advances the model's own counter
-        clip = model.clip_norm if model.clip_norm is not None else 0.0
-        rec = layer.record
-        head = (layer.A, net.B, rec["v"][0], model._x, empty if layer.leak is None else layer.leak,
-                _ACTIVATIONS[layer.cell.activation], layer._z[0], layer._fz[0], rec["D"][0],
-                layer.new_state[0], net.vr, net.a, net.o, out_code)
-        tail = (model.grad, model._applied, net.theta, float(clip), opt_code, b1, b2, eps, m, s, self.count)
         self.out = np.zeros(6)
         self.y = np.zeros(net.n_outputs)  # the target of a step without one (read by nothing)
-        self.head, self.tail = head, tail
+        rec = layer.record
+        slots = {"A": layer.A, "B": net.B, "v": rec["v"][0], "x": model._x, "z": layer._z[0], "fz": layer._fz[0],
+                 "D": rec["D"][0], "h": layer.new_state[0], "vr": net.vr, "a": net.a, "o": net.o, "y": self.y,
+                 "grad": model.grad, "applied": model._applied, "theta": net.theta, "count": self.count,
+                 "out": self.out}
+        if layer.leak is not None:
+            slots["leak"] = layer.leak
+        if opt_code == 1:
+            slots.update(m=state["m"], s=state["s"])
+        ints = {"act": _ACTIVATIONS[layer.cell.activation], "out_code": out_code, "opt": opt_code}
         if self.rtrl:
-            # exact RTRL swaps its two sensitivity buffers every step: one argument tuple per parity
+            # exact RTRL swaps its two sensitivity buffers every step: ``point`` aims the slots before each
             self.arrays = arrays = model.learner._arrays[0]
-            self.J, self.g = J, g = np.zeros((layer.n, layer.n)), np.zeros(layer.n)
-            self.calls = {id(arrays[a]): head + (arrays[a][0], arrays[b][0], J, g) + tail + (self.out,)
-                          for a, b in (("S", "_next"), ("_next", "S"))}
+            first, second = arrays["S"], arrays["_next"]
+            slots.update(S=first[0], S_next=second[0], J=np.zeros((layer.n, layer.n)), g=np.zeros(layer.n))
+            a1, a2 = first[0].ctypes.data, second[0].ctypes.data
+            self._parity = {id(first): (a1, a2), id(second): (a2, a1)}
+            ints["step"] = nt.RTRL
         else:
             learner = model.learner
             tape = learner._tape
             rec_t = tape.records[0]
-            self.window = (rec_t["v"][:, 0], rec_t["D"][:, 0], tape.vr, tape.delta, learner._counters,
-                           learner.h, learner.h_prime, np.zeros(2 * layer.n), np.zeros(layer.n))
-            self.call = head + self.window + tail + (self.out,)
+            slots.update({"tape.v": rec_t["v"][:, 0], "tape.D": rec_t["D"][:, 0], "tape.vr": tape.vr,
+                          "tape.delta": tape.delta, "counters": learner._counters,
+                          "e": np.zeros(2 * layer.n), "dz": np.zeros(layer.n)})
+            ints.update(step=nt.BPTT, hwin=learner.h, hprime=learner.h_prime)
+        self.slots = slots  # by name, for a table that holds the network's slots after its own
+        self.ints = np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64)
+        clip = model.clip_norm if model.clip_norm is not None else 0.0
+        self.numbers = np.array([clip, *((opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0))])
+        self.table = ArrayTable(nt.fill(slots, nt.SLOTS), [kind for _, kind in nt.SLOTS])
+
+    def point(self, table, base: int = 0) -> None:
+        """Aim the S and S_next slots (from ``base``) at the buffers that hold S_{t-1} and will get S_t."""
+        table.ptr[base + nt.SENS], table.ptr[base + nt.SENS_NEXT] = self._parity[id(self.arrays["S"])]
 
     def swap(self) -> None:
         """After an RTRL step a kernel took: S_t is in the other buffer, swapped as the numpy learner does."""
@@ -78,19 +94,19 @@ class KernelStep:
 
     def forward(self) -> None:
         """The forward pass for the input in ``model._x``, into the network's buffers (a predict)."""
-        k.predict(*self.head, self.y)
+        table = self.table
+        nt.forward(table.ptr, table.dims, 0, self.ints, 0)
         self.layer.refresh()
 
     def step(self, y) -> int:
         """Run the step for the input already in ``model._x``; the status (``dense_step``)."""
         has_y = y is not None
         lr = self.lr(int(self.count[0]) + 1) if self.scheduled else self.lr
+        table = self.table
         if self.rtrl:
-            arrays = self.arrays
-            k.rtrl_step(*self.calls[id(arrays["S"])], y if has_y else self.y, has_y, lr)
-            if self.out[0] != k.FALLBACK:
-                self.swap()
-        else:
-            k.bptt_step(*self.call, y if has_y else self.y, has_y, lr)
+            self.point(table)
+        nt.step(table.ptr, table.dims, 0, self.ints, 0, self.numbers, y if has_y else self.y, has_y, lr)
+        if self.rtrl and self.out[0] != k.FALLBACK:
+            self.swap()
         self.layer.refresh()  # the weights moved outside the layer's own forward
         return int(self.out[0])

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import enabled
 from . import hybrid_step as k
+from . import network_table as nt
 from .table import ArrayTable
 
 
@@ -53,40 +54,21 @@ class RegressorKernel:
         if model.level2.prior is not None:
             slots["level2.prior"] = model.level2.prior
         self._y = np.zeros(1)  # the network's target, when the call takes its step
+        slots["target"] = self._y
         self.net = net = cor.rnn._kernel if cor is not None else None
         self.rnn = cor.rnn if cor is not None else None
         self.layer = net.layer if net is not None else None
-        numbers = np.zeros(len(k.NET))
-        ints = dict.fromkeys(k.INTS, 0)
-        self._sensitivities = None
-        if net is not None:
+        self.numbers = np.zeros(len(nt.NUMBERS))
+        ints = np.zeros(len(k.INTS), dtype=np.int64)
+        if net is not None:  # the corrector: its arrays, and the network's slots after them
             slots.update({"corrector.pending": cor.pending, "corrector.errors_seen": cor.errors_seen,
                           "heads.w": cor.heads.w, "heads.P": cor.heads.P, "heads.updates": cor.heads.updates})
-            A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code = net.head
-            slots.update(A=A, B=B, v=v, x=x, leak=leak, z=z, fz=fz, D=D, h=h, vr=vr, a=a, o=o, y=net.y)
-            ints.update(has_cor=1, act=act, out_code=out_code)
-            # the network's step runs in the call
-            grad, applied, theta, clip, opt, b1, b2, eps, m, s, count = net.tail
-            slots.update(grad=grad, applied=applied, theta=theta, m=m, s=s, count=count, out=net.out, target=self._y)
-            ints.update(opt=opt)
-            numbers[:] = (clip, b1, b2, eps)
-            if net.rtrl:  # its two sensitivity buffers swap roles every step: the slots follow the learner's
-                arrays = net.arrays
-                first, second = arrays["S"], arrays["_next"]
-                slots.update(S=first[0], S_next=second[0], J=net.J, g=net.g)
-                a1, a2 = first[0].ctypes.data, second[0].ctypes.data
-                self._sensitivities = (arrays, {id(first): (a1, a2), id(second): (a2, a1)})
-                ints.update(step=k.RTRL)
-            else:
-                tv, tD, tvr, tdelta, counters, hwin, hprime, e, dz = net.window
-                slots.update({"tape.v": tv, "tape.D": tD, "tape.vr": tvr, "tape.delta": tdelta,
-                              "counters": counters, "e": e, "dz": dz})
-                ints.update(step=k.BPTT, hwin=hwin, hprime=hprime)
-        empty = {"f1": np.zeros(0), "f2": np.zeros((0, 0)), "f3": np.zeros((0, 0, 0)), "i1": np.zeros(0, np.int64)}
-        self.table = ArrayTable([slots.get(name, empty[kind]) for name, kind in k.SLOTS],
-                                [kind for _, kind in k.SLOTS])
-        self.ints = np.array([ints[name] for name in k.INTS], dtype=np.int64)
-        self.numbers = numbers
+            ints[k.HAS_COR] = 1
+            ints[k.NET_INTS:] = net.ints
+            self.numbers[:] = net.numbers
+        arrays = nt.fill(slots, k.OWN_SLOTS) + nt.fill(net.slots if net is not None else {}, nt.SLOTS)
+        self.table = ArrayTable(arrays, [kind for _, kind in k.SLOTS])
+        self.ints = ints
 
     @classmethod
     def for_model(cls, model) -> "RegressorKernel | None":
@@ -123,9 +105,8 @@ class RegressorKernel:
         lr = 0.0
         if net is not None:
             lr = net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr
-            if self._sensitivities is not None:  # which buffer holds S_{t-1} now
-                arrays, parity = self._sensitivities
-                table.ptr[k.SENS], table.ptr[k.SENS_NEXT] = parity[id(arrays["S"])]
+            if net.rtrl:
+                net.point(table, k.NET)
         k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
         seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step = \
             sc.tolist()
@@ -142,7 +123,7 @@ class RegressorKernel:
                 self.layer.refresh()
                 status = int(net.out[0])
                 if status:  # the network stepped in the call: its bookkeeping, as OnlineRNN.step does it
-                    if self._sensitivities is not None:
+                    if net.rtrl:
                         net.swap()
                     self.rnn._pending = False
                     self.rnn._after_kernel(status, self._y)
