@@ -153,20 +153,30 @@ class DenseLayer(BlockLayer):
 
     def __init__(self, cell, m, flat, batch):
         super().__init__(cell, m, flat, batch, extra=("D",))
-        n, k = self.n, self.n + m + 1
+        n = self.n
         beta = cell.beta_vector()
         self.beta = beta
         self.leak = None if beta is None else 1.0 - beta
         self._z = np.zeros((batch, n))
         self._fz = np.zeros((batch, n))
-        self._J = np.zeros((batch, n, n))
-        self._outer = np.zeros((batch, n, k))
-        self._DW = np.zeros((batch, n, m))
-        # contiguous copies of U and W for the backward products (numpy's dot copies a strided
-        # view on every call), taken at the first backward after each forward: the weights of a
-        # walk back through a window are those of its newest step
-        self._Uc, self._Wc = np.zeros((n, n)), np.zeros((n, m))
+        # scratch of the numpy products, made on first use (``_buffer``): RTRL's J, dh/dx and
+        # immediate influence, and the contiguous copies of U and W for the backward products
+        # (numpy's dot copies a strided view on every call), taken at the first backward after
+        # each forward: the weights of a walk back through a window are those of its newest step.
+        # A compiled step (``streamrnn.kernels``) uses none of them.
+        self._J = self._outer = self._DW = self._Uc = self._Wc = None
         self._copied = False
+
+    def _buffer(self, name: str) -> np.ndarray:
+        """The scratch array ``name``, made on its first use."""
+        buf = getattr(self, name)
+        if buf is None:
+            n, m, b = self.n, self.m, self.batch
+            k = n + m + 1  # v = [h_{t-1}; x_t; 1]
+            shape = {"_J": (b, n, n), "_outer": (b, n, k), "_DW": (b, n, m), "_Uc": (n, n), "_Wc": (n, m)}
+            buf = np.zeros(shape[name])
+            setattr(self, name, buf)
+        return buf
 
     def refresh(self):
         self._copied = False
@@ -194,19 +204,19 @@ class DenseLayer(BlockLayer):
 
     # --- products ---------------------------------------------------------------
     def jvp(self, rec, S, out):
-        J = np.multiply(rec["D"][:, :, None], self.U, out=self._J)  # J = diag(D) U + (1 - beta) I
+        J = np.multiply(rec["D"][:, :, None], self.U, out=self._buffer("_J"))  # J = diag(D) U + (1 - beta) I
         if self.leak is not None:
             J.reshape(self.batch, -1)[:, :: self.n + 1] += self.leak
         return np.matmul(J, S, out=out)
 
     def jvp_input(self, rec, S, out):
-        DW = np.multiply(rec["D"][:, :, None], self.W, out=self._DW)  # diag(D) W
+        DW = np.multiply(rec["D"][:, :, None], self.W, out=self._buffer("_DW"))  # diag(D) W
         return np.matmul(DW, S, out=out)
 
     def backward(self, rec, e, dz, back=None, e_in=None):
         if not self._copied:
-            np.copyto(self._Uc, self.U)
-            np.copyto(self._Wc, self.W)
+            np.copyto(self._buffer("_Uc"), self.U)
+            np.copyto(self._buffer("_Wc"), self.W)
             self._copied = True
         np.multiply(rec["D"], e, out=dz)  # dz_s = D_s * dL/dh_s
         if back is not None:
@@ -223,4 +233,4 @@ class DenseLayer(BlockLayer):
 
     def add_immediate(self, rec, S):
         diag = self.diagonal(S, self.A.shape[1])  # dh_i/dA[i, :] += D_i v_t
-        diag += np.multiply(rec["D"][:, :, None], rec["v"][:, None, :], out=self._outer)
+        diag += np.multiply(rec["D"][:, :, None], rec["v"][:, None, :], out=self._buffer("_outer"))

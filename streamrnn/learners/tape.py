@@ -36,7 +36,13 @@ class Tape:
                         for layer in stack.layers]
         self.vr = np.zeros((rows, readout_width))
         self.delta = np.zeros((rows, outputs))
-        # scratch: dL/dh and dz per row, and per-row views made once (the backward loop is the hot path)
+        # the numpy backward pass's scratch, made on its first use (``_scratch``): a compiled step
+        # (``streamrnn.kernels``) never walks the tape here, and a daemon holds thousands of tapes
+        self._e = None
+
+    def _scratch(self) -> None:
+        """dL/dh and dz per row, and per-row views made once (the backward loop is the hot path)."""
+        stack, rows = self._stack, self.rows
         self._e = [np.zeros((rows, layer.batch, layer.s)) for layer in stack.layers]
         self._dz = [np.zeros((rows, layer.batch, layer.dz_width)) for layer in stack.layers]
         self._e_rows = [list(e) for e in self._e]
@@ -117,6 +123,8 @@ def backprop_stack(stack, tape: Tape, order: Sequence[int], errors: np.ndarray, 
     layers = stack.layers
     top, last = len(layers) - 1, len(order) - 1
     n_errors = errors.shape[0]
+    if tape._e is None:
+        tape._scratch()
     for dz in tape._dz:
         dz.fill(0.0)  # rows outside the window contribute nothing
     e_rows, dz_rows, rec_rows = tape._e_rows, tape._dz_rows, tape._rec_rows
