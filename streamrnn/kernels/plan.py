@@ -80,7 +80,13 @@ class KernelStep:
         self.ints = np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64)
         clip = model.clip_norm if model.clip_norm is not None else 0.0
         self.numbers = np.array([clip, *((opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0))])
-        self.table = ArrayTable(nt.fill(slots, nt.SLOTS), [kind for _, kind in nt.SLOTS])
+        self._table = None  # made on the first step through this object (a hybrid model steps through its own)
+
+    @property
+    def table(self) -> ArrayTable:
+        if self._table is None:
+            self._table = ArrayTable(nt.fill(self.slots, nt.SLOTS), [kind for _, kind in nt.SLOTS])
+        return self._table
 
     def point(self, table, base: int = 0) -> None:
         """Aim the S and S_next slots (from ``base``) at the buffers that hold S_{t-1} and will get S_t."""

@@ -50,6 +50,10 @@ def cube(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1], dims[i, 2]), np.float64)
 
 
+#: one ``dims`` array per layout of shapes
+_DIMS: dict[bytes, np.ndarray] = {}
+
+
 class ArrayTable:
     """The addresses (``ptr``) and shapes (``dims``, up to 3-d) of ``arrays``, which it keeps.
 
@@ -76,3 +80,6 @@ class ArrayTable:
                 raise ValueError(f"slot {i}: the array must be writeable and C-contiguous")
             self.ptr[i] = a.ctypes.data
             self.dims[i, :nd] = a.shape
+        # the kernels only read dims: tables of one layout share one array (a daemon holds thousands)
+        self.dims = _DIMS.setdefault(self.dims.tobytes(), self.dims)
+        self.dims.flags.writeable = False
