@@ -43,12 +43,12 @@ CONSTANTS = ("linear.lam", "linear.huber", "linear_change.lam", "linear_change.h
  L2_MARGIN) = range(len(CONSTANTS))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _clamp(v, limit):
     return limit if v > limit else (-limit if v < -limit else v)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _dot(a, b):
     acc = 0.0
     for i in range(a.shape[0]):
@@ -56,35 +56,35 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True)
-def robust_update(sc, at, e, rate):
-    """``RobustScale.update``: n in sc[at], s in sc[at + 1]."""
+@njit(cache=True, inline="always")
+def robust_update(ns, e, rate):
+    """``RobustScale.update``: its n and s in ns[0], ns[1] (a view of ``sc``)."""
     a = abs(e)
-    n = sc[at] + 1.0
-    sc[at] = n
+    n = ns[0] + 1.0
+    ns[0] = n
     if n == 1.0:
-        sc[at + 1] = min(a, 1e300)
+        ns[1] = min(a, 1e300)
         return
-    s = sc[at + 1]
+    s = ns[1]
     if s > 0.0:
         a = min(a, WINSOR * s)
-    sc[at + 1] = s + max(rate, 1.0 / n) * (a - s)
+    ns[1] = s + max(rate, 1.0 / n) * (a - s)
+
+
+@njit(cache=True, inline="always")
+def _ready(ns):
+    return ns[0] > 0.0 and ns[1] > 0.0
 
 
 @njit(cache=True)
-def _ready(sc, at):
-    return sc[at] > 0.0 and sc[at + 1] > 0.0
-
-
-@njit(cache=True)
-def rls_update(w, P, updates, z, t, lam, huber, sc, at, rate):
-    """``RLS.update`` of head 0; the Huber error scale (when huber > 0) in sc[at], sc[at + 1]."""
+def rls_update(w, P, updates, z, t, lam, huber, ns, rate):
+    """``RLS.update`` of head 0; the Huber error scale (when huber > 0) in ns (``robust_update``)."""
     d = z.shape[0]
     w0, P0 = w[0], P[0]
     e = t - _dot(w0, z)
     omega = 1.0
-    if huber > 0.0 and _ready(sc, at) and abs(e) > huber * sc[at + 1]:
-        omega = huber * sc[at + 1] / abs(e)
+    if huber > 0.0 and _ready(ns) and abs(e) > huber * ns[1]:
+        omega = huber * ns[1] / abs(e)
     Pz = np.empty(d)
     for i in range(d):
         Pz[i] = _dot(P0[i], z)
@@ -93,7 +93,7 @@ def rls_update(w, P, updates, z, t, lam, huber, sc, at, rate):
         return False
     g = omega / den
     if huber > 0.0:
-        robust_update(sc, at, e, rate)
+        robust_update(ns, e, rate)
     for i in range(d):
         k = Pz[i] * g
         w0[i] += k * e
@@ -189,7 +189,7 @@ def _components(sc, cst, z, dx, t_count, t_mean, t_m2, f_count, f_mean, f_m2, li
     awake[0] = seen
     awake[1] = count >= 1.0
     awake[2] = count >= 2.0
-    awake[3] = seen and _ready(sc, CH_N)
+    awake[3] = seen and _ready(sc[CH_N : CH_N + 2])
     for k in range(4):
         if not math.isfinite(F[k]):
             awake[k] = False
@@ -259,6 +259,7 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
     sc[OUT_STEP] is 1 and the network learns sc[OUT_TARGET] from ``pending`` (the caller's step)."""
     n, K = z.shape[0], R1.shape[1]
     sc[OUT_STEP] = 0.0
+    ch_ns, cor_ns = sc[CH_N : CH_N + 2], sc[COR_N : COR_N + 2]  # RobustScale numbers: (n, s) views
     seen = sc[SEEN] != 0.0
     lo, hi = -MAX_ABS, MAX_ABS  # scale.limits
     if seen and sc[HI] - sc[LO] > 0.0:
@@ -288,7 +289,7 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
         s_c = max(sc[COR_S], cst[COR_FLOOR])
         t = (y - comb) / s_c
         t = min(max(t, -CLIP), CLIP)
-        rls_update(heads_w, heads_P, heads_upd, Zrow, t, cst[HEADS_LAM], 0.0, sc, COR_N, 0.0)
+        rls_update(heads_w, heads_P, heads_upd, Zrow, t, cst[HEADS_LAM], 0.0, cor_ns, 0.0)
         w2, F2 = np.empty(2), np.empty(2)
         ones = np.ones(2, dtype=np.bool_)
         mlpoly_weights(R2[0], S2[0], prior2, cst[L2_MARGIN], ones, w2)
@@ -296,23 +297,23 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
         mlpoly_learn(R2[0], S2[0], w2, F2, ones, y)
         # RNNCorrector.observe: the network learns e_t / s_c from the input it just read
         error = y - comb
-        s_e = s_c if _ready(sc, COR_N) else max(abs(error), 1e-12)
+        s_e = s_c if _ready(cor_ns) else max(abs(error), 1e-12)
         sc[OUT_TARGET] = _clamp(error / s_e, CLIP)
         sc[OUT_STEP] = 1.0
         sc[HAS_PENDING] = 0.0
-        robust_update(sc, COR_N, error, cst[COR_RATE])
+        robust_update(cor_ns, error, cst[COR_RATE])
         for j in range(errors_seen.shape[0]):
             errors_seen[j] = 0.0
         errors_seen[0] = min(max(error / s_e, -CLIP), CLIP)
     if t_count[0] >= 1.0:
         rls_update(lin_w, lin_P, lin_upd, x1, _clamp((y - mean) / std, CLIP), cst[LIN_LAM], cst[LIN_HUBER],
-                   sc, LIN_N, cst[LIN_RATE])
+                   sc[LIN_N : LIN_N + 2], cst[LIN_RATE])
     if seen:
         change = y - sc[LAST]
-        if _ready(sc, CH_N):
+        if _ready(ch_ns):
             rls_update(lc_w, lc_P, lc_upd, x2, _clamp(change / s, 10.0 * CLIP), cst[LC_LAM], cst[LC_HUBER],
-                       sc, LC_N, cst[LC_RATE])
-        robust_update(sc, CH_N, change, cst[CH_RATE])
+                       sc[LC_N : LC_N + 2], cst[LC_RATE])
+        robust_update(ch_ns, change, cst[CH_RATE])
         moments_update(f_count, f_mean, f_m2, dx)
     yv = np.empty(1)
     yv[0] = y
@@ -336,12 +337,14 @@ OWN_SLOTS = (
  PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, TARGET) = range(len(OWN_SLOTS))
 NET = len(OWN_SLOTS)
 SLOTS = OWN_SLOTS + nt.SLOTS
-#: ``ints``: whether there is a corrector, then the network's codes (``network_table.INTS``) from ``NET_INTS``
-INTS = ("has_cor",) + nt.INTS
-HAS_COR, NET_INTS = 0, 1
+#: ``ints``: whether there is a corrector, where the network's slots and codes start (``NET``,
+#: ``NET_INTS``: passed to ``network_table.step`` as run-time values, see ``table``), then its codes
+INTS = ("has_cor", "net_slots", "net_codes") + nt.INTS
+HAS_COR, NET_SLOTS_AT, NET_CODES_AT = range(3)
+NET_INTS = 3
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _network(ptr, dims, ints):
     """The corrector network's forward-pass arguments (``dense_step.predict``'s), from its slots."""
     b, i = NET, NET_INTS
@@ -389,4 +392,4 @@ def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
         return
     target = vec(ptr, dims, TARGET)
     target[0] = sc[OUT_TARGET]
-    nt.step(ptr, dims, NET, ints, NET_INTS, numbers, target, True, lr)
+    nt.step(ptr, dims, ints[NET_SLOTS_AT], ints, ints[NET_CODES_AT], numbers, target, sc[OUT_STEP] != 0.0, lr)

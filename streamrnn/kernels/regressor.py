@@ -60,6 +60,7 @@ class RegressorKernel:
         self.layer = net.layer if net is not None else None
         self.numbers = np.zeros(len(nt.NUMBERS))
         ints = np.zeros(len(k.INTS), dtype=np.int64)
+        ints[k.NET_SLOTS_AT], ints[k.NET_CODES_AT] = k.NET, k.NET_INTS
         if net is not None:  # the corrector: its arrays, and the network's slots after them
             slots.update({"corrector.pending": cor.pending, "corrector.errors_seen": cor.errors_seen,
                           "heads.w": cor.heads.w, "heads.P": cor.heads.P, "heads.updates": cor.heads.updates})

@@ -43,7 +43,7 @@ def moments_update_at(count, mean, m2, v, present):
             m2[i] += delta
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def moments_std(count, m2, i):
     var = m2[i] / max(count[i], 1.0)
     if not var > 0.0:

@@ -10,6 +10,12 @@ nothing is copied, and the kernel writes the owners' arrays.
 
 A table is only valid while its owners hold these very arrays: whatever
 replaces one must drop the table (the bindings in ``regressor`` do).
+
+The accessors are inlined into the kernels (``inline="always"``): numba
+compiles a called function once per *literal* argument, so ``vec(ptr, dims,
+3)`` and ``vec(ptr, dims, 4)`` would otherwise be two compilations.  For the
+same reason the kernels pass slot offsets and flags as run-time values, not
+literals, to the functions they call.
 """
 
 from __future__ import annotations
@@ -30,22 +36,22 @@ def _pointer(typingctx, address):
     return types.voidptr(types.int64), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def vec(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0],), np.float64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ivec(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0],), np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def mat(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1]), np.float64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def cube(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1], dims[i, 2]), np.float64)
 
