@@ -219,3 +219,20 @@ def test_warm_up_loads_the_kernels_on_throwaway_models_and_nothing_when_they_are
     monkeypatch.setenv(kernels.ENV, "0")
     assert warm_up() == 0.0
 
+
+
+def test_a_bound_model_is_freed_when_it_goes_without_waiting_for_the_cycle_collector():
+    import gc
+    import weakref
+
+    gc.disable()  # a daemon evicts thousands of keys: their memory must come back at once
+    try:
+        model = HybridRegressor(3, **NETWORKS["elman-bptt"])
+        for z, dx, y in events(5):
+            model.learn(z, dx, y)
+        assert model._compiled() is not None
+        gone = weakref.ref(model)
+        del model
+        assert gone() is None
+    finally:
+        gc.enable()

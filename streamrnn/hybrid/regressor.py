@@ -176,7 +176,7 @@ class HybridRegressor(Stateful):
             return 0.0
         kernel = self._compiled()
         if kernel is not None:
-            return kernel.predict(z, dx)
+            return kernel.predict(self, z, dx)
         *_, comb, corr, _, _ = self._combined(z, dx, advance=False)
         if self.corrector is None:
             return comb
@@ -189,7 +189,7 @@ class HybridRegressor(Stateful):
             raise ValueError(f"y must be finite, got {y!r}")
         kernel = self._compiled()
         if kernel is not None:
-            kernel.learn(z, dx, float(y))
+            kernel.learn(self, z, dx, float(y))
             return
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
         if not lo <= y <= hi:  # a target far outside everything seen teaches a bounded lesson

@@ -8,8 +8,10 @@ the caches the numpy side keeps (ML-Poly weights, the moments' standard
 deviations, the predict-learn pass) are dropped when the state moves.
 
 A binding holds references to the parts' arrays: whatever replaces one
-(growing the features, loading a state) must drop the binding
-(``HybridRegressor._rebind``).
+(growing the features, loading a state) must drop the binding (the model's
+``grow_features`` and ``_loaded`` do).  It holds none to the model itself, which
+passes itself to each call: a model that goes is freed at once, not by the
+cycle collector (a daemon evicts thousands).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from .table import ArrayTable
 
 class RegressorKernel:
     def __init__(self, model):
-        self.model = model
         cor = model.corrector
         lin, lc = model.linear, model.linear_change
         self.sc = np.zeros(len(k.SCALARS))
@@ -81,27 +82,25 @@ class RegressorKernel:
             return None
         return cls(model)
 
-    def _pack(self) -> np.ndarray:
-        m = self.model
+    def _pack(self, m) -> np.ndarray:
         ch, lin, lc, cor = self.scales
         sc = self.sc
         sc[: k.OUT_TARGET] = (m.seen, m.last, m.lo, m.hi, m.bounded, ch.n, ch.s, lin.n, lin.s, lc.n, lc.s,
                               cor.n, cor.s, self.pending_of.has_pending)
         return sc
 
-    def predict(self, z: np.ndarray, dx: np.ndarray) -> float:
-        """``HybridRegressor.predict`` of a model that has learned a target."""
+    def predict(self, m, z: np.ndarray, dx: np.ndarray) -> float:
+        """``HybridRegressor.predict`` of the model m (the one bound) that has learned a target."""
         table = self.table
-        value = k.predict_table(self._pack(), self.cst, self.ints, z, dx, table.ptr, table.dims)
+        value = k.predict_table(self._pack(m), self.cst, self.ints, z, dx, table.ptr, table.dims)
         if self.rnn is not None:  # the network's buffers hold a forward pass of its input
             self.layer.refresh()
             self.rnn._pending = True
         return value
 
-    def learn(self, z: np.ndarray, dx: np.ndarray, y: float) -> None:
-        """``HybridRegressor.learn`` of a finite y."""
-        m = self.model
-        sc = self._pack()
+    def learn(self, m, z: np.ndarray, dx: np.ndarray, y: float) -> None:
+        """``HybridRegressor.learn`` of a finite y by the model m (the one bound)."""
+        sc = self._pack(m)
         net, table = self.net, self.table
         lr = 0.0
         if net is not None:
