@@ -56,6 +56,15 @@ def cube(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1], dims[i, 2]), np.float64)
 
 
+def _address_of(a):
+    return a.ctypes.data
+
+
+#: the address of an array of each kind, compiled for exactly that kind: a writeable C-contiguous array of
+#: the slot's dtype and dimensions (anything else raises TypeError).  A compiled call checks an array's type
+#: faster than numpy's flags and ctypes attributes do: a new key's table costs tens of µs, not hundreds.
+_ADDRESS = {kind: njit(f"int64({dtype}[{', '.join([':'] * (int(kind[1]) - 1) + ['::1'])}])", cache=True)(_address_of)
+            for kind, dtype in (("f1", "float64"), ("f2", "float64"), ("f3", "float64"), ("i1", "int64"))}
 #: one ``dims`` array per layout of shapes
 _DIMS: dict[bytes, np.ndarray] = {}
 
@@ -75,17 +84,25 @@ class ArrayTable:
         if len(arrays) != len(kinds):
             raise ValueError(f"{len(arrays)} arrays for {len(kinds)} slots")
         self.arrays = tuple(arrays)
-        self.ptr = np.zeros(len(arrays), dtype=np.int64)
-        self.dims = np.ones((len(arrays), 3), dtype=np.int64)
+        ptr, rows = [], []
         for i, (a, kind) in enumerate(zip(self.arrays, kinds)):
-            dtype, nd = self._DTYPES[kind[0]], int(kind[1])
-            if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != nd:
-                got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-                raise ValueError(f"slot {i}: a {nd}-d {dtype} array is needed, got {got}")
-            if not (a.flags.c_contiguous and a.flags.writeable):
-                raise ValueError(f"slot {i}: the array must be writeable and C-contiguous")
-            self.ptr[i] = a.ctypes.data
-            self.dims[i, :nd] = a.shape
+            try:
+                ptr.append(_ADDRESS[kind](a))
+            except TypeError:
+                raise ValueError(f"slot {i}: {self._refusal(a, kind)}") from None
+            shape = a.shape
+            rows.append(shape + (1,) * (3 - len(shape)))
+        self.ptr = np.array(ptr, dtype=np.int64)
+        dims = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
         # the kernels only read dims: tables of one layout share one array (a daemon holds thousands)
-        self.dims = _DIMS.setdefault(self.dims.tobytes(), self.dims)
+        self.dims = _DIMS.setdefault(dims.tobytes(), dims)
         self.dims.flags.writeable = False
+
+    @classmethod
+    def _refusal(cls, a, kind) -> str:
+        """Why the array a cannot fill a slot of this kind."""
+        dtype, nd = cls._DTYPES[kind[0]], int(kind[1])
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != nd:
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            return f"a {nd}-d {dtype} array is needed, got {got}"
+        return "the array must be writeable and C-contiguous"
