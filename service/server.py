@@ -96,9 +96,6 @@ class Server:
         token = self._token()  # before restoring a checkpoint, which may take a while
         self.worker = worker = build_worker(config, self._store())
         self._restore()
-        seconds = warm_up()  # the compiled kernels, loaded now rather than on the first event
-        if seconds:
-            log.info("compiled kernels loaded in %.2f s", seconds)
         limit, stop = config.sources.max_line_bytes, lambda: self.should_exit
         out = Stdout(worker.stats)
         if config.sources.stdin:
@@ -125,6 +122,11 @@ class Server:
                 raise StartupError(f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {err}")
             self.metrics_url = f"http://{config.metrics.host}:{port}/metrics"
             log.info("metrics at %s (also /healthz and /readyz)", self.metrics_url)
+        # the compiled kernels, loaded now rather than on the first event (compiled, where no cache has
+        # them yet): on a thread, so that /healthz answers and a signal is heard meanwhile; not ready before
+        seconds = await loop.run_in_executor(None, warm_up)
+        if seconds:
+            log.info("compiled kernels loaded in %.2f s", seconds)
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
         self.ready = True
         log.info("ready: %s", ", ".join(s.name for s in self.sources) or "no sources")

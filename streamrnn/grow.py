@@ -43,7 +43,7 @@ def _rebuild(model: OnlineRNN, n_inputs: int, outputs: int) -> OnlineRNN:
     # a bound learner is also a spec: bind() copies it and allocates afresh
     return OnlineRNN(
         n_inputs, net.stack.cells, readout, model.loss, model.learner, model.optimizer,
-        model.clip_norm, model.target_feedback, model.seed,
+        model.clip_norm, model.target_feedback, model.seed, kernels=model._kernel is not None,  # the same path
     )
 
 

@@ -32,10 +32,9 @@ NETWORKS = {
 
 
 def pair(n_features=3, **kw):
-    """The same regressor twice: on the compiled step, and on numpy."""
-    fast, slow = (HybridRegressor(n_features, seed=1, **kw) for _ in range(2))
-    slow._kernel = None
-    assert fast._compiled() is not None
+    """The same regressor twice: on the compiled step, and on numpy (its network too)."""
+    fast, slow = (HybridRegressor(n_features, seed=1, kernels=on, **kw) for on in (None, False))
+    assert fast._compiled() is not None and slow._compiled() is None
     return fast, slow
 
 
@@ -106,6 +105,7 @@ def test_growing_features_and_loading_a_state_rebind_the_compiled_step():
     fast.grow_features(1)
     slow.grow_features(1)
     assert fast._compiled() is not first  # the parts' arrays were replaced: a new binding
+    assert slow._compiled() is None and slow.corrector.rnn._kernel is None  # numpy stays numpy
     for z, dx, y in stream[20:40]:
         assert fast.predict(z, dx) == pytest.approx(slow.predict(z, dx), rel=1e-12)
         fast.learn(z, dx, y)
@@ -189,8 +189,8 @@ def test_the_compiled_feature_space_reads_and_learns_bit_for_bit_as_numpy():
     from streamrnn.estimators.features import FeatureSpace
 
     fast, slow = FeatureSpace(), FeatureSpace()
-    slow._step = None
-    assert fast._step is not None
+    slow._compiled = False
+    assert fast._compiled
     rng = np.random.default_rng(3)
     start = dt.datetime(2024, 1, 1)
     for t in range(60):
@@ -213,11 +213,17 @@ def test_the_compiled_feature_space_reads_and_learns_bit_for_bit_as_numpy():
 
 
 def test_warm_up_loads_the_kernels_on_throwaway_models_and_nothing_when_they_are_off(monkeypatch):
+    from streamrnn.kernels import hybrid_step, network_table, scale_step
     from streamrnn.kernels.warm import warm_up
 
-    assert warm_up() > 0.0
     monkeypatch.setenv(kernels.ENV, "0")
     assert warm_up() == 0.0
+    monkeypatch.setenv(kernels.ENV, "1")
+    assert warm_up() > 0.0
+    # every entry point an event calls has its machine code (the hybrid's two have one fixed signature each)
+    for dispatcher in (network_table.forward, network_table.step, scale_step.standardise,
+                       scale_step.moments_update_at, hybrid_step.predict_table, hybrid_step.learn_table):
+        assert dispatcher.signatures, dispatcher.__name__
 
 
 
@@ -236,3 +242,46 @@ def test_a_bound_model_is_freed_when_it_goes_without_waiting_for_the_cycle_colle
         assert gone() is None
     finally:
         gc.enable()
+
+
+def _outcome(f):
+    """f()'s value, or the type of the exception it raised."""
+    try:
+        return f()
+    except Exception as err:  # noqa: BLE001 - the type is what the paths must agree on
+        return type(err)
+
+
+@pytest.mark.parametrize("bad", ["wider", "narrower", "nan", "inf", "float32", "strided"])
+def test_an_event_the_kernel_cannot_take_goes_to_numpy_and_changes_nothing_first(bad):
+    fast, slow = pair(**NETWORKS["elman-bptt"])
+    stream = list(events(12))
+    for z, dx, y in stream[:10]:
+        fast.learn(z, dx, y)
+        slow.learn(z, dx, y)
+    z, dx, y = stream[10]
+    z = {"wider": np.append(z, 1.0), "narrower": z[:2], "nan": np.where([True, False, False], np.nan, z),
+         "inf": np.where([False, True, False], np.inf, z), "float32": z.astype(np.float32),
+         "strided": np.repeat(z, 2)[::2]}[bad]
+    dx = dx if bad in ("nan", "inf") else z.copy()
+    pa, pb = _outcome(lambda: fast.predict(z, dx)), _outcome(lambda: slow.predict(z, dx))
+    assert pa == (pytest.approx(pb, nan_ok=True) if isinstance(pb, float) else pb)
+    a, b = _outcome(lambda: fast.learn(z, dx, y)), _outcome(lambda: slow.learn(z, dx, y))
+    assert a == b  # the same result or the same exception, on the same (numpy) path
+    if bad in ("float32", "strided"):
+        assert_same_state(fast, slow)
+    z, dx, y = stream[11]
+    fast.learn(z, dx, y)  # and the compiled step goes on
+    assert fast._compiled() is not None
+
+
+def test_a_state_for_another_width_is_never_read_by_the_kernel():
+    small = HybridRegressor(2)  # without a network: nothing in the state says how wide it was
+    for z, dx, y in events(5, n_features=2):
+        small.learn(z, dx, y)
+    big = HybridRegressor(6)
+    big.load(small.state())  # the parts' arrays may grow with the features, so this loads
+    assert big._compiled() is None  # they do not fit 6 features: the kernel never reads them
+    z = np.zeros(6)
+    with pytest.raises(ValueError):  # and numpy's own checks refuse the event
+        big.learn(z, z, 1.0)

@@ -31,13 +31,16 @@ from ..hybrid.scale import MAX_ABS, RunningMoments
 from ..hybrid.stateful import Stateful
 
 
-def _compiled_step():
-    """``kernels.scale_step`` where the kernels are on, else None."""
-    if not kernels.enabled():
-        return None
-    from ..kernels import scale_step
+_SCALE_STEP = []  # ``kernels.scale_step``, once imported (a module is not held by the spaces: not state)
 
-    return scale_step
+
+def _scale_step():
+    """``kernels.scale_step`` (numba loads on first use)."""
+    if not _SCALE_STEP:
+        from ..kernels import scale_step
+
+        _SCALE_STEP.append(scale_step)
+    return _SCALE_STEP[0]
 
 
 def value(name, v) -> float | None:
@@ -101,18 +104,18 @@ class FeatureSpace(Stateful):
         self.clock_name = None
         self.last = np.zeros(0)  # the previous event's raw values (for changes)
         self.has_last = False
-        self._memo = None  # (a copy of x, (raw, vector, change), its unknown names) until the space changes
-        self._step = _compiled_step()  # ``kernels.scale_step``, or None: read and learn on numpy
+        self._memo = None  # (id and copy of x, (raw, vector, change), its unknown names) until the space changes
+        self._compiled = kernels.enabled()  # read and learn with ``kernels.scale_step``, else numpy
 
     def _loaded(self) -> None:
         self._memo = None
 
     # the memo of the newest event read, and the path it runs on, are not state
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_step")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_compiled")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _memo=None, _step=_compiled_step())
+        self.__dict__.update(state, _memo=None, _compiled=kernels.enabled())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -125,8 +128,8 @@ class FeatureSpace(Stateful):
         """Names in x not known yet, in the order they will be added; checks every value
         first, so that a bad event raises before anything changes."""
         memo = self._memo_of(x)
-        if memo is not None and memo[2] is not None:  # read() checked every value of this very event
-            return list(memo[2])
+        if memo is not None and memo[3] is not None:  # read() checked every value of this very event
+            return list(memo[3])
         for name, item in x.items():
             check(name, item)
         index = self.index
@@ -188,32 +191,33 @@ class FeatureSpace(Stateful):
         """
         memo = self._memo_of(x)
         if memo is not None:
-            return memo[1]
+            return memo[2]
         unknown: list = []
         raw = self._raw(x, unknown)
-        if self._step is not None:
+        if self._compiled:
             m = self.moments
-            out = (raw, *self._step.standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
+            out = (raw, *_scale_step().standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
         else:
             out = (raw, self.vector(x, raw), self.change(x, raw))
         try:  # what new() will answer for this event (a bad value there is new()'s to raise)
             for name, item in unknown:
                 check(name, item)
             names = sorted((name for name, _ in unknown), key=repr)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - ValueError, or OverflowError for a huge int: new() raises it
             names = None
-        self._memo = (dict(x), out, names)
+        self._memo = (id(x), dict(x), out, names)
         return out
 
     def _memo_of(self, x: dict):
-        """(x, (raw, vector, change), its unknown names or None if one has a bad value) of the newest
-        event read, if x equals it."""
+        """(id, copy of x, (raw, vector, change), its unknown names or None if one has a bad value) of the
+        newest event read, if x is that very dict, unchanged (an equal dict with, say, 1 for True or
+        -0.0 for 0.0 is read again)."""
         memo = self._memo
-        if memo is None:
+        if memo is None or memo[0] != id(x):
             return None
         try:
-            return memo if memo[0] == x else None
-        except (TypeError, ValueError):  # values that do not compare: read it again
+            return memo if memo[1] == x else None
+        except Exception:  # noqa: BLE001 - values that do not compare: read it again
             return None
 
     def vector(self, x: dict, raw: np.ndarray | None = None) -> np.ndarray:
@@ -233,9 +237,9 @@ class FeatureSpace(Stateful):
         self._memo = None
         if self.width:
             raw = self._raw(x) if raw is None else raw
-            if self._step is not None:
+            if self._compiled:
                 m = self.moments
-                self._step.moments_update_at(m.count, m.mean, m.m2, raw, self.scaled)
+                _scale_step().moments_update_at(m.count, m.mean, m.m2, raw, self.scaled)
                 m._stale = True
             else:
                 self.moments.update(raw, self.scaled)

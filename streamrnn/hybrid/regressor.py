@@ -54,8 +54,10 @@ class HybridRegressor(Stateful):
     _parts = ("targets", "changes", "feature_changes", "linear", "linear_change", "level1", "level2", "corrector")
 
     def __init__(self, n_features: int, layers=None, learner=None, optimizer=None, clip_norm: float | None = 1.0,
-                 seed: int = 0, lam: float = 0.999, delta: float = 1.0, huber: float | None = 2.0):
+                 seed: int = 0, lam: float = 0.999, delta: float = 1.0, huber: float | None = 2.0,
+                 kernels: bool | None = None):
         self.n = int(n_features)
+        self.kernels = kernels  # False: numpy only (the network too); None: as STREAMRNN_KERNELS says
         self.seen = False
         self.last = 0.0
         self.lo = self.hi = 0.0  # range of the targets seen
@@ -73,7 +75,7 @@ class HybridRegressor(Stateful):
         if layers is not None:
             self.corrector = RNNCorrector(
                 len(NAMES), self.n, 1, tuple(layers), learner if learner is not None else DEFAULT_LEARNER,
-                optimizer if optimizer is not None else DEFAULT_OPTIMIZER, clip_norm, seed,
+                optimizer if optimizer is not None else DEFAULT_OPTIMIZER, clip_norm, seed, kernels=kernels,
             )
 
     # the cached pass of the newest predict and the compiled step's binding are not state
@@ -81,7 +83,7 @@ class HybridRegressor(Stateful):
         return {k: v for k, v in self.__dict__.items() if k not in ("_last_pass", "_kernel")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _last_pass=None, _kernel=False)
+        self.__dict__.update({"kernels": None, **state}, _last_pass=None, _kernel=False)
 
     def _compiled(self):
         """The compiled step bound to this model's arrays, or None where it runs on numpy."""
@@ -89,7 +91,7 @@ class HybridRegressor(Stateful):
         if kernel is False:
             from ..kernels.regressor import RegressorKernel
 
-            kernel = self._kernel = RegressorKernel.for_model(self)
+            kernel = self._kernel = None if self.kernels is False else RegressorKernel.for_model(self)
         return kernel
 
     def _loaded(self) -> None:
@@ -176,7 +178,9 @@ class HybridRegressor(Stateful):
             return 0.0
         kernel = self._compiled()
         if kernel is not None:
-            return kernel.predict(self, z, dx)
+            value = kernel.predict(self, z, dx)
+            if value is not None:
+                return value
         *_, comb, corr, _, _ = self._combined(z, dx, advance=False)
         if self.corrector is None:
             return comb
@@ -188,8 +192,7 @@ class HybridRegressor(Stateful):
         if not math.isfinite(y):
             raise ValueError(f"y must be finite, got {y!r}")
         kernel = self._compiled()
-        if kernel is not None:
-            kernel.learn(self, z, dx, float(y))
+        if kernel is not None and kernel.learn(self, z, dx, float(y)):
             return
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
         if not lo <= y <= hi:  # a target far outside everything seen teaches a bounded lesson

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from ..hybrid.scale import CLIP, GUARD, MAX_ABS, WINSOR
 from . import network_table as nt
@@ -32,13 +32,13 @@ from .table import cube, mat, vec
 #: ``sc``: the scalars of the regressor and of its parts, then the call's outputs
 SCALARS = ("seen", "last", "lo", "hi", "bounded", "changes.n", "changes.s", "linear.n", "linear.s",
            "linear_change.n", "linear_change.s", "corrector.n", "corrector.s", "has_pending",
-           "out.target", "out.step")
+           "out.target", "out.step", "out.refused")
 #: ``cst``: the configuration the step reads
 CONSTANTS = ("linear.lam", "linear.huber", "linear_change.lam", "linear_change.huber", "heads.lam",
              "changes.rate", "changes.floor", "linear.rate", "linear_change.rate", "corrector.rate",
              "corrector.floor", "level2.margin")
 (SEEN, LAST, LO, HI, BOUNDED, CH_N, CH_S, LIN_N, LIN_S, LC_N, LC_S, COR_N, COR_S, HAS_PENDING,
- OUT_TARGET, OUT_STEP) = range(len(SCALARS))
+ OUT_TARGET, OUT_STEP, OUT_REFUSED) = range(len(SCALARS))
 (LIN_LAM, LIN_HUBER, LC_LAM, LC_HUBER, HEADS_LAM, CH_RATE, CH_FLOOR, LIN_RATE, LC_RATE, COR_RATE, COR_FLOOR,
  L2_MARGIN) = range(len(CONSTANTS))
 
@@ -355,9 +355,31 @@ def _network(ptr, dims, ints):
             vec(ptr, dims, b + nt.Y_))
 
 
-@njit(cache=True)
+#: the entry points' exact argument types: an array of another dtype, layout or mutability is refused
+#: with TypeError (the caller takes the numpy path) rather than compiled again
+_F1, _I1 = types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C")
+_DIMS = types.Array(types.int64, 2, "C", readonly=True)
+_PREDICT = types.float64(_F1, _F1, _I1, _F1, _F1, _I1, _DIMS)
+_LEARN = types.void(_F1, _F1, _I1, _F1, _F1, _F1, types.float64, _I1, _DIMS, types.float64)
+
+
+@njit(cache=True, inline="always")
+def _refused(sc, z, dx, y, dims):
+    """Whether the event is one for the numpy path (sc[OUT_REFUSED] = 1, nothing changed): z or dx not
+    as wide as the model's features, or a value that is not finite, which numpy's checks handle."""
+    n = dims[F_COUNT, 0]
+    ok = z.shape[0] == n and dx.shape[0] == n and math.isfinite(y)
+    for i in range(z.shape[0] if ok else 0):
+        ok = ok and math.isfinite(z[i]) and math.isfinite(dx[i])
+    sc[OUT_REFUSED] = 0.0 if ok else 1.0
+    return not ok
+
+
+@njit(_PREDICT, cache=True)
 def predict_table(sc, cst, ints, z, dx, ptr, dims):
-    """``regressor_predict`` on the arrays of a table."""
+    """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
+    if _refused(sc, z, dx, 0.0, dims):
+        return math.nan
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
     return regressor_predict(
         sc, cst, z, dx, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
@@ -368,11 +390,13 @@ def predict_table(sc, cst, ints, z, dx, ptr, dims):
     )
 
 
-@njit(cache=True)
+@njit(_LEARN, cache=True)
 def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
     """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
     network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
-    number, 0 when none ran or it must run on numpy)."""
+    number, 0 when none ran or it must run on numpy).  An event it refuses changes nothing."""
+    if _refused(sc, z, dx, y, dims):
+        return
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
     regressor_learn(
         sc, cst, z, dx, y, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),

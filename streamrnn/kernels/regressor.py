@@ -68,6 +68,7 @@ class RegressorKernel:
             ints[k.HAS_COR] = 1
             ints[k.NET_INTS:] = net.ints
             self.numbers[:] = net.numbers
+        _check_shapes(model, slots)
         arrays = nt.fill(slots, k.OWN_SLOTS) + nt.fill(net.slots if net is not None else {}, nt.SLOTS)
         self.table = ArrayTable(arrays, [kind for _, kind in k.SLOTS])
         self.ints = ints
@@ -75,12 +76,16 @@ class RegressorKernel:
     @classmethod
     def for_model(cls, model) -> "RegressorKernel | None":
         cor = model.corrector
-        if cor is None:
-            return cls(model) if enabled() else None
-        net = cor.rnn._kernel
-        if net is None or cor.rnn.target_feedback or cor.memory != 1 or cor.heads.heads != 1:
+        if cor is None and not enabled():
             return None
-        return cls(model)
+        if cor is not None:
+            net = cor.rnn._kernel
+            if net is None or cor.rnn.target_feedback or cor.memory != 1 or cor.heads.heads != 1:
+                return None
+        try:
+            return cls(model)
+        except ValueError:  # arrays the kernel cannot read (shapes that do not fit the model): numpy's to refuse
+            return None
 
     def _pack(self, m) -> np.ndarray:
         ch, lin, lc, cor = self.scales
@@ -89,26 +94,38 @@ class RegressorKernel:
                               cor.n, cor.s, self.pending_of.has_pending)
         return sc
 
-    def predict(self, m, z: np.ndarray, dx: np.ndarray) -> float:
-        """``HybridRegressor.predict`` of the model m (the one bound) that has learned a target."""
+    def predict(self, m, z: np.ndarray, dx: np.ndarray) -> float | None:
+        """``HybridRegressor.predict`` of the model m (the one bound) that has learned a target; None for
+        an event the kernel leaves to numpy (z or dx of another type or width, or not finite)."""
         table = self.table
-        value = k.predict_table(self._pack(m), self.cst, self.ints, z, dx, table.ptr, table.dims)
+        try:
+            value = k.predict_table(self._pack(m), self.cst, self.ints, z, dx, table.ptr, table.dims)
+        except TypeError:  # not C-contiguous float64 arrays
+            return None
+        if self.sc[k.OUT_REFUSED]:
+            return None
         if self.rnn is not None:  # the network's buffers hold a forward pass of its input
             self.layer.refresh()
             self.rnn._pending = True
         return value
 
-    def learn(self, m, z: np.ndarray, dx: np.ndarray, y: float) -> None:
-        """``HybridRegressor.learn`` of a finite y by the model m (the one bound)."""
+    def learn(self, m, z: np.ndarray, dx: np.ndarray, y: float) -> bool:
+        """``HybridRegressor.learn`` of a finite y by the model m (the one bound); False, and nothing
+        changed, for an event the kernel leaves to numpy (as ``predict``)."""
         sc = self._pack(m)
         net, table = self.net, self.table
         lr = 0.0
         if net is not None:
-            lr = net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr
+            lr = float(net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr)
             if net.rtrl:
                 net.point(table, k.NET)
-        k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
-        seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step = \
+        try:
+            k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
+        except TypeError:
+            return False
+        if sc[k.OUT_REFUSED]:
+            return False
+        seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step, _ = \
             sc.tolist()
         m.seen, m.last, m.lo, m.hi, m.bounded = True, last, lo, hi, int(bounded)
         ch, lin, lc, cor = self.scales
@@ -117,6 +134,7 @@ class RegressorKernel:
         self.pending_of.has_pending = bool(pending)
         m.level1._cache = {}
         m.targets._stale = m.feature_changes._stale = True
+        m._last_pass = None  # a numpy predict's pass (an event refused here) is of the state before
         if net is not None:
             m.level2._cache = {}
             if step:
@@ -130,6 +148,29 @@ class RegressorKernel:
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
+        return True
+
+
+def _check_shapes(model, slots: dict) -> None:
+    """ValueError unless every array has the shape the model's width (and its network's) implies:
+    the kernel reads them by address and checks nothing (a state loaded for another width)."""
+    n, K = model.n, 4
+    want = {"targets.count": (1,), "targets.mean": (1,), "targets.m2": (1,),
+            "feature_changes.count": (n,), "feature_changes.mean": (n,), "feature_changes.m2": (n,),
+            "linear.w": (1, 1 + n), "linear.P": (1, 1 + n, 1 + n), "linear.updates": (1,),
+            "linear_change.w": (1, 2 + 2 * n), "linear_change.P": (1, 2 + 2 * n, 2 + 2 * n),
+            "linear_change.updates": (1,), "level1.R": (1, K), "level1.S": (1, K),
+            "level2.R": (1, 2), "level2.S": (1, 2), "level2.prior": (2,)}
+    cor = model.corrector
+    if cor is not None:
+        d = 1 + cor.units + K
+        want.update({"corrector.pending": (K + 1 + n,), "corrector.errors_seen": (1,),
+                     "heads.w": (1, d), "heads.P": (1, d, d), "heads.updates": (1,)})
+        if cor.rnn.n_inputs != K + 1 + n:
+            raise ValueError(f"the corrector network reads {cor.rnn.n_inputs} inputs, not {K + 1 + n}")
+    for name, shape in want.items():
+        if name in slots and slots[name].shape != shape:
+            raise ValueError(f"{name} has shape {slots[name].shape}, not {shape}")
 
 
 class _StandIn:
