@@ -1,8 +1,8 @@
 """The hybrid regressor's event, compiled: its exact parts in the notation and order of ``streamrnn.hybrid``.
 
 One call computes what ``HybridRegressor.predict`` computes, and one what
-``learn`` does up to the network's own step (which the caller then takes
-with the engine's kernel, ``dense_step``):
+``learn`` does, the corrector network's RTRL or BPTT(h; h') step included
+(``network_table.step``, on the network's slots of the same table):
 
     F = [y_{t-1}, mean, mean + std (w_1 . [1, z]), y_{t-1} + s (w_2 . [1, z, dz, ylag])]
     f = ML-Poly(F);  D = clip((F - f) / s_c) awake;  u = [D, e_{t-1} / s_c, z]
@@ -13,7 +13,10 @@ and on learning y: both ML-Poly updates, the read-out head's RLS step, the
 corrector's error scale, both RLS components, the change and feature-change
 scales, the target moments.  The parts' numbers that are Python scalars on
 the numpy side travel in ``sc`` (layout: ``SCALARS``); their constants in
-``cst`` (``CONSTANTS``).  Tests hold this equal to the numpy path to 1e-12.
+``cst`` (``CONSTANTS``); the arrays in a table (``SLOTS``).  The entry points,
+``predict_table`` and ``learn_table``, refuse an event whose inputs do not fit
+the model or are not finite, before changing anything: the caller takes the
+numpy path for it.  Tests hold this equal to the numpy path to 1e-12.
 """
 
 from __future__ import annotations
