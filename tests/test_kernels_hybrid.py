@@ -275,13 +275,20 @@ def test_an_event_the_kernel_cannot_take_goes_to_numpy_and_changes_nothing_first
     assert fast._compiled() is not None
 
 
-def test_a_state_for_another_width_is_never_read_by_the_kernel():
-    small = HybridRegressor(2)  # without a network: nothing in the state says how wide it was
+def test_a_state_for_another_width_is_refused_and_arrays_that_do_not_fit_are_never_read_by_the_kernel():
+    from streamrnn.state import StateError
+
+    small = HybridRegressor(2)  # without a network: only the parts' widths say how wide it was
     for z, dx, y in events(5, n_features=2):
         small.learn(z, dx, y)
     big = HybridRegressor(6)
-    big.load(small.state())  # the parts' arrays may grow with the features, so this loads
-    assert big._compiled() is None  # they do not fit 6 features: the kernel never reads them
+    before = big.state()
+    with pytest.raises(StateError, match="6 features"):
+        big.load(small.state())
+    assert all(np.array_equal(before[k], v) for k, v in big.state().items())  # nothing changed
+    big.linear.w = np.zeros((1, 3))  # however an array came not to fit: the kernel is not bound to it
+    big._kernel = False
+    assert big._compiled() is None
     z = np.zeros(6)
     with pytest.raises(ValueError):  # and numpy's own checks refuse the event
         big.learn(z, z, 1.0)

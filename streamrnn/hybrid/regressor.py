@@ -98,6 +98,18 @@ class HybridRegressor(Stateful):
         self._last_pass = None
         self._kernel = False  # the parts' arrays were replaced
 
+    def _plan(self, arrays):
+        # the parts' arrays may be longer than at construction (they grow with the features), but they
+        # must fit this model's width: a state saved for another one is refused, and nothing changes
+        n = self.n
+        for name, width in (("feature_changes.mean", n), ("linear.w", 1 + n), ("linear_change.w", 2 + 2 * n)):
+            if name in arrays and np.shape(arrays[name])[-1:] != (width,):
+                from ..state import StateError
+
+                raise StateError(f"state array {name!r} has shape {np.shape(arrays[name])}, "
+                                 f"not the {width} columns of a model of {n} features")
+        return super()._plan(arrays)
+
     def grow_features(self, k: int) -> None:
         if k <= 0:
             return
