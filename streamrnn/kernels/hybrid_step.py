@@ -347,17 +347,6 @@ HAS_COR, NET_SLOTS_AT, NET_CODES_AT = range(3)
 NET_INTS = 3
 
 
-@njit(cache=True, inline="always")
-def _network(ptr, dims, ints):
-    """The corrector network's forward-pass arguments (``dense_step.predict``'s), from its slots."""
-    b, i = NET, NET_INTS
-    return (mat(ptr, dims, b + nt.A_), mat(ptr, dims, b + nt.B_), vec(ptr, dims, b + nt.V_),
-            vec(ptr, dims, b + nt.X_), vec(ptr, dims, b + nt.LEAK), ints[i + nt.ACT], vec(ptr, dims, b + nt.Z_),
-            vec(ptr, dims, b + nt.FZ), vec(ptr, dims, b + nt.D_), vec(ptr, dims, b + nt.H_),
-            vec(ptr, dims, b + nt.VR), vec(ptr, dims, b + nt.AO), vec(ptr, dims, b + nt.O_), ints[i + nt.OUT_CODE],
-            vec(ptr, dims, b + nt.Y_))
-
-
 #: the entry points' exact argument types: an array of another dtype, layout or mutability is refused
 #: with TypeError (the caller takes the numpy path) rather than compiled again
 _F1, _I1 = types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C")
@@ -383,7 +372,7 @@ def predict_table(sc, cst, ints, z, dx, ptr, dims):
     """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
     if _refused(sc, z, dx, 0.0, dims):
         return math.nan
-    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
+    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
     return regressor_predict(
         sc, cst, z, dx, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
         vec(ptr, dims, F_COUNT), vec(ptr, dims, F_MEAN), vec(ptr, dims, F_M2), mat(ptr, dims, LIN_W),
@@ -400,7 +389,7 @@ def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
     number, 0 when none ran or it must run on numpy).  An event it refuses changes nothing."""
     if _refused(sc, z, dx, y, dims):
         return
-    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = _network(ptr, dims, ints)
+    A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
     regressor_learn(
         sc, cst, z, dx, y, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
         vec(ptr, dims, F_COUNT), vec(ptr, dims, F_MEAN), vec(ptr, dims, F_M2),

@@ -42,10 +42,10 @@ NUMBERS = ("clip", "b1", "b2", "eps")
 CLIP_NORM, B1, B2, EPS = range(len(NUMBERS))
 
 
-@njit(cache=True)
-def forward(ptr, dims, base, ints, ib):
-    """The forward pass and readout for the input in the ``x`` slot (``OnlineRNN.predict``)."""
-    predict(mat(ptr, dims, base + A_), mat(ptr, dims, base + B_), vec(ptr, dims, base + V_),
+@njit(cache=True, inline="always")
+def head(ptr, dims, base, ints, ib):
+    """The forward pass's arguments (``dense_step.predict``'s), from the slots at ``base`` and codes at ``ib``."""
+    return (mat(ptr, dims, base + A_), mat(ptr, dims, base + B_), vec(ptr, dims, base + V_),
             vec(ptr, dims, base + X_), vec(ptr, dims, base + LEAK), ints[ib + ACT], vec(ptr, dims, base + Z_),
             vec(ptr, dims, base + FZ), vec(ptr, dims, base + D_), vec(ptr, dims, base + H_),
             vec(ptr, dims, base + VR), vec(ptr, dims, base + AO), vec(ptr, dims, base + O_), ints[ib + OUT_CODE],
@@ -53,18 +53,20 @@ def forward(ptr, dims, base, ints, ib):
 
 
 @njit(cache=True)
+def forward(ptr, dims, base, ints, ib):
+    """The forward pass and readout for the input in the ``x`` slot (``OnlineRNN.predict``)."""
+    A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, yb = head(ptr, dims, base, ints, ib)
+    predict(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, yb)
+
+
+@njit(cache=True)
 def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr):
     """One model step (``dense_step.bptt_step`` or ``rtrl_step``); its status in the ``out`` slot's first number."""
-    A, B, v, x = mat(ptr, dims, base + A_), mat(ptr, dims, base + B_), vec(ptr, dims, base + V_), \
-        vec(ptr, dims, base + X_)
-    leak, z, fz, D = vec(ptr, dims, base + LEAK), vec(ptr, dims, base + Z_), vec(ptr, dims, base + FZ), \
-        vec(ptr, dims, base + D_)
-    h, vr, a, o = vec(ptr, dims, base + H_), vec(ptr, dims, base + VR), vec(ptr, dims, base + AO), \
-        vec(ptr, dims, base + O_)
+    A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, _ = head(ptr, dims, base, ints, ib)
     grad, applied, theta = vec(ptr, dims, base + GRAD), vec(ptr, dims, base + APPLIED), vec(ptr, dims, base + THETA)
     m, s, count, out = vec(ptr, dims, base + M_), vec(ptr, dims, base + S_), ivec(ptr, dims, base + COUNT), \
         vec(ptr, dims, base + OUT)
-    act, out_code, opt = ints[ib + ACT], ints[ib + OUT_CODE], ints[ib + OPT]
+    opt = ints[ib + OPT]
     clip, b1, b2, eps = numbers[CLIP_NORM], numbers[B1], numbers[B2], numbers[EPS]
     if ints[ib + STEP] == BPTT:
         bptt_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code,
