@@ -22,6 +22,9 @@ Tables (median over repeats of the per-step time):
 8. The compiled kernels (``streamrnn.kernels``) against the numpy engine, whole
    model step, RTRL (with its J.S floor) and BPTT(20; 1), at 8 to 64 units.
    Tables 1-7 time the numpy engine, the reference.
+9. ``ModelBatch``: 64 streams stepped by one compiled call, per stream, on
+   one thread and with the rows over both cores, against the same J.S floor
+   and against one model's kernel step.
 
 BLAS runs on one thread (threadpoolctl): on this 2-core machine two OpenBLAS
 threads are slower than one for these small matrices.  ``--threads 2`` shows it.
@@ -254,27 +257,61 @@ def cosine_table(units=16, steps=1000):
             print(f"| {name} | {kind} | " + " | ".join(f"{f:.3f}" for f in figures) + " |")
 
 
-def kernel_table(sizes, repeats):
-    print("\n### 8. Compiled kernels against the numpy engine, whole model step (one input, one output, Adam)\n")
-    print("| learner | units | J.S floor (us) | numpy step (us) | kernel step (us) | speed-up | kernel ÷ floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, make in (("RTRL", sr.RTRL), ("BPTT(20; 1)", lambda: sr.TruncatedBPTT(20, 1))):
+#: the learners tables 8 and 9 compare the kernels on
+KERNEL_LEARNERS = (("RTRL", sr.RTRL), ("BPTT(20; 1)", lambda: sr.TruncatedBPTT(20, 1)))
+
+
+def kernel_cases(sizes, repeats):
+    """(learner name, its factory, units, steps per timing, the J.S floor in us) for tables 8 and 9."""
+    for name, make in KERNEL_LEARNERS:
         for n in sizes:
             P = model(n, make()).network.n_recurrent
             J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
             steps = max(20, int(100_000 / n**2)) if name == "RTRL" else 1000
-            floor = per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
-            slow = per_step(stepper(model(n, make())), steps, repeats)
-            fast = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
-            ratio = f"{fast / floor:.2f}" if name == "RTRL" else ""
-            print(f"| {name} | {n} | {floor:.1f} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f} | {ratio} |")
+            yield name, make, n, steps, per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
+
+
+def kernel_table(sizes, repeats):
+    print("\n### 8. Compiled kernels against the numpy engine, whole model step (one input, one output, Adam)\n")
+    print("| learner | units | J.S floor (us) | numpy step (us) | kernel step (us) | speed-up | kernel ÷ floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, make, n, steps, floor in kernel_cases(sizes, repeats):
+        slow = per_step(stepper(model(n, make())), steps, repeats)
+        fast = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
+        ratio = f"{fast / floor:.2f}" if name == "RTRL" else ""
+        print(f"| {name} | {n} | {floor:.1f} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f} | {ratio} |")
+
+
+def batch_table(sizes, repeats, streams=64):
+    from streamrnn.batch import ModelBatch
+
+    print(f"\n### 9. ModelBatch: {streams} streams in one compiled call, per stream (one input, one output, Adam)\n")
+    print("| learner | units | J.S floor (us) | one model's kernel step (us) | per stream, one thread (us) "
+          "| ÷ floor | per stream, rows over both cores (us) | ÷ floor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, streams, 1)), rng.normal(size=(64, streams, 1))
+    for name, make, n, steps, floor in kernel_cases(sizes, repeats):
+        one = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
+        per = []
+        for parallel in (False, True):
+            batch = ModelBatch([model(n, make(), kernels=True) for _ in range(streams)], parallel=parallel)
+            counter = iter(range(1 << 62))
+
+            def step():
+                i = next(counter) & 63
+                batch.step(X[i], Y[i])
+
+            per.append(per_step(step, max(4, steps // streams), repeats) / streams)
+        ratios = [f"{p / floor:.2f}" if name == "RTRL" else "" for p in per]
+        print(f"| {name} | {n} | {floor:.1f} | {one:.1f} | {per[0]:.1f} | {ratios[0]} | {per[1]:.1f} | {ratios[1]} |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes, repeats and memory steps")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    parser.add_argument("--only", type=int, nargs="*", help="run only these tables (1-8)")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these tables (1-9)")
     args = parser.parse_args()
     sizes = [16, 32, 64] if args.quick else [8, 16, 32, 64, 128]
     repeats = 3 if args.quick else 7
@@ -288,6 +325,7 @@ def main():
             4: lambda: memory_table(10_000 if args.quick else 100_000),
             5: lambda: approximate_table([32, 128], repeats),
             6: lambda: diagonal_table([64, 256], repeats),
+            9: lambda: batch_table(sizes[:-1] if not args.quick else sizes, repeats),
             7: lambda: cosine_table(steps=300 if args.quick else 1000),
             8: lambda: kernel_table([8, 16, 32, 64], repeats),
         }

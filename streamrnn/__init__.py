@@ -3,6 +3,7 @@
 The engine (this package's top level) needs only numpy.
 """
 
+from .batch import BatchStep, ModelBatch
 from .bidirectional import BidirectionalRNN
 from .cells import CELLS, Readout
 from .learners import REGISTRY as _LEARNERS
@@ -28,7 +29,7 @@ globals().update(CELLS)  # every registered cell by its kind: Elman, Leaky, ...
 globals().update({cls.__name__: cls for cls in _LEARNERS.values()})  # every learner: RTRL, TruncatedBPTT, ...
 
 __all__ = [
-    "OnlineRNN", "StepResult", "BidirectionalRNN", *sorted(CELLS), "Readout",
+    "OnlineRNN", "StepResult", "ModelBatch", "BatchStep", "BidirectionalRNN", *sorted(CELLS), "Readout",
     *sorted(cls.__name__ for cls in _LEARNERS.values()), "Learner",
     "SquaredError", "LogLoss", "CrossEntropy", "Loss",
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
