@@ -222,25 +222,30 @@ class OnlineRNN:
         return StepResult(prediction, loss)
 
     def _after_kernel(self, status: int, y) -> StepResult:
-        """The bookkeeping of a step a kernel ran (``streamrnn.kernels.dense_step`` statuses)."""
-        out, net = self._kernel.out, self.network
+        """The bookkeeping of a step a kernel ran (``streamrnn.kernels.dense_step`` statuses), and its result."""
+        loss = self._kernel_stepped(status, y is not None)
+        prediction = self.network.o.copy()
+        if self.target_feedback:
+            self._feedback[...] = y if y is not None else prediction
+        return StepResult(prediction, loss)
+
+    def _kernel_stepped(self, status: int, has_y: bool) -> float | None:
+        """What ``step`` keeps of a step a kernel ran: the counters, the norms, the loss (returned)."""
+        _, loss, norm, clipped_norm, h_sq, clipped = self._kernel.out.tolist()
+        counters = self.counters
         if status == UPDATED:
-            self.counters["updates"] += 1
-            self.grad_norm, self.grad_norm_clipped = float(out[2]), float(out[3])
-            if out[5]:
-                self.counters["clipped"] += 1
+            counters["updates"] += 1
+            self.grad_norm, self.grad_norm_clipped = norm, clipped_norm
+            if clipped:
+                counters["clipped"] += 1
         elif status == NONFINITE:  # as _apply: no update; traces that hold the non-finite values restart
             if not all(np.isfinite(a).all() for a in self.learner.state_arrays().values()):
                 self.learner.reset()
-            self.counters["skipped"] += 1
-        net.stack.h_sq_norms = [float(out[4])]
-        prediction = net.o.copy()
-        loss = float(out[1]) if y is not None else None
-        if self.target_feedback:
-            self._feedback[...] = y if y is not None else prediction
-        self.counters["steps"] += 1
-        self.last_loss = loss
-        return StepResult(prediction, loss)
+            counters["skipped"] += 1
+        self.network.stack.h_sq_norms = [h_sq]
+        counters["steps"] += 1
+        self.last_loss = loss = loss if has_y else None
+        return loss
 
     def rollout(self, next_input, horizon: int) -> np.ndarray:
         """Outputs o_{t+1}, ..., o_{t+horizon} rolled forward from a copy of the current state.

@@ -164,7 +164,7 @@ class FeatureSpace(Stateful):
                 if unknown is not None:
                     unknown.append((name, item))
                 continue
-            if type(item) is float and -MAX_ABS <= item <= MAX_ABS:  # the common case first
+            if (type(item) is float or type(item) is int) and -MAX_ABS <= item <= MAX_ABS:  # the common cases
                 u[i] = item
                 continue
             t = timestamp(item)

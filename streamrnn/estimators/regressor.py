@@ -42,14 +42,17 @@ class TargetModels(RNNEstimator):
 
     def _learn(self, x: dict, ys: dict) -> None:
         """Learn the event x with its checked targets ``ys`` ({name: float or None})."""
-        new = self._features.new(x)  # checks x before anything changes
-        k = self._features.add(new, x)
-        for core in self._cores.values():
-            core.grow_features(k)
-        for name in sorted((n for n in ys if n not in self._cores), key=repr):
-            self._targets.append(name)
-            self._cores[name] = HybridRegressor(self._features.width, **self._network())
         features = self._features
+        new = features.new(x)  # checks x before anything changes
+        if new:
+            k = features.add(new, x)
+            for core in self._cores.values():
+                core.grow_features(k)
+        cores = self._cores
+        if not cores.keys() >= ys.keys():  # a target seen for the first time
+            for name in sorted((n for n in ys if n not in cores), key=repr):
+                self._targets.append(name)
+                cores[name] = HybridRegressor(features.width, **self._network())
         raw, z, dx = features.read(x)
         for name, v in ys.items():
             if v is not None:
@@ -132,12 +135,11 @@ class RNNRegressor(TargetModels, base.MiniBatchRegressor):
         return {None: target_value("y", y)}
 
     def predict_one(self, x):
-        preds = self._predictions(x)
-        if not preds:
-            return 0.0
-        if self._targets == [None]:
-            return preds[None]
-        return preds
+        targets = self._targets
+        if len(targets) == 1 and targets[0] is None:  # a single number: no dict in between
+            _, z, dx = self._features.read(x)
+            return self._cores[None].predict(z, dx)
+        return self._predictions(x) or 0.0
 
     def learn_one(self, x, y):
         self._learn(x, self._split(y))  # checks y, then x, before anything changes

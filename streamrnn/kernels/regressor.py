@@ -144,7 +144,7 @@ class RegressorKernel:
                     if net.rtrl:
                         net.swap()
                     self.rnn._pending = False
-                    self.rnn._after_kernel(status, self._y)
+                    self.rnn._kernel_stepped(status, True)
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
