@@ -114,6 +114,11 @@ class Stack:
             cell.init(layer.blocks, m, rng)
 
 
+#: first draws of theta by (layout, generator state): the newest ``_INITIAL_KEPT`` of them
+_INITIAL: dict = {}
+_INITIAL_KEPT = 64
+
+
 class Network:
     """A stack of recurrent layers and a linear readout over one flat ``theta``."""
 
@@ -169,7 +174,26 @@ class Network:
         return self.stack.commit()
 
     def init_params(self, rng: np.random.Generator) -> None:
+        """Draw theta from rng.  The draw depends only on the layout and rng's state, so it is made once
+        per process and copied after that, with rng left where the draw leaves it (a daemon makes
+        thousands of models of one layout and seed, and the draw is a third of making one)."""
+        key = (self._layout, repr(rng.bit_generator.state))
+        drawn = _INITIAL.get(key)
+        if drawn is not None:
+            theta, after = drawn
+            self.theta[...] = theta
+            rng.bit_generator.state = after
+            self.stack.refresh()
+            return
         self.stack.init_params(rng)
         n_top = self.B.shape[1] - 1
         self.V[...] = rng.standard_normal(self.V.shape) * (0.1 / math.sqrt(n_top))
         self.c[...] = 0.0
+        if len(_INITIAL) >= _INITIAL_KEPT:
+            del _INITIAL[next(iter(_INITIAL))]
+        _INITIAL[key] = (self.theta.copy(), rng.bit_generator.state)
+
+    @property
+    def _layout(self) -> tuple:
+        return (tuple(repr(c) for c in self.stack.cells), tuple(self.stack.in_sizes), self.B.shape)
+

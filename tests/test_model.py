@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamrnn import (
-    RTRL, SGD, Adam, CrossEntropy, Elman, Leaky, LogLoss, OnlineRNN, Readout, TruncatedBPTT,
+    GRU, LRU, RTRL, SGD, Adam, CrossEntropy, Elman, Leaky, LogLoss, OnlineRNN, Readout, TruncatedBPTT,
 )
 
 
@@ -432,3 +432,31 @@ def test_truncated_bptt_updates_every_h_prime_steps_that_had_a_target_and_starts
     for _ in range(3):
         fresh.step(rng.normal(size=2), rng.normal(size=1))
     np.testing.assert_array_equal(model.gradient["U0"], fresh.gradient["U0"])
+
+
+@pytest.mark.parametrize("layers", [(Elman(5),), (Elman(4), GRU(3)), (LRU(4),)], ids=["elman", "stack", "lru"])
+def test_a_repeated_first_draw_is_copied_and_equals_drawing_again(layers, monkeypatch):
+    """Models of one layout and seed start from one draw (made once per process); the copy equals a
+    fresh draw, weights and generator alike, and another seed, gain or layout draws its own."""
+    from streamrnn import network
+
+    monkeypatch.setattr(network, "_INITIAL", {})
+    drawn = OnlineRNN(3, layers, seed=11)
+    assert len(network._INITIAL) == 1
+    copied = OnlineRNN(3, layers, seed=11)
+    assert len(network._INITIAL) == 1
+    np.testing.assert_array_equal(copied.network.theta, drawn.network.theta)
+    assert copied.rng.bit_generator.state == drawn.rng.bit_generator.state
+    x = np.array([0.3, -0.1, 0.2])
+    np.testing.assert_array_equal(copied.step(x, [0.5]).prediction, drawn.step(x, [0.5]).prediction)
+    other = OnlineRNN(3, layers, seed=12)
+    assert len(network._INITIAL) == 2 and not np.array_equal(other.network.theta, drawn.network.theta)
+
+
+def test_the_first_draws_kept_are_bounded(monkeypatch):
+    from streamrnn import network
+
+    monkeypatch.setattr(network, "_INITIAL", {})
+    for seed in range(network._INITIAL_KEPT + 5):
+        OnlineRNN(1, (Elman(2),), seed=seed)
+    assert len(network._INITIAL) == network._INITIAL_KEPT
