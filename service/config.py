@@ -214,9 +214,11 @@ class CheckpointSettings(Section):
     every_events: int = Field(10_000, ge=0, description="0: never by count")
     every_seconds: float = Field(60.0, ge=0.0, description="0: never by time")
     keep: int = Field(3, ge=1, description="generations kept; older ones are deleted")
-    background: bool = Field(True, description="write the periodic checkpoints on a writer thread while events "
-                             "go on (the keys' states are still copied between two events); the one at "
+    background: bool = Field(True, description="write the periodic checkpoints while events go on; the one at "
                              "shutdown is always written before exit")
+    fork: bool = Field(True, description="with background: a forked child process copies and writes the keys' "
+                       "states (Linux; its copy-on-write pages count toward the memory limit); off, or "
+                       "elsewhere: a writer thread, after the states are copied between two events")
 
 
 class MetricsSettings(Section):

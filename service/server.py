@@ -46,7 +46,8 @@ def build_worker(config: Config, store) -> Worker:
     s = config.streams
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
     every = config.checkpoint.every_events if config.checkpoint.enabled else 0
-    return Worker(table, Stats(), config.streams.default_key, every, config.checkpoint.background)
+    c = config.checkpoint
+    return Worker(table, Stats(), config.streams.default_key, every, c.background, c.fork)
 
 
 class Server:

@@ -89,6 +89,9 @@ class Checkpoint:
 
 
 class CheckpointStore:
+    #: whether a forked child may write a commit that this process then ``record``s (``service.forked``)
+    forkable = False
+
     def put_stream(self, key: str, arrays: dict, header: dict) -> str:
         raise NotImplementedError
 
@@ -142,6 +145,8 @@ class MemoryStore(CheckpointStore):
 
 
 class DirectoryStore(CheckpointStore):
+    forkable = True
+
     def __init__(self, root, keep: int = 3, on_corrupt: Callable[[Path, str], None] | None = None):
         self.root = Path(root)
         self.keys = self.root / "keys"
@@ -240,6 +245,15 @@ class DirectoryStore(CheckpointStore):
         return {key for key in keys if self._where[key] not in rewrite}
 
     def commit(self, checkpoint: Checkpoint) -> None:
+        where = self.placement(checkpoint)
+        self.write(checkpoint, where)
+        self.record(checkpoint, where)
+
+    # A commit in three parts, so that a forked child can write what its parent records
+    # (``service.forked``): where each key's state will be, the files, then this store's own account.
+    def placement(self, checkpoint: Checkpoint) -> dict[str, int]:
+        """The shard that will hold each key's state once ``checkpoint`` is committed (ValueError for a
+        key it leaves out whose state this store does not hold)."""
         generation = checkpoint.generation
         where = {}
         for key in checkpoint.keys():
@@ -249,6 +263,11 @@ class DirectoryStore(CheckpointStore):
                 where[key] = self._where[key]
             else:
                 raise ValueError(f"checkpoint {generation} leaves out key {key!r}, whose state this store does not hold")
+        return where
+
+    def write(self, checkpoint: Checkpoint, where: dict[str, int]) -> None:
+        """The checkpoint's files: its shard (the live keys' states), then its manifest."""
+        generation = checkpoint.generation
         if checkpoint.live:
             data, table = packing.pack((key, *snap) for key, snap in checkpoint.live.items())
             state.save(self._shard(generation), {DATA: data},
@@ -259,6 +278,10 @@ class DirectoryStore(CheckpointStore):
             "stored": checkpoint.stored,
         }
         state.save(self._path(generation), {}, header)
+
+    def record(self, checkpoint: Checkpoint, where: dict[str, int]) -> None:
+        """After ``write``: the checkpoint is the newest; files no kept generation needs are deleted."""
+        generation = checkpoint.generation
         self._where = where
         if checkpoint.live:
             self._shard_sizes[generation] = len(checkpoint.live)

@@ -211,18 +211,20 @@ class StreamTable:
         return out
 
     # ----- whole-table state ------------------------------------------------------------
-    def checkpoint(self, generation: int, meta: dict) -> Checkpoint:
+    def checkpoint(self, generation: int, meta: dict, snapshots: bool = True) -> Checkpoint:
         """A checkpoint of the keys that changed since the last one (``committed``); the store holds the rest.
 
         A stream changes only by taking an event, and events reach it through ``get``, so a live
         key not handed out or added since the last commit or load is unchanged; of those, the
-        store says which it can reuse.
+        store says which it can reuse.  ``snapshots=False`` leaves the streams themselves in
+        ``live``, for a forked child to copy (``service.forked``): such a checkpoint must be
+        committed before the next event.
         """
         meta = dict(meta, retired=dict(self.retired), digests=dict(self.digests))
         changed = self._changed
         unchanged = [k for k in self.live if k not in changed]
         reuse = self.store.reusable(unchanged, len(self.live) - len(unchanged))
-        live = {k: s.snapshot() for k, s in self.live.items() if k not in reuse}
+        live = {k: s.snapshot() if snapshots else s for k, s in self.live.items() if k not in reuse}
         checkpoint = Checkpoint(generation, meta, live, dict(self.stored), order=list(self.live), cut=self.store.cut())
         self._writing, self._changed = changed, set()
         return checkpoint

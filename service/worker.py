@@ -8,9 +8,13 @@ inside a step.
 The worker also owns the input positions (lines and bytes taken in from each
 resumable source) and the checkpoints: every ``checkpoint.every_events``
 events it writes one, consistent with the positions, after the event that
-made it due.  With ``background`` the keys' states are copied between two
-events (the consistent cut) and written on a writer thread while events go on;
-one checkpoint is written at a time, and ``settle`` takes in its outcome.
+made it due.  With ``background`` the checkpoint is written while events go
+on: by a forked child that copies the keys' states from its copy-on-write
+memory of that instant (``fork``, ``service.forked``), or else on a writer
+thread after the states are copied between two events (the consistent cut).
+One checkpoint is written at a time, and ``settle`` takes in each one's
+outcome.  The next waits for it, or, while a forked child writes, begins at
+the first event after the child has exited: events never wait for a child.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
+from . import forked
 from .protocol import Command, ProtocolError, error, parse
 from .stats import Stats
 from .streams import KINDS
@@ -84,12 +89,13 @@ class Position:
 
 class Worker:
     def __init__(self, table: StreamTable, stats: Stats, default_key: str = "default", every_events: int = 0,
-                 background: bool = False):
+                 background: bool = False, fork: bool = False):
         self.table = table
         self.stats = stats
         self.default_key = default_key
         self.every_events = every_events
-        self.background = background  # the checkpoints this worker makes due are written on a writer thread
+        self.background = background  # the checkpoints this worker makes due are written while events go on
+        self.fork = fork and forked.AVAILABLE  # ... by a forked child where the store allows it
         self.events = 0  # events applied since the state began, across restarts
         self.generation = 0  # newest checkpoint written or restored
         self.positions: dict[str, Position] = {}
@@ -230,27 +236,42 @@ class Worker:
     def checkpoint(self, background: bool = False) -> bool:
         """Write a checkpoint of the changed keys with the positions; False (logged, counted) on failure.
 
-        ``background``: copy the states now and write them on the writer thread; True means the
-        write has begun, and ``settle`` takes in how it ended.  A checkpoint waits for the one
-        before it.
+        ``background``: write it while events go on (a forked child, or the writer thread after
+        the states are copied here); True means the write has begun, and ``settle`` takes in how
+        it ended.  A checkpoint waits for the one before it, except one for a forked child while
+        the previous child is still writing: that one returns True at once and begins at the first
+        call after the child has exited (the next event past the due count, the next tick), so that
+        events never wait for a child.
         """
+        writing = self._writing[0] if self._writing is not None else None
+        if background and isinstance(writing, forked.ForkedCommit) and not writing.done():
+            return True
         self.settle(wait=True)
         started = time.perf_counter()
         meta = {"events": self.events, "created": time.time(),
                 "positions": {name: p.as_dict() for name, p in self.positions.items()}}
         if self.every_events:
             self._due = self.events + self.every_events
+        in_child = background and self.fork and self.table.store.forkable
         try:
-            checkpoint = self.table.checkpoint(self.generation + 1, meta)
+            checkpoint = self.table.checkpoint(self.generation + 1, meta, snapshots=not in_child)
+            writing = self._write(checkpoint, background, in_child)
         except Exception as err:
+            self.table.committed(ok=False)
             self._failed(err)
             return False
-        self._writing = (self._write(checkpoint, background), checkpoint.generation, self._mark(),
-                         time.perf_counter() - started)
+        self._writing = (writing, checkpoint.generation, self._mark(), time.perf_counter() - started)
         return True if background else self.settle(wait=True)
 
-    def _write(self, checkpoint, background: bool) -> Future:
-        """The store's commit of ``checkpoint``, on the writer thread or here; a future of its seconds."""
+    def _write(self, checkpoint, background: bool, in_child: bool = False):
+        """The store's commit of ``checkpoint``: by a forked child, on the writer thread or here; a future of
+        its seconds (``ForkedCommit`` has the same ``done`` and ``result``)."""
+        if in_child:
+            try:
+                return forked.ForkedCommit(self.table.store, checkpoint)
+            except OSError as err:  # no fork now (memory, process limits): the writer thread instead
+                log.warning("cannot fork a checkpoint writer (%s); writing it on a thread", err)
+                checkpoint.live = {key: stream.snapshot() for key, stream in checkpoint.live.items()}
         if background:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="streamrnn-checkpoint")

@@ -183,9 +183,9 @@ def test_a_background_checkpoints_time_includes_copying_the_states(monkeypatch):
     handle(w, {"value": 1.0})
     build = w.table.checkpoint
 
-    def slow_copy(*args):
+    def slow_copy(*args, **kwargs):
         time.sleep(0.2)
-        return build(*args)
+        return build(*args, **kwargs)
 
     monkeypatch.setattr(w.table, "checkpoint", slow_copy)
     assert w.checkpoint(background=True)

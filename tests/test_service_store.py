@@ -532,14 +532,18 @@ def test_a_commit_on_the_writer_thread_keeps_the_key_files_written_after_its_che
     assert not list(store.keys.glob("*.npz"))  # once no kept generation references them, they go
 
 
-def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_one_is_written_again(tmp_path):
+@pytest.mark.parametrize("fork", ["true", "false"], ids=["forked-child", "writer-thread"])
+def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_one_is_written_again(tmp_path, fork):
     from streamrnn import state
 
     def run(root, background):
         config = load(environ={}, overrides={"checkpoint.dir": str(root), "streams.max_keys": "3",
-                                             "checkpoint.background": background, "checkpoint.every_events": "7"})
+                                             "checkpoint.background": background, "checkpoint.every_events": "7",
+                                             "checkpoint.fork": fork})
         w = build_worker(config, DirectoryStore(root))
-        _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
+        for event in supervised_events(40, keys=("a", "b", "c", "d")):
+            _feed(w, [event])
+            w.settle(wait=True)  # each write ends before the next event: every checkpoint falls where it is due
         w.close()
         return w
 
@@ -550,13 +554,13 @@ def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_on
         again = build_worker(config, DirectoryStore(root))
         assert again.restore() and again.events == 35 and again.generation == 5
 
-    # a write that fails on the writer thread is counted when it settles, and its keys are written by the next
+    # a write that fails in the background (on the thread, or in the child, which took its memory
+    # when it was forked) is counted when it settles, and its keys are written by the next
     real = state.save
-    calls = []
+    broken = [False]
 
     def failing(path, arrays, header):
-        calls.append(path.name)
-        if path.name.startswith("gen-") and len(calls) < 3:
+        if broken[0] and path.name.startswith("gen-"):
             raise OSError("disk full")
         real(path, arrays, header)
 
@@ -564,8 +568,10 @@ def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_on
     _feed(w, supervised_events(1, keys=("a",), seed=5))  # 41 events: the next one due at 42
     state.save = failing
     try:
+        broken[0] = True
         assert w.checkpoint(background=True)
         w.settle(wait=True)
+        broken[0] = False
         assert w.stats.checkpoint_failures == 1 and w.generation == 5
         assert w.checkpoint()
     finally:

@@ -1,0 +1,108 @@
+"""A checkpoint written by a forked child process, as Redis writes its snapshots (BGSAVE).
+
+On a writer thread, copying, packing and hashing thousands of keys' states
+holds the interpreter lock that events need: with 10,000 keys the daemon
+spent most of its time in checkpoints.  ``fork()`` gives a child the
+parent's memory as it was at that instant, copy-on-write, so the child
+copies, packs and writes the changed keys' states on another core while the
+parent goes on with the next event at once.  The parent then records the
+commit in its store (``DirectoryStore.record``) when the child has exited
+well, and counts a failure (its keys count as changed again) otherwise.
+
+The child dies with its parent (``PR_SET_PDEATHSIG``), so it never writes
+after a kill -9 of the daemon: what it left half written are temporary
+files, which the next start sweeps, or a shard no manifest names, which the
+next commit sweeps.  It ignores SIGINT (a terminal's Ctrl-C reaches the
+whole process group; the parent stops gracefully and waits for it) and
+leaves the parent's signal wake-up descriptor alone.
+
+    commit = ForkedCommit(store, checkpoint)   # forks now; the parent returns at once
+    commit.done()                              # whether the child has exited (never blocks)
+    commit.result()                            # waits; its seconds, or RuntimeError saying why it failed
+
+``checkpoint.live`` may hold the streams themselves (``StreamTable.checkpoint(...,
+snapshots=False)``): the child takes their snapshots from its copy of memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import signal
+import sys
+import time
+
+#: where a checkpoint can be written by a forked child: fork, and a parent-death signal (Linux)
+AVAILABLE = hasattr(os, "fork") and sys.platform.startswith("linux")
+_PR_SET_PDEATHSIG = 1
+_MESSAGE = 4096
+
+
+class ForkedCommit:
+    def __init__(self, store, checkpoint):
+        self._store, self._checkpoint = store, checkpoint
+        self._where = store.placement(checkpoint)  # a checkpoint that cannot be placed fails here, unforked
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's lines run in another process (tests check its files)
+            os.close(read)
+            _child(parent, store, checkpoint, self._where, write)
+        os.close(write)
+        self.pid, self._pipe, self._status = pid, read, None
+
+    def done(self) -> bool:
+        """Whether the child has exited (reaped here: a zombie never lingers)."""
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return False
+            self._status = status
+        return True
+
+    def result(self) -> float:
+        """Wait for the child; record the commit in the store and return the child's seconds, or raise."""
+        if self._status is None:
+            _, self._status = os.waitpid(self.pid, 0)
+        chunks = []
+        while True:
+            chunk = os.read(self._pipe, _MESSAGE)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._pipe)
+        message = b"".join(chunks).decode(errors="replace")
+        code = os.waitstatus_to_exitcode(self._status)
+        if code != 0 or not message.startswith("ok "):
+            why = message.removeprefix("error ") or (f"signal {-code}" if code < 0 else f"exit code {code}")
+            raise RuntimeError(f"the checkpoint writer (process {self.pid}) failed: {why}")
+        self._store.record(self._checkpoint, self._where)
+        return float(message[3:])
+
+
+def _child(parent: int, store, checkpoint, where: dict, pipe: int) -> None:  # pragma: no cover - in the child
+    """Write the checkpoint's files, say how it went on ``pipe``, and exit without running anything of
+    the parent's (no atexit handlers, no buffers flushed twice)."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+        started = time.perf_counter()
+        live = {key: (snap.snapshot() if hasattr(snap, "snapshot") else snap) for key, snap in checkpoint.live.items()}
+        store.write(dataclasses.replace(checkpoint, live=live), where)
+        os.write(pipe, f"ok {time.perf_counter() - started!r}".encode())
+        code = 0
+    except BaseException as err:  # noqa: BLE001 - whatever it is, the parent hears of it
+        try:
+            os.write(pipe, f"error {type(err).__name__}: {err}".encode()[:_MESSAGE - 1])
+        except OSError:
+            pass
+    finally:
+        os._exit(code)

@@ -1,0 +1,194 @@
+"""service.forked: a checkpoint written by a forked child, recorded by the parent only when the child
+succeeded, never left writing after its parent is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from service import forked
+from service.config import load
+from service.server import build_worker
+from service.store import DirectoryStore
+
+from .test_service_support import supervised_events
+
+pytestmark = pytest.mark.skipif(not forked.AVAILABLE, reason="forked checkpoints need fork and Linux")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker(root, keep: int = 3, **overrides):
+    config = load(environ={}, overrides={"checkpoint.dir": str(root), "checkpoint.every_events": "0",
+                                         **overrides})
+    return build_worker(config, DirectoryStore(root, keep=keep))
+
+
+def feed(w, events):
+    for event in events:
+        line = json.dumps(event).encode()
+        w.handle(line, len(line) + 1, w.position("test"))
+
+
+class SlowStore(DirectoryStore):
+    """A store whose files take ``delay`` seconds more to write (in the child: its copy of this object)."""
+
+    delay = 0.0
+
+    def write(self, checkpoint, where):
+        time.sleep(self.delay)
+        super().write(checkpoint, where)
+
+
+def test_the_child_copies_the_states_of_the_instant_it_was_forked(tmp_path):
+    """Events after the fork change the parent's keys, not what the child writes."""
+    store = SlowStore(tmp_path)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
+    w = build_worker(config, store)
+    feed(w, supervised_events(30, keys=("a", "b")))
+    digest = w.table.digest()
+    store.delay = 0.3
+    started = time.perf_counter()
+    assert w.checkpoint(background=True)
+    assert time.perf_counter() - started < 0.25  # the parent did not wait for the write
+    writing = w._writing[0]
+    assert isinstance(writing, forked.ForkedCommit) and not writing.done()
+    feed(w, supervised_events(10, keys=("a", "b"), seed=3))  # while the child writes
+    assert w.generation == 0  # nothing recorded before the child has exited
+    w.close()
+    assert w.generation == 1 and w.stats.checkpoint_failures == 0
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 30 and again.table.digest() == digest
+
+
+def test_a_child_that_dies_is_a_failed_checkpoint_whose_keys_the_next_one_writes(tmp_path):
+    class Crashing(DirectoryStore):
+        def write(self, checkpoint, where):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    store = Crashing(tmp_path)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
+    w = build_worker(config, store)
+    feed(w, supervised_events(12, keys=("a", "b", "c")))
+    assert w.checkpoint(background=True)
+    assert not w.settle(wait=True)
+    assert w.stats.checkpoint_failures == 1 and w.generation == 0 and w.dirty()
+    assert not store.generations()  # the parent recorded nothing, and no manifest was renamed into place
+    Crashing.write = DirectoryStore.write  # the disk is back: the next checkpoint writes every changed key
+    assert w.checkpoint(background=True) and w.settle(wait=True)
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 12 and again.table.digest() == w.table.digest()
+
+
+def test_an_error_in_the_child_is_reported_by_the_parent_with_its_message(tmp_path, caplog):
+    class Full(DirectoryStore):
+        def write(self, checkpoint, where):
+            raise OSError(28, "No space left on device")
+
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
+    w = build_worker(config, Full(tmp_path))
+    feed(w, supervised_events(3))
+    assert w.checkpoint(background=True) and not w.settle(wait=True)
+    assert "No space left on device" in caplog.text and w.stats.checkpoint_failures == 1
+
+
+def test_the_child_dies_with_its_parent(tmp_path):
+    """kill -9 of the daemon takes its checkpoint writer with it: no write after the daemon is gone."""
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        from service.config import load
+        from service.server import build_worker
+        from service.store import DirectoryStore
+        from test_service_support import supervised_events
+
+        class Slow(DirectoryStore):
+            def write(self, checkpoint, where):
+                time.sleep(30)
+
+        config = load(environ={{}}, overrides={{"checkpoint.dir": {str(tmp_path)!r}, "checkpoint.every_events": "0"}})
+        w = build_worker(config, Slow({str(tmp_path)!r}))
+        for event in supervised_events(3):
+            line = json.dumps(event).encode()
+            w.handle(line, len(line) + 1)
+        w.checkpoint(background=True)
+        print(w._writing[0].pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=tmp_path)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # the writer is running
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the checkpoint writer outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert not list(tmp_path.glob("gen-*.npz"))
+
+
+def test_without_fork_the_writer_thread_writes(tmp_path):
+    w = worker(tmp_path, **{"checkpoint.fork": "false"})
+    feed(w, supervised_events(5))
+    assert w.checkpoint(background=True)
+    assert not isinstance(w._writing[0], forked.ForkedCommit)
+    w.close()
+    assert w.generation == 1
+
+
+def test_the_parent_records_the_childs_commit_so_the_next_one_is_incremental(tmp_path):
+    """What the child wrote becomes the store's account in the parent: the next checkpoint writes only
+    the key that changed, and generations past ``keep`` are deleted."""
+    from .test_service_store import _shard_keys
+
+    w = worker(tmp_path, keep=2)
+    feed(w, supervised_events(9, keys=("a", "b", "c")))
+    assert w.checkpoint(background=True) and w.settle(wait=True)
+    assert set(_shard_keys(w.table.store._shard(1))) == {"a", "b", "c"}
+    for generation in (2, 3):
+        feed(w, supervised_events(1, keys=("a",), seed=generation))
+        assert w.checkpoint(background=True) and w.settle(wait=True)
+        assert _shard_keys(w.table.store._shard(generation)) == ["a"]
+    assert w.table.store.generations() == [3, 2]
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 11 and again.table.digest() == w.table.digest()
+
+
+def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_never_wait(tmp_path):
+    store = SlowStore(tmp_path)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "5"})
+    w = build_worker(config, store)
+    store.delay = 0.4
+    events = supervised_events(40, keys=("a", "b"))
+    started = time.perf_counter()
+    feed(w, events[:12])  # due at 5 (the child starts), and at 10 (deferred while it writes)
+    assert time.perf_counter() - started < 0.3 and w.generation == 0
+    first = w._writing[0]
+    while not first.done():
+        time.sleep(0.01)
+    feed(w, events[12:13])  # the first event after the child exited takes in its outcome, starts the next
+    assert w.generation == 1 and w._writing[0] is not first and w._writing[2][0] == 13
+    w.close()
+    assert w.generation == 2
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 13
