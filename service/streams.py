@@ -52,6 +52,11 @@ class Stream:
         """The stream's recurrent networks (OnlineRNN), for counters and health."""
         raise NotImplementedError
 
+    def layout(self) -> tuple:
+        """What decides the size of its state: streams of one layout hold the same arrays (their JSON
+        headers may differ by a few bytes)."""
+        raise NotImplementedError
+
     @property
     def counters(self) -> dict[str, int]:
         """The networks' counters summed, and ``bounded``: values bounded before learning."""
@@ -100,6 +105,9 @@ class SupervisedStream(Stream):
         if not features:
             raise ProtocolError("missing_feature", "the first event of a key needs at least one feature in x")
         return cls(template, features)
+
+    def layout(self) -> tuple:
+        return self.kind, self.hybrid, len(self.features), self.outputs
 
     def networks(self) -> list:
         if not self.hybrid:
@@ -190,6 +198,9 @@ class ForecastStream(Stream):
         self.width, self.scalar = width, scalar
         self.horizon = template.horizon
         self.channels = [template.forecaster() for _ in range(width)]
+
+    def layout(self) -> tuple:
+        return self.kind, self.width, self.scalar
 
     @classmethod
     def create(cls, template, event: ForecastEvent) -> "ForecastStream":

@@ -75,6 +75,7 @@ class StreamTable:
         self.max_stored_keys = max_stored_keys
         self.when_full = when_full
         self.max_key_bytes = max_key_bytes
+        self._sizes: dict[tuple, int] = {}  # a new key's state size, by its stream's layout
         self.live: OrderedDict[str, streams.Stream] = OrderedDict()
         self.stored: dict[str, str] = {}  # key -> store reference, least recently used first
         self.digests: dict[str, str] = {}  # stored key -> digest_of its state
@@ -156,7 +157,12 @@ class StreamTable:
 
     def check_size(self, key: str, stream: streams.Stream) -> None:
         """KeyRefused if a new key's state (after its first event) is over ``max_key_bytes``."""
-        size = sum(a.nbytes for a in stream.snapshot()[0].values())
+        # measured once per layout (a snapshot costs more than the key's first event), and again for every
+        # key of a layout that is not far under the limit
+        layout = stream.layout()
+        size = self._sizes.get(layout)
+        if size is None or size > self.max_key_bytes // 2:
+            size = self._sizes[layout] = sum(a.nbytes for a in stream.snapshot()[0].values())
         if size > self.max_key_bytes:
             raise KeyRefused("too_large", f"key {key!r} would hold {size} bytes of state, over "
                              f"streams.max_key_bytes = {self.max_key_bytes}; use fewer features, outputs or channels")

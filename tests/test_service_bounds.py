@@ -59,6 +59,24 @@ def test_a_new_key_over_max_key_bytes_is_refused_and_changes_nothing(event, smal
     assert handle(w, small)["step"] == 2  # a key admitted before still learns
 
 
+def test_a_new_keys_size_is_measured_once_per_layout_unless_it_is_near_the_limit(monkeypatch):
+    """Far under max_key_bytes, the first key of a layout is measured and the rest of that layout are
+    not (a snapshot costs more than a key's first event); within half of it, every new key is."""
+    from service.streams import SupervisedStream
+
+    snapshots = []
+    real = SupervisedStream.snapshot
+    monkeypatch.setattr(SupervisedStream, "snapshot", lambda self: snapshots.append(self) or real(self))
+    size = key_bytes({"key": "k", "x": FEATURES, "y": 1.0})
+    for limit, measured in ((str(16 << 20), 2), (str(size + 100), 4)):
+        snapshots.clear()
+        w = worker(**{"streams.max_key_bytes": limit})
+        for key in ("a", "b", "c"):
+            handle(w, {"key": key, "x": FEATURES, "y": 1.0})
+        handle(w, {"key": "d", "x": {"u": 1.0}, "y": 1.0})  # another layout: one feature
+        assert len(snapshots) == measured and len(w.table.live) == 4
+
+
 def test_max_stored_keys_refuses_new_keys_when_full_but_serves_known_ones():
     w = worker(**{"streams.max_keys": "1", "streams.max_stored_keys": "2"})
     for key in "abc":  # one live, two stored: full
