@@ -9,12 +9,20 @@ parent goes on with the next event at once.  The parent then records the
 commit in its store (``DirectoryStore.record``) when the child has exited
 well, and counts a failure (its keys count as changed again) otherwise.
 
-The child dies with its parent (``PR_SET_PDEATHSIG``), so it never writes
-after a kill -9 of the daemon: what it left half written are temporary
-files, which the next start sweeps, or a shard no manifest names, which the
-next commit sweeps.  It ignores SIGINT (a terminal's Ctrl-C reaches the
-whole process group; the parent stops gracefully and waits for it) and
-leaves the parent's signal wake-up descriptor alone.
+The child:
+
+* dies with its parent (``PR_SET_PDEATHSIG``), so it never writes after a
+  kill -9 of the daemon: what it left half written are temporary files,
+  which the next start sweeps, or a shard no manifest names, which the next
+  commit sweeps;
+* closes every descriptor it inherited but its status pipe, so a client
+  connection the parent closes is closed at once;
+* ignores SIGINT and SIGTERM (a terminal's Ctrl-C, or a service manager
+  stopping the whole group: the parent stops gracefully and waits for it),
+  with signals blocked across the fork so that none reaches the parent's
+  wake-up descriptor from the child;
+* offers itself to the OOM killer first (``oom_score_adj`` 1000): under a
+  memory limit, losing a checkpoint beats losing the daemon.
 
     commit = ForkedCommit(store, checkpoint)   # forks now; the parent returns at once
     commit.done()                              # whether the child has exited (never blocks)
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -37,25 +46,41 @@ import time
 AVAILABLE = hasattr(os, "fork") and sys.platform.startswith("linux")
 _PR_SET_PDEATHSIG = 1
 _MESSAGE = 4096
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# resolved here, in the parent: a dlopen in a child forked from a threaded process is best avoided
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if AVAILABLE else None
 
 
 class ForkedCommit:
     def __init__(self, store, checkpoint):
         self._store, self._checkpoint = store, checkpoint
         self._where = store.placement(checkpoint)  # a checkpoint that cannot be placed fails here, unforked
+        self._status: int | None = None
+        self._lost: str | None = None
         parent = os.getpid()
         read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child's lines run in another process (tests check its files)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(read)
-            _child(parent, store, checkpoint, self._where, write)
+            os.close(write)
+            raise
+        if pid == 0:  # pragma: no cover - the child's lines run in another process (tests check its files)
+            _child(parent, store, checkpoint, self._where, read, write, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write)
-        self.pid, self._pipe, self._status = pid, read, None
+        self.pid, self._pipe = pid, read
 
     def done(self) -> bool:
         """Whether the child has exited (reaped here: a zombie never lingers)."""
-        if self._status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if self._status is None and self._lost is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError as err:  # reaped elsewhere (SIGCHLD ignored): its outcome is unknown
+                self._lost = str(err)
+                return True
             if pid == 0:
                 return False
             self._status = status
@@ -63,16 +88,18 @@ class ForkedCommit:
 
     def result(self) -> float:
         """Wait for the child; record the commit in the store and return the child's seconds, or raise."""
-        if self._status is None:
-            _, self._status = os.waitpid(self.pid, 0)
-        chunks = []
-        while True:
-            chunk = os.read(self._pipe, _MESSAGE)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(self._pipe)
-        message = b"".join(chunks).decode(errors="replace")
+        try:
+            if self._status is None and self._lost is None:
+                try:
+                    _, self._status = os.waitpid(self.pid, 0)
+                except ChildProcessError as err:
+                    self._lost = str(err)
+            message = _read_all(self._pipe)
+        finally:
+            os.close(self._pipe)
+        if self._lost is not None:
+            raise RuntimeError(f"the checkpoint writer (process {self.pid}) was reaped elsewhere ({self._lost}); "
+                               "its outcome is unknown, so its keys are written again")
         code = os.waitstatus_to_exitcode(self._status)
         if code != 0 or not message.startswith("ok "):
             why = message.removeprefix("error ") or (f"signal {-code}" if code < 0 else f"exit code {code}")
@@ -81,19 +108,38 @@ class ForkedCommit:
         return float(message[3:])
 
 
-def _child(parent: int, store, checkpoint, where: dict, pipe: int) -> None:  # pragma: no cover - in the child
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        chunk = os.read(fd, _MESSAGE)
+        if not chunk:
+            return b"".join(chunks).decode(errors="replace")
+        chunks.append(chunk)
+
+
+def _child(parent: int, store, checkpoint, where: dict, read: int, pipe: int,
+           blocked) -> None:  # pragma: no cover - runs in the child
     """Write the checkpoint's files, say how it went on ``pipe``, and exit without running anything of
     the parent's (no atexit handlers, no buffers flushed twice)."""
     code = 1
     try:
+        gc.disable()  # a collection would touch, and so copy, every page of the parent's objects
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(read)
+        os.closerange(3, pipe)
+        os.closerange(pipe + 1, os.sysconf("SC_OPEN_MAX"))
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:  # the parent died before the signal was asked for
             os._exit(1)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
         started = time.perf_counter()
         live = {key: (snap.snapshot() if hasattr(snap, "snapshot") else snap) for key, snap in checkpoint.live.items()}
         store.write(dataclasses.replace(checkpoint, live=live), where)

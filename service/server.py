@@ -94,6 +94,9 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # first: a signal during start-up stops cleanly too
             loop.add_signal_handler(sig, self.handle_exit, sig)
+        # a SIGCHLD ignored by whoever started the daemon (it survives exec) would let the kernel reap
+        # the forked checkpoint writers before their outcome is read (``service.forked``)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         token = self._token()  # before restoring a checkpoint, which may take a while
         self.worker = worker = build_worker(config, self._store())
         self._restore()

@@ -104,6 +104,7 @@ class Worker:
         self._writer: ThreadPoolExecutor | None = None
         # the checkpoint on the writer thread: (future of its seconds, generation, mark, seconds spent copying)
         self._writing: tuple[Future, int, tuple, float] | None = None
+        self._deferred = False  # a background checkpoint fell due while a forked child was writing
 
     # ----- lines ------------------------------------------------------------------------
     def handle(self, line: bytes | None, size: int, position: Position | None = None) -> bytes:
@@ -139,6 +140,8 @@ class Worker:
                 if self._due is not None and self.events >= self._due:
                     # inside the event's latency: alerts on latency see checkpoint stalls
                     self.checkpoint(background=self.background)
+                elif self._deferred:
+                    self.settle()  # begins the deferred checkpoint once the child has exited
                 self.stats.latency.observe(time.perf_counter() - started)
         return (text + "\n").encode()
 
@@ -239,13 +242,15 @@ class Worker:
         ``background``: write it while events go on (a forked child, or the writer thread after
         the states are copied here); True means the write has begun, and ``settle`` takes in how
         it ended.  A checkpoint waits for the one before it, except one for a forked child while
-        the previous child is still writing: that one returns True at once and begins at the first
-        call after the child has exited (the next event past the due count, the next tick), so that
-        events never wait for a child.
+        the previous child is still writing: that one returns True at once and begins as soon as
+        a ``settle`` finds the child has exited (the next event, the next tick), so that events
+        never wait for a child.
         """
         writing = self._writing[0] if self._writing is not None else None
         if background and isinstance(writing, forked.ForkedCommit) and not writing.done():
+            self._deferred = True
             return True
+        self._deferred = False
         self.settle(wait=True)
         started = time.perf_counter()
         meta = {"events": self.events, "created": time.time(),
@@ -293,6 +298,12 @@ class Worker:
         future, generation, mark, copying = self._writing
         if not wait and not future.done():
             return True
+        ok = self._take_in(future, generation, mark, copying)
+        if self._deferred and not wait:  # a checkpoint fell due while the child wrote: it begins now
+            self.checkpoint(background=True)
+        return ok
+
+    def _take_in(self, future, generation: int, mark, copying: float) -> bool:
         self._writing = None
         try:
             writing = future.result()

@@ -355,8 +355,9 @@ class OnlineRNN:
         self._pending = False
 
     @classmethod
-    def from_config(cls, config: dict, seed: int = 0) -> "OnlineRNN":
-        """A fresh model as ``config()`` describes it (weights drawn from ``seed``)."""
+    def from_config(cls, config: dict, seed: int = 0, kernels: bool | None = None) -> "OnlineRNN":
+        """A fresh model as ``config()`` describes it (weights drawn from ``seed``; ``kernels`` as for the
+        constructor)."""
         try:
             return cls(
                 config["n_inputs"],
@@ -368,6 +369,7 @@ class OnlineRNN:
                 config["clip_norm"],
                 config["target_feedback"],
                 seed,
+                kernels,
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a streamrnn model configuration: {err!r}") from None

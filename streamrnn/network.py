@@ -20,6 +20,7 @@ learners read ``stack.layers[l].record`` and the readout's ``vr`` = [y^L_t; 1],
 from __future__ import annotations
 
 import math
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -114,9 +115,23 @@ class Stack:
             cell.init(layer.blocks, m, rng)
 
 
-#: first draws of theta by (layout, generator state): the newest ``_INITIAL_KEPT`` of them
+#: first draws of theta by (layout, generator state): the newest ``_INITIAL_KEPT`` of them, each of at most
+#: ``_INITIAL_BYTES`` (at most 16 MB in all)
 _INITIAL: dict = {}
 _INITIAL_KEPT = 64
+_INITIAL_BYTES = 256 << 10
+_INITIAL_LOCK = threading.Lock()
+
+
+def _frozen(value):
+    """A generator's state as a hashable value, arrays by their bytes (a repr may elide them)."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes()
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 class Network:
@@ -174,24 +189,30 @@ class Network:
         return self.stack.commit()
 
     def init_params(self, rng: np.random.Generator) -> None:
-        """Draw theta from rng.  The draw depends only on the layout and rng's state, so it is made once
-        per process and copied after that, with rng left where the draw leaves it (a daemon makes
-        thousands of models of one layout and seed, and the draw is a third of making one)."""
-        key = (self._layout, repr(rng.bit_generator.state))
-        drawn = _INITIAL.get(key)
-        if drawn is not None:
-            theta, after = drawn
-            self.theta[...] = theta
-            rng.bit_generator.state = after
-            self.stack.refresh()
-            return
+        """Draw theta from rng.  The draw depends only on the layout and rng's state, so for a small
+        theta it is made once per process and copied after that, with rng left where the draw leaves
+        it (a daemon makes thousands of models of one layout and seed, and the draw is a third of
+        making one)."""
+        key = None
+        if isinstance(rng, np.random.Generator) and self.theta.nbytes <= _INITIAL_BYTES:
+            key = (self._layout, _frozen(rng.bit_generator.state))
+            with _INITIAL_LOCK:
+                drawn = _INITIAL.get(key)
+            if drawn is not None:
+                theta, after = drawn
+                self.theta[...] = theta
+                rng.bit_generator.state = after
+                self.stack.refresh()
+                return
         self.stack.init_params(rng)
         n_top = self.B.shape[1] - 1
         self.V[...] = rng.standard_normal(self.V.shape) * (0.1 / math.sqrt(n_top))
         self.c[...] = 0.0
-        if len(_INITIAL) >= _INITIAL_KEPT:
-            del _INITIAL[next(iter(_INITIAL))]
-        _INITIAL[key] = (self.theta.copy(), rng.bit_generator.state)
+        if key is not None:
+            with _INITIAL_LOCK:
+                while len(_INITIAL) >= _INITIAL_KEPT:
+                    del _INITIAL[next(iter(_INITIAL))]
+                _INITIAL[key] = (self.theta.copy(), rng.bit_generator.state)
 
     @property
     def _layout(self) -> tuple:

@@ -55,12 +55,13 @@ def assert_same_state(a: sr.OnlineRNN, b: sr.OnlineRNN, unsaved: bool = True) ->
 
 
 def run_against_alone(setup, parallel, steps=30, B=6, seed=0):
-    """Step a batch and the same models one by one on the same events; every prediction and loss equal."""
+    """Step a batch and the very models it was made from, one by one, on the same events: every
+    prediction, loss and, at the end, every array and number equal (what the batch took in included)."""
     rng = np.random.default_rng(seed)
     models = [make(setup, s) for s in range(B)]
     models[1].step(np.ones(2), None)  # streams need not be in step with each other
     batch = ModelBatch(models, parallel=parallel)
-    alone = [batch.model(b) for b in range(B)]
+    alone = models  # the batch took copies: these move only by their own steps below
     outputs = models[0].network.n_outputs
     for t in range(steps):
         X, Y = rng.normal(size=(B, 2)), targets(rng, setup, B, outputs)
@@ -99,15 +100,15 @@ def test_models_off_the_kernels_step_one_by_one(setup):
     models = [make(setup, s, kernels_flag=False) for s in range(3)]
     batch = ModelBatch(models)
     assert not batch.compiled
-    alone = [batch.model(b) for b in range(3)]
-    assert all(m._kernel is None for m in alone)
+    alone = models
+    assert all(m._kernel is None for m in batch._models)
     for _ in range(10):
         X, Y = rng.normal(size=(3, 2)), rng.normal(size=(3, 1))
         got = batch.step(X, Y)
         for b, m in enumerate(alone):
             np.testing.assert_array_equal(got.predictions[b], m.step(X[b], Y[b]).prediction)
     for b, m in enumerate(alone):
-        assert_same_state(batch.model(b), m, unsaved=False)  # a copy of a model is its saved state
+        assert_same_state(batch.model(b), m, unsaved=False)  # the batch's copies of the models hold their saved state
 
 
 @compiled_only
@@ -190,7 +191,7 @@ def test_a_non_finite_step_is_taken_as_the_model_takes_it(kernels_on, setup):
     for m in models:
         m.network.theta[:] *= 1e3
     batch = ModelBatch(models)
-    alone = [batch.model(b) for b in range(3)]
+    alone = models
     X = np.array([[1e306, -1e306], [0.5, 0.1], [1e306, 1e306]])
     for t in range(6):
         Y = np.full((3, 1), 0.3)
@@ -278,3 +279,22 @@ def test_what_no_kernel_covers_steps_one_by_one(kernels_on):
             got = batch.step(X, Y)
             for b, m in enumerate(alone):
                 np.testing.assert_array_equal(got.predictions[b], m.step(X[b], Y[b]).prediction)
+
+
+@compiled_only
+def test_a_batch_of_compiled_models_in_a_process_without_kernels_still_hands_them_out(monkeypatch):
+    """Models built with kernels=True where STREAMRNN_KERNELS=0: the batch is compiled, and the
+    models it hands out (and steps a declined row with) are on the kernel path too."""
+    monkeypatch.setenv(kernels.ENV, "0")
+    models = [make("elman-rtrl-adam", s, kernels_flag=True) for s in range(2)]
+    batch = ModelBatch(models)
+    assert batch.compiled
+    X = np.array([[1e306, 1e306], [0.1, 0.2]])
+    with np.errstate(over="ignore"):
+        for m in models:
+            m.network.theta[:] *= 1e3
+        batch = ModelBatch(models)
+        got = batch.step(X, np.zeros((2, 1)))
+        for b, m in enumerate(models):
+            np.testing.assert_array_equal(got.predictions[b], m.step(X[b], np.zeros(1)).prediction)
+    assert batch.model(0)._kernel is not None

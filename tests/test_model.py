@@ -460,3 +460,19 @@ def test_the_first_draws_kept_are_bounded(monkeypatch):
     for seed in range(network._INITIAL_KEPT + 5):
         OnlineRNN(1, (Elman(2),), seed=seed)
     assert len(network._INITIAL) == network._INITIAL_KEPT
+
+
+def test_a_big_theta_or_another_generator_is_drawn_every_time(monkeypatch):
+    """Only a small theta's draw from a numpy Generator is kept; a RandomState draws as it always did."""
+    from streamrnn import network
+
+    monkeypatch.setattr(network, "_INITIAL", {})
+    big = network.Network(4, (Elman(300),), Readout(1))
+    assert big.theta.nbytes > network._INITIAL_BYTES
+    big.init_params(np.random.default_rng(0))
+    small = network.Network(4, (Elman(3),), Readout(1))
+    small.init_params(np.random.RandomState(0))
+    assert not network._INITIAL
+    again = network.Network(4, (Elman(3),), Readout(1))
+    again.init_params(np.random.RandomState(0))
+    np.testing.assert_array_equal(again.theta, small.theta)

@@ -192,3 +192,67 @@ def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_neve
     assert w.generation == 2
     again = worker(tmp_path)
     assert again.restore() and again.events == 13
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_failed_fork_leaks_nothing_and_the_writer_thread_writes_instead(tmp_path, monkeypatch):
+    w = worker(tmp_path)
+    feed(w, supervised_events(6))
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    before = _open_descriptors()
+    for i in range(5):
+        feed(w, supervised_events(1, seed=i))
+        assert w.checkpoint(background=True) and w.settle(wait=True)
+    assert _open_descriptors() == before and w.generation == 5 and w.stats.checkpoint_failures == 0
+    w.close()
+
+
+def test_a_child_reaped_elsewhere_is_a_failure_not_an_exception(tmp_path, monkeypatch):
+    """With SIGCHLD ignored (inherited by the daemon) the kernel reaps the child and waitpid fails:
+    the checkpoint counts as failed, its keys are written again, and no event sees an exception."""
+    w = worker(tmp_path, **{"checkpoint.every_events": "4"})
+    feed(w, supervised_events(3))
+    real = os.waitpid
+
+    def reaped(pid, options):
+        real(pid, 0)
+        raise ChildProcessError(10, "No child processes")
+
+    monkeypatch.setattr(os, "waitpid", reaped)
+    feed(w, supervised_events(1, seed=1))  # the fourth event: the child is forked
+    replies = [json.loads(w.handle(json.dumps(e).encode(), 10)) for e in supervised_events(2, seed=2)]
+    assert all("error" not in r for r in replies)
+    assert w.settle(wait=True) is False
+    assert w.stats.checkpoint_failures == 1 and w.generation == 0 and w.dirty()
+    monkeypatch.setattr(os, "waitpid", real)
+    assert w.checkpoint()
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 6
+
+
+def test_a_deferred_checkpoint_begins_on_the_tick_after_the_child_without_another_event(tmp_path):
+    store = SlowStore(tmp_path)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
+    w = build_worker(config, store)
+    feed(w, supervised_events(4))
+    store.delay = 0.3
+    assert w.checkpoint(background=True)
+    feed(w, supervised_events(2, seed=1))
+    assert w.checkpoint(background=True) and w._deferred  # due while the child writes: deferred
+    first = w._writing[0]
+    while not first.done():
+        time.sleep(0.01)
+    store.delay = 0.0
+    w.settle()  # what the server's tick calls: takes in the first, begins the deferred one
+    assert w.generation == 1 and w._writing is not None and w._writing[0] is not first and not w._deferred
+    w.close()
+    assert w.generation == 2
+    again = worker(tmp_path)
+    assert again.restore() and again.events == 6

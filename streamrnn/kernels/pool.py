@@ -109,9 +109,10 @@ class Pool:
             self.put(b, m)
 
     # ----- layout ---------------------------------------------------------------
-    def _region(self, owner: int) -> int:
+    def _region(self, owner: int, parity: bool | None = None) -> int:
         """Byte offset in a row of the model's owner array number ``owner`` (RTRL's two buffers by parity)."""
-        if self.parity and owner in (self._s_owner, self._n_owner):
+        parity = self.parity if parity is None else parity
+        if parity and owner in (self._s_owner, self._n_owner):
             owner = self._n_owner if owner == self._s_owner else self._s_owner
         return self._offsets[owner]
 
@@ -137,15 +138,15 @@ class Pool:
         self._rng[b] = model.rng.bit_generator.state
         self._seeds[b] = model.seed
 
-    def model(self, b: int):
-        """A new model in row b's state."""
+    def model(self, b: int, parity: bool | None = None):
+        """A new model in row b's state (read with RTRL's ``parity``, by default the pool's)."""
         from ..model import OnlineRNN
 
-        model = OnlineRNN.from_config(self.config, seed=self._seeds[b])
+        model = OnlineRNN.from_config(self.config, seed=self._seeds[b], kernels=True)
         owners, _ = _owners(_slot_arrays(model))
         row = self.bytes[b]
         for i, o in enumerate(owners):
-            at = self._region(i)
+            at = self._region(i, parity)
             o.reshape(-1).view(np.uint8)[...] = row[at: at + o.nbytes]
         for layer in model.network.stack.layers:
             layer.refresh()
@@ -172,12 +173,14 @@ class Pool:
             bs.step_rows_parallel(self.base, self.row, self.dims, self.ints, self.numbers, X, Y, has, self._rates())
         else:
             bs.step_rows(self.base, self.row, self.dims, self.ints, self.numbers, X, Y, has, self._rates(), self._ptr)
+        # first what the rows' next step needs to be right, before anything that may raise
+        before = self.parity
+        if self.rtrl:  # S_t is in the rows' other buffer now (a row the kernel declined is written below)
+            self.parity = not self.parity
+            self._aim()
         out = self._out
         status = out[:, 0].astype(np.int64)
-        fallback = np.flatnonzero(status == FALLBACK)
         predictions, losses = self._o.copy(), np.where(has, out[:, 1], np.nan)
-        # the rows the kernel left to numpy (a non-finite state or loss): each as its model would, on numpy
-        redo = {int(b): self._numpy_step(int(b), X[b], Y[b] if has[b] else None) for b in fallback}
         stepped = status != FALLBACK
         c = self.counters
         c[:, 0] += stepped
@@ -189,21 +192,17 @@ class Pool:
         self.grad_norm_clipped[updated] = out[updated, 3]
         self.h_sq_norm[stepped] = out[stepped, 4]
         self.last_loss[stepped] = losses[stepped]
-        if self.rtrl:  # S_t is in the rows' other buffer now
-            self.parity = not self.parity
-            self._aim()
         for b in np.flatnonzero(status == NONFINITE):  # as the model's step: traces holding non-finite values restart
             self._restart_if_nonfinite(int(b))
-        for b, (model, result) in redo.items():
+        # the rows the kernel left to numpy (a non-finite state or loss; it changed nothing there), each
+        # stepped as its model would be, from the state it had (read with the parity before the step)
+        for b in np.flatnonzero(status == FALLBACK).tolist():
+            model = self.model(b, before)
+            result = model.step(X[b], Y[b] if has[b] else None)
             self.put(b, model)
             predictions[b] = result.prediction
             losses[b] = np.nan if result.loss is None else result.loss
         return BatchStep(predictions, losses)
-
-    def _numpy_step(self, b: int, x, y):
-        """Row b's step as its model takes it when the kernel declines (before the parity flips)."""
-        model = self.model(b)
-        return model, model.step(x, y)
 
     def _restart_if_nonfinite(self, b: int) -> None:
         model = self.model(b)
