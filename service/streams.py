@@ -31,7 +31,7 @@ import numpy as np
 from streamrnn.estimators.features import FeatureSpace
 from streamrnn.hybrid.scale import MAX_ABS
 from streamrnn.hybrid.stateful import prefixed, unprefixed
-from streamrnn.state import StateError
+from streamrnn.state import StateError, model_state
 
 from .protocol import ForecastEvent, ProtocolError, SupervisedEvent
 
@@ -164,15 +164,15 @@ class SupervisedStream(Stream):
         self.events += 1
         return (o[0] if self.outputs == 1 else o), loss
 
-    def snapshot(self):
+    def snapshot(self, copy: bool = True):
         header = {"kind": self.kind, "events": self.events, "features": self.features, "hybrid": self.hybrid}
         if not self.hybrid:
-            arrays, header["model"] = self.model.state_dict()
+            arrays, header["model"] = model_state(self.model, copy)
             return arrays, header
         arrays: dict = {}
-        self.space.state_into(arrays, "features.")
+        self.space.state_into(arrays, "features.", copy)
         for i, core in enumerate(self.cores):
-            core.state_into(arrays, f"out{i}.")
+            core.state_into(arrays, f"out{i}.", copy)
         return arrays, header
 
     @classmethod
@@ -244,10 +244,10 @@ class ForecastStream(Stream):
             return [float(f) for f in paths[0]]
         return [[float(p[h]) for p in paths] for h in range(self.horizon)]
 
-    def snapshot(self):
+    def snapshot(self, copy: bool = True):
         arrays, headers = {}, []
         for i, channel in enumerate(self.channels):
-            a, h = channel.state_dict()
+            a, h = channel.state_dict(copy)
             arrays.update(prefixed(f"ch{i}.", a))
             headers.append(h)
         header = {"kind": self.kind, "events": self.events, "width": self.width, "scalar": self.scalar,

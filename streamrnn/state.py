@@ -51,14 +51,21 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
 # ----- model <-> arrays -------------------------------------------------------
 
 
-def model_state(model) -> tuple[dict[str, np.ndarray], dict]:
+def _copy_c(a) -> np.ndarray:
+    return np.array(a, order="C")
+
+
+def model_state(model, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """``OnlineRNN.state_dict``; ``copy=False`` gives views of the live arrays (only for memory nothing
+    changes while they are read, such as a forked checkpoint writer's)."""
     net = model.network
-    arrays = {name: view.copy() for name, view in net.params().items()}
+    take = _copy_c if copy else np.asarray
+    arrays = {name: take(view) for name, view in net.params().items()}
     for l in range(len(net.stack.layers)):
-        arrays[f"h{l}"] = net.stack.hidden(l).copy()
-    arrays["feedback"] = model._feedback.copy()
-    arrays.update({f"learner.{k}": v.copy() for k, v in model.learner.state_arrays().items()})
-    arrays.update({f"optimizer.{k}": np.array(v) for k, v in model.opt_state.items()})
+        arrays[f"h{l}"] = take(net.stack.hidden(l))
+    arrays["feedback"] = take(model._feedback)
+    arrays.update({f"learner.{k}": take(v) for k, v in model.learner.state_arrays().items()})
+    arrays.update({f"optimizer.{k}": np.array(v) if copy else np.asarray(v) for k, v in model.opt_state.items()})
     header = {
         "format": FORMAT,
         "version": VERSION,

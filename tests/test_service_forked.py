@@ -256,3 +256,27 @@ def test_a_deferred_checkpoint_begins_on_the_tick_after_the_child_without_anothe
     assert w.generation == 2
     again = worker(tmp_path)
     assert again.restore() and again.events == 6
+
+
+@pytest.mark.parametrize("overrides, events", [
+    ({}, "supervised"), ({"model.hybrid": "false"}, "supervised"), ({}, "forecast"),
+], ids=["hybrid", "bare", "forecast"])
+def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, overrides, events):
+    """What the child packs (the live arrays, copy=False) is byte for byte what a copied snapshot packs."""
+    import numpy as np
+
+    from service import packing
+
+    w = worker(tmp_path, **overrides)
+    if events == "supervised":
+        feed(w, supervised_events(20, keys=("a", "b")))
+    else:
+        feed(w, [{"key": k, "value": float(np.sin(i / 3.0))} for i in range(20) for k in ("a", "b")])
+    for key, stream in w.table.live.items():
+        copied, views = stream.snapshot(), stream.snapshot(copy=False)
+        (a, ta), (b, tb) = packing.pack([(key, *copied)]), packing.pack([(key, *views)])
+        assert ta == tb and np.array_equal(a, b)
+        again = stream.snapshot(copy=False)[0]  # the live arrays: the same memory both times
+        big = [name for name, v in views[0].items() if v.size > 8]
+        shared = [name for name in big if np.shares_memory(views[0][name], again[name])]
+        assert len(shared) >= len(big) // 2, f"copy=False copied {sorted(set(big) - set(shared))}"

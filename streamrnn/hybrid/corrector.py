@@ -129,9 +129,11 @@ class RNNCorrector(Stateful):
         self.heads.update_heads(Z, bound(np.array(targets, dtype=float), -CLIP, CLIP))
 
     # the network's own state: its arrays, and its header as JSON bytes
-    def state_into(self, out: dict, prefix: str) -> None:
-        super().state_into(out, prefix)
-        arrays, header = self.rnn.state_dict()
+    def state_into(self, out: dict, prefix: str, copy: bool = True) -> None:
+        from ..state import model_state
+
+        super().state_into(out, prefix, copy)
+        arrays, header = model_state(self.rnn, copy)
         for k, v in arrays.items():
             out[f"{prefix}rnn.{k}"] = v
         out[prefix + HEADER] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)

@@ -414,15 +414,15 @@ class HybridForecaster:
             },
         }
 
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+    def state_dict(self, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         arrays: dict[str, np.ndarray] = {}
-        self.history.state_into(arrays, "history.")
+        self.history.state_into(arrays, "history.", copy)
         for i, c in enumerate(self.components):
-            c.state_into(arrays, f"c{i}.")
+            c.state_into(arrays, f"c{i}.", copy)
         for name in ("level1", "level2", "corrector"):
             part = getattr(self, name)
             if part is not None:
-                part.state_into(arrays, f"{name}.")
+                part.state_into(arrays, f"{name}.", copy)
         for name in RING:
             arrays[name] = getattr(self, name).copy()
         header = {

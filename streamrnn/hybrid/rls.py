@@ -133,8 +133,8 @@ class RLS(Stateful):
             P *= 0.5
 
     # the Huber error scales are part of the state
-    def state_into(self, out: dict, prefix: str) -> None:
-        super().state_into(out, prefix)
+    def state_into(self, out: dict, prefix: str, copy: bool = True) -> None:
+        super().state_into(out, prefix, copy)
         if self.huber:
             out[prefix + "error_n"] = np.array([e.n for e in self.errors], dtype=float)
             out[prefix + "error_s"] = np.array([e.s for e in self.errors])

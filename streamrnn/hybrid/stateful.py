@@ -37,15 +37,20 @@ class Stateful:
         self.state_into(out, "")
         return out
 
-    def state_into(self, out: dict, prefix: str) -> None:
+    def state_into(self, out: dict, prefix: str, copy: bool = True) -> None:
         """``state()`` written into ``out`` with every name prefixed: a whole tree of parts in one
-        dict, without one dict per part (a daemon checkpoints thousands of keys at a time)."""
+        dict, without one dict per part (a daemon checkpoints thousands of keys at a time).
+
+        ``copy=False`` gives the live arrays themselves (numbers as 0-d arrays): only for memory
+        that nothing changes while they are read, such as a forked checkpoint writer's.
+        """
+        take = np.array if copy else np.asarray
         for name in self._state:
-            out[prefix + name] = np.array(getattr(self, name), copy=True)
+            out[prefix + name] = take(getattr(self, name))
         for part in self._parts:
             child = getattr(self, part)
             if child is not None:
-                child.state_into(out, f"{prefix}{part}.")
+                child.state_into(out, f"{prefix}{part}.", copy)
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore ``state()``'s arrays; StateError (and nothing changed) if they do not fit."""
