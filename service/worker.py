@@ -14,7 +14,8 @@ memory of that instant (``fork``, ``service.forked``), or else on a writer
 thread after the states are copied between two events (the consistent cut).
 One checkpoint is written at a time, and ``settle`` takes in each one's
 outcome.  The next waits for it, or, while a forked child writes, begins at
-the first event after the child has exited: events never wait for a child.
+the first event or tick after the child has exited: events never wait for a
+child.
 """
 
 from __future__ import annotations
@@ -293,12 +294,12 @@ class Worker:
 
         False if it failed (logged and counted; its keys count as changed again), else True.
         """
-        if self._writing is None:
-            return True
-        future, generation, mark, copying = self._writing
-        if not wait and not future.done():
-            return True
-        ok = self._take_in(future, generation, mark, copying)
+        ok = True
+        if self._writing is not None:
+            future, generation, mark, copying = self._writing
+            if not wait and not future.done():
+                return True
+            ok = self._take_in(future, generation, mark, copying)
         if self._deferred and not wait:  # a checkpoint fell due while the child wrote: it begins now
             self.checkpoint(background=True)
         return ok

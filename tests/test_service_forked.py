@@ -280,3 +280,21 @@ def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, ov
         big = [name for name, v in views[0].items() if v.size > 8]
         shared = [name for name in big if np.shares_memory(views[0][name], again[name])]
         assert len(shared) >= len(big) // 2, f"copy=False copied {sorted(set(big) - set(shared))}"
+
+
+def test_a_deferred_checkpoint_survives_a_wait_that_took_in_the_child(tmp_path):
+    """A deferral still stands after a blocking settle took in the child: the next tick begins it."""
+    store = SlowStore(tmp_path)
+    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
+    w = build_worker(config, store)
+    feed(w, supervised_events(4))
+    store.delay = 0.2
+    assert w.checkpoint(background=True)
+    feed(w, supervised_events(2, seed=1))
+    assert w.checkpoint(background=True) and w._deferred
+    assert w.settle(wait=True) and w.generation == 1 and w._writing is None and w._deferred
+    store.delay = 0.0
+    w.settle()  # the tick
+    assert w._writing is not None and not w._deferred
+    w.close()
+    assert w.generation == 2
