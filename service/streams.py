@@ -31,11 +31,10 @@ import numpy as np
 from streamrnn.estimators.features import FeatureSpace
 from streamrnn.hybrid.scale import MAX_ABS
 from streamrnn.hybrid.stateful import prefixed, unprefixed
+from streamrnn.model import COUNTERS
 from streamrnn.state import StateError, model_state
 
 from .protocol import ForecastEvent, ProtocolError, SupervisedEvent
-
-COUNTERS = ("steps", "updates", "skipped", "clipped")
 
 
 def _width_error(what: str, expected: int, got: int) -> ProtocolError:

@@ -55,7 +55,7 @@ class KeyRefused(Exception):
 
 
 POLICIES = ("refuse", "expire")
-COUNTERS = ("steps", "updates", "skipped", "clipped", "bounded")
+COUNTERS = (*streams.COUNTERS, "bounded")
 
 
 def digest_of(arrays: dict, header: dict) -> str:

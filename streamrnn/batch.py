@@ -27,15 +27,13 @@ raise ValueError naming the row, and change nothing.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from . import kernels as kernel_switch
 from .losses import SquaredError
-from .model import OnlineRNN
-
-_COUNTERS = ("steps", "updates", "skipped", "clipped")
+from .model import COUNTERS, OnlineRNN
 
 
 class BatchStep(NamedTuple):
@@ -73,7 +71,7 @@ class ModelBatch:
             self._pool = Pool(models, config, bool(parallel))
             self._models = None
         else:  # no kernel covers them (or kernels are off): the models step one by one
-            self._models = [_copy(m) for m in models]
+            self._models = [copy.deepcopy(m) for m in models]
 
     def __len__(self) -> int:
         return self._pool.size if self._pool is not None else len(self._models)
@@ -151,20 +149,12 @@ class ModelBatch:
             raise IndexError(f"stream {b} is not in a batch of {len(self)}")
         if self._pool is not None:
             return self._pool.model(b)
-        return _copy(self._models[b])
+        return copy.deepcopy(self._models[b])
 
     @property
     def counters(self) -> dict[str, np.ndarray]:
         """Each stream's steps, updates, skipped and clipped counts (copies, (B,) int arrays)."""
         if self._pool is not None:
-            return {name: self._pool.counters[:, i].copy() for i, name in enumerate(_COUNTERS)}
-        return {name: np.array([m.counters[name] for m in self._models]) for name in _COUNTERS}
+            return {name: self._pool.counters[:, i].copy() for i, name in enumerate(COUNTERS)}
+        return {name: np.array([m.counters[name] for m in self._models]) for name in COUNTERS}
 
-
-def _copy(model: OnlineRNN) -> OnlineRNN:
-    """An independent model in model's exact state."""
-    copy = OnlineRNN.from_config(model.config(), seed=model.seed)
-    copy.load_state_dict(*model.state_dict())
-    if model._kernel is None and copy._kernel is not None:  # keep the path the model was on
-        copy._kernel = None
-    return copy

@@ -19,6 +19,8 @@ from .losses import LOSSES, Loss, SquaredError
 from .network import Network
 from .optim import Adam, Transform, clip_by_global_norm
 
+#: what a model counts, in ``OnlineRNN.counters``
+COUNTERS = ("steps", "updates", "skipped", "clipped")
 
 @dataclass(frozen=True)
 class StepResult:
@@ -122,7 +124,7 @@ class OnlineRNN:
         self._pending = False  # the scratch buffers hold a forward pass for self._x
         self._scratch: Network | None = None  # a network to roll forecasts forward on
         # counters and the newest values, all part of the saved state
-        self.counters = dict.fromkeys(("steps", "updates", "skipped", "clipped"), 0)
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_loss: float | None = None
         self.grad_norm = 0.0
         self.grad_norm_clipped = 0.0

@@ -12,9 +12,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from service import forked
+from service import forked, packing
 from service.config import load
 from service.server import build_worker
 from service.store import DirectoryStore
@@ -48,11 +49,27 @@ class SlowStore(DirectoryStore):
         super().write(checkpoint, where)
 
 
+def slow_worker(root, **overrides):
+    """A worker on a ``SlowStore`` (and the store), checkpoints by count only if ``overrides`` says so."""
+    store = SlowStore(root)
+    config = load(environ={}, overrides={"checkpoint.dir": str(root), "checkpoint.every_events": "0", **overrides})
+    return build_worker(config, store), store
+
+
+def deferred(root, delay: float):
+    """A worker whose second checkpoint fell due while the first one's child (``delay`` s) was writing."""
+    w, store = slow_worker(root)
+    feed(w, supervised_events(4))
+    store.delay = delay
+    assert w.checkpoint(background=True)
+    feed(w, supervised_events(2, seed=1))
+    assert w.checkpoint(background=True) and w._deferred  # due while the child writes: deferred
+    return w, store
+
+
 def test_the_child_copies_the_states_of_the_instant_it_was_forked(tmp_path):
     """Events after the fork change the parent's keys, not what the child writes."""
-    store = SlowStore(tmp_path)
-    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
-    w = build_worker(config, store)
+    w, store = slow_worker(tmp_path)
     feed(w, supervised_events(30, keys=("a", "b")))
     digest = w.table.digest()
     store.delay = 0.3
@@ -175,9 +192,7 @@ def test_the_parent_records_the_childs_commit_so_the_next_one_is_incremental(tmp
 
 
 def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_never_wait(tmp_path):
-    store = SlowStore(tmp_path)
-    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "5"})
-    w = build_worker(config, store)
+    w, store = slow_worker(tmp_path, **{"checkpoint.every_events": "5"})
     store.delay = 0.4
     events = supervised_events(40, keys=("a", "b"))
     started = time.perf_counter()
@@ -238,14 +253,7 @@ def test_a_child_reaped_elsewhere_is_a_failure_not_an_exception(tmp_path, monkey
 
 
 def test_a_deferred_checkpoint_begins_on_the_tick_after_the_child_without_another_event(tmp_path):
-    store = SlowStore(tmp_path)
-    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
-    w = build_worker(config, store)
-    feed(w, supervised_events(4))
-    store.delay = 0.3
-    assert w.checkpoint(background=True)
-    feed(w, supervised_events(2, seed=1))
-    assert w.checkpoint(background=True) and w._deferred  # due while the child writes: deferred
+    w, store = deferred(tmp_path, 0.3)
     first = w._writing[0]
     while not first.done():
         time.sleep(0.01)
@@ -263,10 +271,6 @@ def test_a_deferred_checkpoint_begins_on_the_tick_after_the_child_without_anothe
 ], ids=["hybrid", "bare", "forecast"])
 def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, overrides, events):
     """What the child packs (the live arrays, copy=False) is byte for byte what a copied snapshot packs."""
-    import numpy as np
-
-    from service import packing
-
     w = worker(tmp_path, **overrides)
     if events == "supervised":
         feed(w, supervised_events(20, keys=("a", "b")))
@@ -284,14 +288,7 @@ def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, ov
 
 def test_a_deferred_checkpoint_survives_a_wait_that_took_in_the_child(tmp_path):
     """A deferral still stands after a blocking settle took in the child: the next tick begins it."""
-    store = SlowStore(tmp_path)
-    config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
-    w = build_worker(config, store)
-    feed(w, supervised_events(4))
-    store.delay = 0.2
-    assert w.checkpoint(background=True)
-    feed(w, supervised_events(2, seed=1))
-    assert w.checkpoint(background=True) and w._deferred
+    w, store = deferred(tmp_path, 0.2)
     assert w.settle(wait=True) and w.generation == 1 and w._writing is None and w._deferred
     store.delay = 0.0
     w.settle()  # the tick

@@ -21,6 +21,7 @@ from . import ADVANCED, FALLBACK, NONFINITE, UPDATED  # noqa: F401
 from . import batch_step as bs
 from . import network_table as nt
 from .table import ArrayTable
+from ..model import COUNTERS
 
 _ALIGN = 64
 
@@ -131,7 +132,7 @@ class Pool:
         for i, o in enumerate(owners):
             at = self._region(i)
             row[at: at + o.nbytes] = o.reshape(-1).view(np.uint8)
-        self.counters[b] = [model.counters[name] for name in ("steps", "updates", "skipped", "clipped")]
+        self.counters[b] = [model.counters[name] for name in COUNTERS]
         self.last_loss[b] = np.nan if model.last_loss is None else model.last_loss
         self.grad_norm[b], self.grad_norm_clipped[b] = model.grad_norm, model.grad_norm_clipped
         self.h_sq_norm[b] = model.network.stack.h_sq_norms[0]
@@ -150,8 +151,7 @@ class Pool:
             o.reshape(-1).view(np.uint8)[...] = row[at: at + o.nbytes]
         for layer in model.network.stack.layers:
             layer.refresh()
-        steps, updates, skipped, clipped = self.counters[b].tolist()
-        model.counters = {"steps": steps, "updates": updates, "skipped": skipped, "clipped": clipped}
+        model.counters = dict(zip(COUNTERS, self.counters[b].tolist()))
         loss = float(self.last_loss[b])
         model.last_loss = None if loss != loss else loss
         model.grad_norm, model.grad_norm_clipped = float(self.grad_norm[b]), float(self.grad_norm_clipped[b])
