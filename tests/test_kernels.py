@@ -158,3 +158,23 @@ def test_the_environment_turns_the_kernels_off(monkeypatch):
     assert not kernels.enabled() and OnlineRNN(2, (Elman(3),))._kernel is None
     monkeypatch.setenv(kernels.ENV, "1")
     assert kernels.enabled() and OnlineRNN(2, (Elman(3),))._kernel is not None
+
+
+def test_rtrl_gradient_from_the_spare_row_of_the_product_equals_g_transpose_s():
+    """The kernel reads the gradient off row n of one (n + 1, n) @ (n, P) product: it must equal
+    g^T S_t read from the new sensitivities, and the spare row must not be state."""
+    from streamrnn.kernels.table import with_spare_row
+
+    fast = OnlineRNN(2, (Elman(4),), Readout(1), SquaredError(), RTRL(), SGD(0.0), seed=3, kernels=True)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        fast.step(rng.normal(size=2), rng.normal(size=1))
+    x, y = rng.normal(size=2), rng.normal(size=1)
+    fast.step(x, y)
+    net = fast.network
+    S = fast.learner._arrays[0]["S"][0]  # S_t, after the swap
+    g = (net.o - y) @ net.V[:, :4]  # dL/dh_t for identity + squared error
+    np.testing.assert_allclose(fast.grad[: net.n_recurrent], g @ S, rtol=1e-12, atol=1e-15)
+    assert with_spare_row(S).shape == (5, S.shape[1])
+    arrays, _ = fast.state_dict()
+    assert [a.shape for name, a in arrays.items() if name.startswith("learner.S")] == [S.shape]

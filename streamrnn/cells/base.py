@@ -275,7 +275,11 @@ class Layer:
 
     def rtrl_allocate(self, below: int) -> dict[str, np.ndarray]:
         """RTRL's arrays for this layer; ``below`` = parameters of the layers under it."""
-        S, new = (np.zeros((self.batch, self.s, below + self.n_params)) for _ in range(2))
+        # each buffer ends in one spare row (scratch, never state): the compiled RTRL step writes the
+        # gradient there in the same product as S_t (``streamrnn.kernels.dense_step.rtrl_step``)
+        width = below + self.n_params
+        size = self.batch * self.s * width
+        S, new = (np.zeros(size + width)[:size].reshape(self.batch, self.s, width) for _ in range(2))
         return {"S": S, "_next": new, "_own": S[..., below:], "_own_next": new[..., below:],
                 "_below": np.zeros((self.batch, self.s, below))}
 

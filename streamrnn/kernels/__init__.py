@@ -21,6 +21,11 @@ Which steps have a kernel:
   checks each argument of a call;
 * the feature space's standardising and moments (``scale_step.py``).
 
+The kernels compile with numba's numpy error model: a division by zero gives
+inf or NaN, as numpy does (the finiteness guard then takes the step), never
+a ZeroDivisionError, and the loops it leaves free of checks vectorise (Adam's
+update over 1,121 parameters went from 5.5 to 3.4 µs).
+
 Every other model runs on numpy.  ``warm.warm_up()`` loads them all on
 throwaway models; the daemon calls it at start-up, before it is ready.
 
@@ -46,6 +51,38 @@ try:  # numba is a dependency, but the numpy engine must keep working where it c
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
+
+
+def _drop_stale_cache() -> None:
+    """Delete this folder's numba cache when any kernel source changed since it was written.
+
+    numba checks a cached function against its own file only: a kernel that calls one in another file
+    (``network_table.step`` calls ``dense_step.rtrl_step``) would load machine code built from the old
+    callee.  Installs rewrite every file, so this matters where the source is edited in place.
+    """
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    cache = here / "__pycache__"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    stamp = cache / "kernels.sha256"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:
+        pass
+    try:
+        for old in (*cache.glob("*.nbi"), *cache.glob("*.nbc")):
+            old.unlink()
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # not writable: numba caches elsewhere (NUMBA_CACHE_DIR), with the same caveat
+        pass
+
+
+if AVAILABLE:
+    _drop_stale_cache()
 
 
 def step_for(model):

@@ -17,14 +17,14 @@ from . import network_table as nt
 from .table import vec
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _row(base, row, b, ptr):
     shift = b * row
     for i in range(base.shape[0]):
         ptr[i] = base[i] + shift
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def step_rows(base, row, dims, ints, numbers, X, Y, has_y, lr, ptr):
     """Stream b: input X[b] into its ``x`` slot, then its step on target Y[b] (when ``has_y[b]``) at rate lr[b]."""
     for b in range(X.shape[0]):
@@ -35,7 +35,7 @@ def step_rows(base, row, dims, ints, numbers, X, Y, has_y, lr, ptr):
         nt.step(ptr, dims, 0, ints, 0, numbers, Y[b], has_y[b], lr[b])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def step_rows_parallel(base, row, dims, ints, numbers, X, Y, has_y, lr):
     """``step_rows`` with the rows shared out over numba's threads."""
     for b in prange(X.shape[0]):
@@ -47,7 +47,7 @@ def step_rows_parallel(base, row, dims, ints, numbers, X, Y, has_y, lr):
         nt.step(ptr, dims, 0, ints, 0, numbers, Y[b], has_y[b], lr[b])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward_rows(base, row, dims, ints, X, ptr):
     """Stream b: the forward pass and readout for X[b] (a predict: no state moves)."""
     for b in range(X.shape[0]):

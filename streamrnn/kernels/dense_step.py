@@ -40,7 +40,7 @@ def _match_blas_threads() -> None:
 _match_blas_threads()
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward(A, v, x, n, leak, act, z, fz, D, h):
     """z = A v, f(z), D = beta f'(z), h_t; writes x into v (its head, the state, is read only)."""
     m = x.shape[0]
@@ -75,7 +75,7 @@ def forward(A, v, x, n, leak, act, z, fz, D, h):
             D[i] = d * beta
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def readout(B, h, vr, a, o, y, has_y, out_code):
     """a = B [h; 1] and o = g(a); returns L when there is a target (delta = o - y is the caller's)."""
     n = h.shape[0]
@@ -133,14 +133,14 @@ def readout(B, h, vr, a, o, y, has_y, out_code):
     return top + math.log(total) - loss
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def predict(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y):
     """The forward pass and the readout alone (``OnlineRNN.predict``): the same arithmetic as a step's."""
     forward(A, v, x, A.shape[0], leak, act, z, fz, D, h)
     readout(B, h, vr, a, o, y, False, out_code)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def apply_update(grad, applied, theta, clip, opt, lr, b1, b2, eps, m, s, count, out):
     """The model's _apply: the norm, the guard, clipping, then SGD or Adam; returns the status."""
     norm2 = 0.0
@@ -185,7 +185,7 @@ def apply_update(grad, applied, theta, clip, opt, lr, b1, b2, eps, m, s, count, 
     return UPDATED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out):
     """Forward pass and loss; False (and nothing but scratch written) when either is not finite."""
     out[:] = 0.0
@@ -201,37 +201,54 @@ def _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, S, S_next, J, g,
               grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr):
-    """One model step with exact RTRL; S_next receives S_t (the caller swaps the buffers)."""
+    """One model step with exact RTRL; S_next's first n rows receive S_t (the caller swaps the buffers).
+
+    The gradient rides on the product as its spare row n: with g = dL/dh_t = V^T delta,
+    g^T S_t = (J^T g)^T S_{t-1} + g^T (D (x) v), so J gets the row u^T = (J^T g)^T and one
+    (n + 1, n) @ (n, P) product gives S_t and u^T S_{t-1} (no second pass over S_t)."""
     n, k = A.shape[0], A.shape[1]
     if not _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out):
         return
+    K = a.shape[0]
+    for i in range(n):  # g = V^T delta (zero without a target: the spare row is then not read)
+        acc = 0.0
+        if has_y:
+            for r in range(K):
+                acc += (o[r] - y[r]) * B[r, i]
+        g[i] = acc
     # S_t = J S_{t-1} + D (x) v on each unit's own row of A;  J = diag(D) U + (1 - beta) I
+    for j in range(n):
+        J[n, j] = 0.0
     for i in range(n):
         for j in range(n):
             J[i, j] = D[i] * A[i, j]
         if leak.shape[0] > 0:
             J[i, i] += leak[i]
+        for j in range(n):
+            J[n, j] += g[i] * J[i, j]
     np.dot(J, S, S_next)
     for i in range(n):
         base = i * k
         for j in range(k):
             S_next[i, base + j] += D[i] * v[j]
+    if has_y:  # before the commit below: the immediate term reads v_t
+        P = S.shape[1]
+        for p in range(P):
+            grad[p] = S_next[n, p]
+        for i in range(n):
+            base = i * k
+            d = g[i] * D[i]
+            for j in range(k):
+                grad[base + j] += d * v[j]
     for i in range(n):  # commit: v's head is the state
         v[i] = h[i]
     if not has_y:
         out[0] = ADVANCED
         return
     P = S.shape[1]
-    K = a.shape[0]
-    for i in range(n):  # g = V^T delta
-        acc = 0.0
-        for r in range(K):
-            acc += (o[r] - y[r]) * B[r, i]
-        g[i] = acc
-    np.dot(g, S_next, grad[:P])
     for r in range(K):
         d = o[r] - y[r]
         for i in range(n + 1):
@@ -239,7 +256,7 @@ def rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, S, S_next,
     out[0] = apply_update(grad, applied, theta, clip, opt, lr, b1, b2, eps, m, s, count, out)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bptt_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, tv, tD, tvr, tdelta,
               counters, hwin, hprime, e, dz, grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out,
               y, has_y, lr):

@@ -46,12 +46,12 @@ CONSTANTS = ("linear.lam", "linear.huber", "linear_change.lam", "linear_change.h
  L2_MARGIN) = range(len(CONSTANTS))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _clamp(v, limit):
     return limit if v > limit else (-limit if v < -limit else v)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dot(a, b):
     acc = 0.0
     for i in range(a.shape[0]):
@@ -59,7 +59,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def robust_update(ns, e, rate):
     """``RobustScale.update``: its n and s in ns[0], ns[1] (a view of ``sc``)."""
     a = abs(e)
@@ -74,12 +74,12 @@ def robust_update(ns, e, rate):
     ns[1] = s + max(rate, 1.0 / n) * (a - s)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _ready(ns):
     return ns[0] > 0.0 and ns[1] > 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rls_update(w, P, updates, z, t, lam, huber, ns, rate):
     """``RLS.update`` of head 0; the Huber error scale (when huber > 0) in ns (``robust_update``)."""
     d = z.shape[0]
@@ -118,7 +118,7 @@ def rls_update(w, P, updates, z, t, lam, huber, ns, rate):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mlpoly_weights(R, S, prior, margin, awake, w):
     """``MLPoly.weights`` of one row into w: (R_k)_+ / S_k over the awake experts, normalised."""
     K = R.shape[0]
@@ -150,7 +150,7 @@ def mlpoly_weights(R, S, prior, margin, awake, w):
         w[k] /= total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mlpoly_learn(R, S, w, F, awake, y):
     """``MLPoly.update`` of one row with its weights w: the linearised absolute-loss regrets."""
     K = R.shape[0]
@@ -168,7 +168,7 @@ def mlpoly_learn(R, S, w, F, awake, y):
         S[k] += r[k] * r[k]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _components(sc, cst, z, dx, t_count, t_mean, t_m2, f_count, f_mean, f_m2, lin_w, lc_w, x1, x2, F, awake):
     """F, awake, x1 and x2 (``HybridRegressor._components``); returns (mean, std, s)."""
     n = z.shape[0]
@@ -200,7 +200,7 @@ def _components(sc, cst, z, dx, t_count, t_mean, t_m2, f_count, f_mean, f_m2, li
     return mean, std, s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _correction(sc, cst, F, awake, comb, z, errors_seen, heads_w, u, D, Zrow,
                 A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb):
     """D, the network's input u (also written into its input x), its forward pass, the head's row
@@ -227,7 +227,7 @@ def _correction(sc, cst, F, awake, comb, z, errors_seen, heads_w, u, D, Zrow,
     return s_c * _dot(Zrow, heads_w[0])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def regressor_predict(sc, cst, z, dx, t_count, t_mean, t_m2, f_count, f_mean, f_m2, lin_w, lc_w,
                       R1, S1, R2, S2, prior2, has_cor, errors_seen, heads_w,
                       A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb):
@@ -253,7 +253,7 @@ def regressor_predict(sc, cst, z, dx, t_count, t_mean, t_m2, f_count, f_mean, f_
     return w2[0] * comb + w2[1] * (comb + corr)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f_m2,
                     lin_w, lin_P, lin_upd, lc_w, lc_P, lc_upd, R1, S1, R2, S2, prior2,
                     has_cor, pending, errors_seen, heads_w, heads_P, heads_upd,
@@ -355,7 +355,7 @@ _PREDICT = types.float64(_F1, _F1, _I1, _F1, _F1, _I1, _DIMS)
 _LEARN = types.void(_F1, _F1, _I1, _F1, _F1, _F1, types.float64, _I1, _DIMS, types.float64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _refused(sc, z, dx, y, dims):
     """Whether the event is one for the numpy path (sc[OUT_REFUSED] = 1, nothing changed): z or dx not
     as wide as the model's features, or a value that is not finite, which numpy's checks handle."""
@@ -367,7 +367,7 @@ def _refused(sc, z, dx, y, dims):
     return not ok
 
 
-@njit(_PREDICT, cache=True)
+@njit(_PREDICT, cache=True, error_model="numpy")
 def predict_table(sc, cst, ints, z, dx, ptr, dims):
     """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
     if _refused(sc, z, dx, 0.0, dims):
@@ -382,7 +382,7 @@ def predict_table(sc, cst, ints, z, dx, ptr, dims):
     )
 
 
-@njit(_LEARN, cache=True)
+@njit(_LEARN, cache=True, error_model="numpy")
 def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
     """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
     network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first

@@ -42,7 +42,7 @@ NUMBERS = ("clip", "b1", "b2", "eps")
 CLIP_NORM, B1, B2, EPS = range(len(NUMBERS))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def head(ptr, dims, base, ints, ib):
     """The forward pass's arguments (``dense_step.predict``'s), from the slots at ``base`` and codes at ``ib``."""
     return (mat(ptr, dims, base + A_), mat(ptr, dims, base + B_), vec(ptr, dims, base + V_),
@@ -52,14 +52,14 @@ def head(ptr, dims, base, ints, ib):
             vec(ptr, dims, base + Y_))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward(ptr, dims, base, ints, ib):
     """The forward pass and readout for the input in the ``x`` slot (``OnlineRNN.predict``)."""
     A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, yb = head(ptr, dims, base, ints, ib)
     predict(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, yb)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr):
     """One model step (``dense_step.bptt_step`` or ``rtrl_step``); its status in the ``out`` slot's first number."""
     A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, _ = head(ptr, dims, base, ints, ib)

@@ -18,7 +18,7 @@ from ..losses import CrossEntropy, LogLoss, SquaredError
 from ..optim import SGD, Adam
 from . import dense_step as k
 from . import network_table as nt
-from .table import ArrayTable
+from .table import ArrayTable, with_spare_row
 
 _ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "identity": 3}
 #: the canonical readout/loss pairs, where delta = dL/da = o - y
@@ -64,7 +64,8 @@ class KernelStep:
             # exact RTRL swaps its two sensitivity buffers every step: ``point`` aims the slots before each
             self.arrays = arrays = model.learner._arrays[0]
             first, second = arrays["S"], arrays["_next"]
-            slots.update(S=first[0], S_next=second[0], J=np.zeros((layer.n, layer.n)), g=np.zeros(layer.n))
+            slots.update(S=first[0], S_next=with_spare_row(second[0]), J=np.zeros((layer.n + 1, layer.n)),
+                         g=np.zeros(layer.n))
             a1, a2 = first[0].ctypes.data, second[0].ctypes.data
             self._parity = {id(first): (a1, a2), id(second): (a2, a1)}
             ints["step"] = nt.RTRL

@@ -20,7 +20,7 @@ import numpy as np
 from . import ADVANCED, FALLBACK, NONFINITE, UPDATED  # noqa: F401
 from . import batch_step as bs
 from . import network_table as nt
-from .table import ArrayTable
+from .table import ArrayTable, owner, with_spare_row
 from ..model import COUNTERS
 
 _ALIGN = 64
@@ -42,14 +42,8 @@ def _slot_arrays(model) -> list:
     slots = dict(kstep.slots)
     if kstep.rtrl:
         arrays = model.learner._arrays[0]
-        slots["S"], slots["S_next"] = arrays["S"][0], arrays["_next"][0]
+        slots["S"], slots["S_next"] = arrays["S"][0], with_spare_row(arrays["_next"][0])
     return nt.fill(slots, nt.SLOTS)
-
-
-def _owner(a: np.ndarray) -> np.ndarray:
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
 
 
 def _owners(arrays) -> tuple[list, list]:
@@ -59,7 +53,7 @@ def _owners(arrays) -> tuple[list, list]:
         if a.size == 0:
             where.append((-1, 0))
             continue
-        o = _owner(a)
+        o = owner(a)
         i = index.setdefault(id(o), len(owners))
         if i == len(owners):
             if not o.flags.c_contiguous:

@@ -20,7 +20,7 @@ from numba import njit
 from ..hybrid.scale import CLIP
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def moments_update(count, mean, m2, v):
     """``RunningMoments.update(v)`` (Welford) at every position."""
     for i in range(v.shape[0]):
@@ -31,7 +31,7 @@ def moments_update(count, mean, m2, v):
         m2[i] += delta
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def moments_update_at(count, mean, m2, v, present):
     """``RunningMoments.update(v, present)``: the positions not present do not move."""
     for i in range(v.shape[0]):
@@ -43,7 +43,7 @@ def moments_update_at(count, mean, m2, v, present):
             m2[i] += delta
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def moments_std(count, m2, i):
     var = m2[i] / max(count[i], 1.0)
     if not var > 0.0:
@@ -51,7 +51,7 @@ def moments_std(count, m2, i):
     return math.sqrt(var)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def standardise(u, count, mean, m2, scaled, last, has_last):
     """(z, dx): ``FeatureSpace.vector`` and ``change`` of the raw values u."""
     n = u.shape[0]

@@ -36,24 +36,41 @@ def _pointer(typingctx, address):
     return types.voidptr(types.int64), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def vec(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0],), np.float64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def ivec(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0],), np.int64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def mat(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1]), np.float64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def cube(ptr, dims, i):
     return carray(_pointer(ptr[i]), (dims[i, 0], dims[i, 1], dims[i, 2]), np.float64)
+
+
+def owner(a: np.ndarray) -> np.ndarray:
+    """The array that owns a's memory (a itself when a owns it)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def with_spare_row(S: np.ndarray) -> np.ndarray:
+    """The (n + 1, P) buffer whose first n rows are the (n, P) array S: one stream's RTRL sensitivities,
+    which ``rtrl_allocate`` gives a spare row."""
+    full = owner(S)
+    n, P = S.shape
+    if full.size != (n + 1) * P or full.ctypes.data != S.ctypes.data or not S.flags.c_contiguous:
+        raise ValueError("RTRL's sensitivity buffer has no spare row after it")
+    return full.reshape(n + 1, P)
 
 
 def _address_of(a):
