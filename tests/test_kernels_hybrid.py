@@ -271,8 +271,12 @@ def test_an_event_the_kernel_cannot_take_goes_to_numpy_and_changes_nothing_first
     if bad in ("float32", "strided"):
         assert_same_state(fast, slow)
     z, dx, y = stream[11]
-    fast.learn(z, dx, y)  # and the compiled step goes on
+    fast.learn(z, dx, y)  # and the compiled step goes on, from the numbers the numpy path left
     assert fast._compiled() is not None
+    if bad in ("float32", "strided"):
+        slow.learn(z, dx, y)
+        assert_same_state(fast, slow)
+        assert (fast.seen, fast.last, fast.lo, fast.hi) == (slow.seen, slow.last, slow.lo, slow.hi)
 
 
 def test_a_state_for_another_width_is_refused_and_arrays_that_do_not_fit_are_never_read_by_the_kernel():

@@ -204,8 +204,10 @@ class HybridRegressor(Stateful):
         if not math.isfinite(y):
             raise ValueError(f"y must be finite, got {y!r}")
         kernel = self._compiled()
-        if kernel is not None and kernel.learn(self, z, dx, float(y)):
-            return
+        if kernel is not None:
+            if kernel.learn(self, z, dx, float(y)):
+                return
+            kernel.desync()  # the numpy path below moves the numbers the kernel keeps a copy of
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
         if not lo <= y <= hi:  # a target far outside everything seen teaches a bounded lesson
             y = min(max(y, lo), hi)

@@ -5,7 +5,9 @@ are on and the corrector (if any) runs on an engine kernel, else None.  The
 arrays are the model's own (nothing is copied per event); the parts' Python
 numbers are packed into ``sc`` before a call and written back after it, and
 the caches the numpy side keeps (ML-Poly weights, the moments' standard
-deviations, the predict-learn pass) are dropped when the state moves.
+deviations, the predict-learn pass) are dropped when the state moves.  The
+numbers are packed only when the numpy path has changed them since the
+last call (``desync``): a kernel learn writes them to both sides.
 
 A binding holds references to the parts' arrays: whatever replaces one
 (growing the features, loading a state) must drop the binding (the model's
@@ -29,6 +31,9 @@ class RegressorKernel:
         cor = model.corrector
         lin, lc = model.linear, model.linear_change
         self.sc = np.zeros(len(k.SCALARS))
+        # whether sc holds the parts' numbers: true from a pack until the numpy path learns an event
+        # (``desync``); the parts' own numbers are written back after every kernel learn
+        self.synced = False
         heads_lam = cor.heads.lam if cor is not None else 1.0
         cor_errors = cor.errors if cor is not None else None
         self.cst = np.array([
@@ -88,11 +93,18 @@ class RegressorKernel:
             return None
 
     def _pack(self, m) -> np.ndarray:
-        ch, lin, lc, cor = self.scales
         sc = self.sc
+        if self.synced:  # a kernel learn wrote the numbers both here and into the parts
+            return sc
+        ch, lin, lc, cor = self.scales
         sc[: k.OUT_TARGET] = (m.seen, m.last, m.lo, m.hi, m.bounded, ch.n, ch.s, lin.n, lin.s, lc.n, lc.s,
                               cor.n, cor.s, self.pending_of.has_pending)
+        self.synced = True
         return sc
+
+    def desync(self) -> None:
+        """The numpy path is about to change the parts' numbers: pack them again before the next call."""
+        self.synced = False
 
     def predict(self, m, z: np.ndarray, dx: np.ndarray) -> float | None:
         """``HybridRegressor.predict`` of the model m (the one bound) that has learned a target; None for
