@@ -196,13 +196,16 @@ class FeatureSpace(Stateful):
         raw = self._raw(x, unknown)
         if self._compiled:
             m = self.moments
-            out = (raw, *_scale_step().standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last))
+            out = (raw, np.empty(raw.shape[0]), np.empty(raw.shape[0]))
+            _scale_step().standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last, *out[1:])
         else:
             out = (raw, self.vector(x, raw), self.change(x, raw))
+        names: list | None = []
         try:  # what new() will answer for this event (a bad value there is new()'s to raise)
             for name, item in unknown:
                 check(name, item)
-            names = sorted((name for name, _ in unknown), key=repr)
+            if unknown:
+                names = sorted((name for name, _ in unknown), key=repr)
         except Exception:  # noqa: BLE001 - ValueError, or OverflowError for a huge int: new() raises it
             names = None
         self._memo = (id(x), dict(x), out, names)

@@ -30,7 +30,7 @@ from ..hybrid.scale import CLIP, GUARD, MAX_ABS, WINSOR
 from . import network_table as nt
 from .dense_step import predict as network_forward
 from .scale_step import moments_std, moments_update
-from .table import cube, mat, vec
+from .table import cube, ivec, mat, vec
 
 #: ``sc``: the scalars of the regressor and of its parts, then the call's outputs
 SCALARS = ("seen", "last", "lo", "hi", "bounded", "changes.n", "changes.s", "linear.n", "linear.s",
@@ -335,9 +335,10 @@ OWN_SLOTS = (
     ("level1.R", "f2"), ("level1.S", "f2"), ("level2.R", "f2"), ("level2.S", "f2"), ("level2.prior", "f1"),
     ("corrector.pending", "f1"), ("corrector.errors_seen", "f1"),
     ("heads.w", "f2"), ("heads.P", "f3"), ("heads.updates", "f1"), ("target", "f1"),
+    ("sc", "f1"), ("cst", "f1"), ("ints", "i1"), ("numbers", "f1"),
 )
 (T_COUNT, T_MEAN, T_M2, F_COUNT, F_MEAN, F_M2, LIN_W, LIN_P, LIN_UPD, LC_W, LC_P, LC_UPD, R1_, S1_, R2_, S2_,
- PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, TARGET) = range(len(OWN_SLOTS))
+ PRIOR2, PENDING, ERRORS_SEEN, HEADS_W, HEADS_P, HEADS_UPD, TARGET, SC_, CST_, INTS_, NUMBERS_) = range(len(OWN_SLOTS))
 NET = len(OWN_SLOTS)
 SLOTS = OWN_SLOTS + nt.SLOTS
 #: ``ints``: whether there is a corrector, where the network's slots and codes start (``NET``,
@@ -348,11 +349,12 @@ NET_INTS = 3
 
 
 #: the entry points' exact argument types: an array of another dtype, layout or mutability is refused
-#: with TypeError (the caller takes the numpy path) rather than compiled again
+#: with TypeError (the caller takes the numpy path) rather than compiled again.  Everything but the
+#: event travels in the table (``sc``, ``cst``, ``ints`` and ``numbers`` too): numba checks each argument
 _F1, _I1 = types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C")
 _DIMS = types.Array(types.int64, 2, "C", readonly=True)
-_PREDICT = types.float64(_F1, _F1, _I1, _F1, _F1, _I1, _DIMS)
-_LEARN = types.void(_F1, _F1, _I1, _F1, _F1, _F1, types.float64, _I1, _DIMS, types.float64)
+_PREDICT = types.float64(_F1, _F1, _I1, _DIMS)
+_LEARN = types.void(_F1, _F1, types.float64, _I1, _DIMS, types.float64)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -368,8 +370,9 @@ def _refused(sc, z, dx, y, dims):
 
 
 @njit(_PREDICT, cache=True, error_model="numpy")
-def predict_table(sc, cst, ints, z, dx, ptr, dims):
+def predict_table(z, dx, ptr, dims):
     """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
+    sc, cst, ints = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_)
     if _refused(sc, z, dx, 0.0, dims):
         return math.nan
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
@@ -383,10 +386,12 @@ def predict_table(sc, cst, ints, z, dx, ptr, dims):
 
 
 @njit(_LEARN, cache=True, error_model="numpy")
-def learn_table(sc, cst, ints, numbers, z, dx, y, ptr, dims, lr):
+def learn_table(z, dx, y, ptr, dims, lr):
     """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
     network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
     number, 0 when none ran or it must run on numpy).  An event it refuses changes nothing."""
+    sc, cst, ints, numbers = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_), \
+        vec(ptr, dims, NUMBERS_)
     if _refused(sc, z, dx, y, dims):
         return
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)

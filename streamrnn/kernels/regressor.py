@@ -74,6 +74,7 @@ class RegressorKernel:
             ints[k.NET_INTS:] = net.ints
             self.numbers[:] = net.numbers
         _check_shapes(model, slots)
+        slots.update({"sc": self.sc, "cst": self.cst, "ints": ints, "numbers": self.numbers})
         arrays = nt.fill(slots, k.OWN_SLOTS) + nt.fill(net.slots if net is not None else {}, nt.SLOTS)
         self.table = ArrayTable(arrays, [kind for _, kind in k.SLOTS])
         self.ints = ints
@@ -110,8 +111,9 @@ class RegressorKernel:
         """``HybridRegressor.predict`` of the model m (the one bound) that has learned a target; None for
         an event the kernel leaves to numpy (z or dx of another type or width, or not finite)."""
         table = self.table
+        self._pack(m)
         try:
-            value = k.predict_table(self._pack(m), self.cst, self.ints, z, dx, table.ptr, table.dims)
+            value = k.predict_table(z, dx, table.ptr, table.dims)
         except TypeError:  # not C-contiguous float64 arrays
             return None
         if self.sc[k.OUT_REFUSED]:
@@ -132,7 +134,7 @@ class RegressorKernel:
             if net.rtrl:
                 net.point(table, k.NET)
         try:
-            k.learn_table(sc, self.cst, self.ints, self.numbers, z, dx, y, table.ptr, table.dims, lr)
+            k.learn_table(z, dx, y, table.ptr, table.dims, lr)
         except TypeError:
             return False
         if sc[k.OUT_REFUSED]:

@@ -52,10 +52,10 @@ def moments_std(count, m2, i):
 
 
 @njit(cache=True, error_model="numpy")
-def standardise(u, count, mean, m2, scaled, last, has_last):
-    """(z, dx): ``FeatureSpace.vector`` and ``change`` of the raw values u."""
+def standardise(u, count, mean, m2, scaled, last, has_last, z, dx):
+    """z and dx (the caller's arrays, as wide as u): ``FeatureSpace.vector`` and ``change`` of the raw
+    values u.  (Arrays made here would cost more to hand back to Python than the arithmetic.)"""
     n = u.shape[0]
-    z, dx = np.empty(n), np.empty(n)
     for i in range(n):
         if scaled[i]:
             v = (u[i] - mean[i]) * (min(count[i], 1.0) / moments_std(count, m2, i))
@@ -63,4 +63,3 @@ def standardise(u, count, mean, m2, scaled, last, has_last):
         else:
             z[i] = u[i]
         dx[i] = (u[i] - last[i]) * (1.0 if scaled[i] else 0.0) if has_last else 0.0
-    return z, dx
