@@ -20,7 +20,9 @@ Tables (median over repeats of the per-step time):
    each approximation's gradient and exact RTRL's, per step (mean) and summed
    over 1,000 steps at fixed weights, for every cell the learner runs on.
 8. The compiled kernels (``streamrnn.kernels``) against the numpy engine, whole
-   model step, RTRL (with its J.S floor) and BPTT(20; 1), at 8 to 64 units.
+   model step, RTRL (with its J.S floor) and BPTT(20; 1), at 8 to 64 units; and
+   the compiled RTRL learner's own step (S_t and the gradient), as table 1 times
+   the numpy learner's.
    Tables 1-7 time the numpy engine, the reference.
 9. ``ModelBatch``: 64 streams stepped by one compiled call, per stream, on
    one thread and with the rows over both cores, against the same J.S floor
@@ -55,6 +57,29 @@ def per_step(fn, steps: int, repeats: int) -> float:
     return 1e6 * statistics.median(times)
 
 
+def per_steps(fns: dict, steps, repeats: int) -> dict:
+    """``per_step`` of several functions, timed in turn within each repeat: a ratio of two of them
+    compares moments of the shared machine that are close together (its speed drifts).  ``steps``:
+    calls per timing, one number or one per function."""
+    calls = steps if isinstance(steps, dict) else dict.fromkeys(fns, steps)
+    for fn in fns.values():
+        fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return {name: 1e6 * statistics.median(t) for name, t in times.items()}
+
+
+def floor_of(n: int, P: int):
+    """The J.S product RTRL must do per step, (n, n) @ (n, P), as a function to time."""
+    J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
+    return lambda: np.matmul(J, S, out=out)
+
+
 def model(units: int, learner, optimizer=None, n_inputs: int = 1, kernels: bool = False) -> sr.OnlineRNN:
     """Tables 1-7 time the numpy engine (the reference); table 8 puts the compiled kernels beside it."""
     return sr.OnlineRNN(n_inputs, (sr.Elman(units),), sr.Readout(1), sr.SquaredError(), learner,
@@ -79,17 +104,16 @@ def rtrl_table(sizes, repeats):
     print("| units | params P | J.S floor (us) | RTRL learner step (us) | ratio | model step, Adam (us) | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
-        m = model(n, sr.RTRL())
+        m, timed = model(n, sr.RTRL()), model(n, sr.RTRL())
         P = m.network.n_recurrent
-        J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
         steps = max(5, int(20000 / n**2))
-        floor = per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
         net, learner = m.network, m.learner
         m.step([0.1], [0.2])
         m.predict([0.3])  # a forward pass in the buffers for the learner to consume
         delta = np.array([0.5])
-        learner_only = per_step(lambda: learner.step(net, delta, m.grad), steps, repeats)
-        full = per_step(stepper(m), steps, repeats)
+        t = per_steps({"floor": floor_of(n, P), "learner": lambda: learner.step(net, delta, m.grad),
+                       "full": stepper(timed)}, steps, repeats)
+        floor, learner_only, full = t["floor"], t["learner"], t["full"]
         print(f"| {n} | {P} | {floor:.1f} | {learner_only:.1f} | {learner_only / floor:.2f} "
               f"| {full:.1f} | {full / floor:.2f} |")
 
@@ -261,25 +285,47 @@ def cosine_table(units=16, steps=1000):
 KERNEL_LEARNERS = (("RTRL", sr.RTRL), ("BPTT(20; 1)", lambda: sr.TruncatedBPTT(20, 1)))
 
 
-def kernel_cases(sizes, repeats):
-    """(learner name, its factory, units, steps per timing, the J.S floor in us) for tables 8 and 9."""
+def kernel_cases(sizes):
+    """(learner name, its factory, units, steps per timing, the J.S floor to time) for tables 8 and 9."""
     for name, make in KERNEL_LEARNERS:
         for n in sizes:
             P = model(n, make()).network.n_recurrent
-            J, S, out = np.random.rand(n, n), np.random.rand(n, P), np.empty((n, P))
             steps = max(20, int(100_000 / n**2)) if name == "RTRL" else 1000
-            yield name, make, n, steps, per_step(lambda: np.matmul(J, S, out=out), steps, repeats)
+            yield name, make, n, steps, floor_of(n, P)
+
+
+def kernel_learner(m: sr.OnlineRNN):
+    """The compiled RTRL learner's own step on the model's arrays (``dense_step.rtrl_learn``: S_t and the
+    recurrent gradient), as table 1 times the numpy learner's; the call's own overhead included."""
+    from streamrnn.kernels import dense_step
+    from streamrnn.kernels.table import with_spare_row
+
+    k, arrays = m._kernel, m.learner._arrays[0]
+    a = [k.slots[name] for name in ("A", "D", "v")]
+    leak = k.slots.get("leak", np.zeros(0))
+    S, S_next = arrays["S"][0], with_spare_row(arrays["_next"][0])
+    J, g, grad = k.slots["J"], k.slots["g"], m.grad
+    g[:] = 1.0
+    return lambda: dense_step.rtrl_learn(*a, leak, S, S_next, J, g, grad, True)
 
 
 def kernel_table(sizes, repeats):
     print("\n### 8. Compiled kernels against the numpy engine, whole model step (one input, one output, Adam)\n")
-    print("| learner | units | J.S floor (us) | numpy step (us) | kernel step (us) | speed-up | kernel ÷ floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, make, n, steps, floor in kernel_cases(sizes, repeats):
-        slow = per_step(stepper(model(n, make())), steps, repeats)
-        fast = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
-        ratio = f"{fast / floor:.2f}" if name == "RTRL" else ""
-        print(f"| {name} | {n} | {floor:.1f} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f} | {ratio} |")
+    print("| learner | units | J.S floor (us) | numpy step (us) | kernel step (us) | speed-up | kernel ÷ floor "
+          "| kernel RTRL learner (us) | learner ÷ floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, make, n, steps, floor_fn in kernel_cases(sizes):
+        fast_model = model(n, make(), kernels=True)
+        fns = {"floor": floor_fn, "slow": stepper(model(n, make())), "fast": stepper(fast_model)}
+        if name == "RTRL":
+            fns["own"] = kernel_learner(model(n, make(), kernels=True))
+        t = per_steps(fns, steps, repeats)
+        floor, slow, fast = t["floor"], t["slow"], t["fast"]
+        ratio, learner, learner_ratio = "", "", ""
+        if name == "RTRL":
+            ratio, learner, learner_ratio = f"{fast / floor:.2f}", f"{t['own']:.1f}", f"{t['own'] / floor:.2f}"
+        print(f"| {name} | {n} | {floor:.1f} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f} | {ratio} "
+              f"| {learner} | {learner_ratio} |")
 
 
 def batch_table(sizes, repeats, streams=64):
@@ -291,18 +337,19 @@ def batch_table(sizes, repeats, streams=64):
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, streams, 1)), rng.normal(size=(64, streams, 1))
-    for name, make, n, steps, floor in kernel_cases(sizes, repeats):
-        one = per_step(stepper(model(n, make(), kernels=True)), steps, repeats)
-        per = []
+    for name, make, n, steps, floor_fn in kernel_cases(sizes):
+        fns, calls = {"floor": floor_fn, "one": stepper(model(n, make(), kernels=True))}, {"floor": steps, "one": steps}
         for parallel in (False, True):
             batch = ModelBatch([model(n, make(), kernels=True) for _ in range(streams)], parallel=parallel)
             counter = iter(range(1 << 62))
 
-            def step():
+            def step(batch=batch, counter=counter):
                 i = next(counter) & 63
                 batch.step(X[i], Y[i])
 
-            per.append(per_step(step, max(4, steps // streams), repeats) / streams)
+            fns[parallel], calls[parallel] = step, max(4, steps // streams)
+        t = per_steps(fns, calls, repeats)
+        floor, one, per = t["floor"], t["one"], [t[False] / streams, t[True] / streams]
         ratios = [f"{p / floor:.2f}" if name == "RTRL" else "" for p in per]
         print(f"| {name} | {n} | {floor:.1f} | {one:.1f} | {per[0]:.1f} | {ratios[0]} | {per[1]:.1f} | {ratios[1]} |")
 

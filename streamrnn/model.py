@@ -121,6 +121,8 @@ class OnlineRNN:
         self._applied = np.zeros(self.network.n_params)  # the gradient of the last update
         self._x = np.zeros(self.network.n_inputs)  # [x_t; fed-back target]
         self._feedback = self._x[n_inputs:]
+        self._x_shape, self._y_shape = (n_inputs,), (readout.outputs,)
+        self._y_unchecked = type(self.loss).check_target is Loss.check_target
         self._pending = False  # the scratch buffers hold a forward pass for self._x
         self._scratch: Network | None = None  # a network to roll forecasts forward on
         # counters and the newest values, all part of the saved state
@@ -193,8 +195,28 @@ class OnlineRNN:
         per output) leaves outputs out of the loss.  Bad x, y or mask raise ValueError
         and change nothing.
         """
+        kernel = self._kernel
+        if kernel is not None and mask is None and self._plain(x, y):
+            # float64 vectors of the right width: the kernel checks that they are finite, and a step it
+            # does not take (not finite, or a non-finite state) changed nothing and goes the long way
+            self._x[: self.n_inputs] = x
+            self._pending = False  # the buffers no longer hold a predict's forward pass
+            status = kernel.step(y)
+            if status:
+                return self._after_kernel(status, y)
+            return self._step(x, y, mask, kernel=False)
+        return self._step(x, y, mask, kernel=kernel is not None)
+
+    def _plain(self, x, y) -> bool:
+        """Whether x and y (or no y) are float64 vectors of the model's widths and y needs no check of the
+        loss's own (squared error): the inputs ``step`` may hand to the kernel unchecked."""
+        return (type(x) is np.ndarray and x.dtype == np.float64 and x.shape == self._x_shape
+                and (y is None or (type(y) is np.ndarray and y.dtype == np.float64 and y.shape == self._y_shape
+                                   and self._y_unchecked)))
+
+    def _step(self, x, y, mask, kernel: bool) -> StepResult:
         y, mask = self._target(y, mask)
-        if self._kernel is not None and mask is None:
+        if kernel and mask is None:
             self._x[: self.n_inputs] = self._vector("x", x, self.n_inputs)
             self._pending = False  # the buffers no longer hold a predict's forward pass
             status = self._kernel.step(y)

@@ -187,8 +187,15 @@ def apply_update(grad, applied, theta, clip, opt, lr, b1, b2, eps, m, s, count, 
 
 @njit(cache=True, error_model="numpy")
 def _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out):
-    """Forward pass and loss; False (and nothing but scratch written) when either is not finite."""
+    """Forward pass and loss; False (and nothing but scratch written) when either is not finite, or
+    the input or the target is not (``OnlineRNN.step`` leaves that check to this call)."""
     out[:] = 0.0
+    for j in range(x.shape[0]):
+        if not math.isfinite(x[j]):
+            return False
+    for r in range(y.shape[0] if has_y else 0):
+        if not math.isfinite(y[r]):
+            return False
     forward(A, v, x, A.shape[0], leak, act, z, fz, D, h)
     loss = readout(B, h, vr, a, o, y, has_y, out_code)
     norm2 = 0.0
@@ -202,23 +209,14 @@ def _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out
 
 
 @njit(cache=True, error_model="numpy")
-def rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, S, S_next, J, g,
-              grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr):
-    """One model step with exact RTRL; S_next's first n rows receive S_t (the caller swaps the buffers).
+def rtrl_learn(A, D, v, leak, S, S_next, J, g, grad, has_y):
+    """The RTRL learner's own step: S_t into S_next's first n rows and, with a target, the recurrent
+    gradient g^T S_t into grad[:P] (g = dL/dh_t = V^T delta, already in g).
 
-    The gradient rides on the product as its spare row n: with g = dL/dh_t = V^T delta,
-    g^T S_t = (J^T g)^T S_{t-1} + g^T (D (x) v), so J gets the row u^T = (J^T g)^T and one
-    (n + 1, n) @ (n, P) product gives S_t and u^T S_{t-1} (no second pass over S_t)."""
+    The gradient rides on the product as its spare row n: g^T S_t = (J^T g)^T S_{t-1} + g^T (D (x) v),
+    so J gets the row u^T = (J^T g)^T and one (n + 1, n) @ (n, P) product gives S_t and u^T S_{t-1}
+    (no second pass over S_t)."""
     n, k = A.shape[0], A.shape[1]
-    if not _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out):
-        return
-    K = a.shape[0]
-    for i in range(n):  # g = V^T delta (zero without a target: the spare row is then not read)
-        acc = 0.0
-        if has_y:
-            for r in range(K):
-                acc += (o[r] - y[r]) * B[r, i]
-        g[i] = acc
     # S_t = J S_{t-1} + D (x) v on each unit's own row of A;  J = diag(D) U + (1 - beta) I
     for j in range(n):
         J[n, j] = 0.0
@@ -227,22 +225,39 @@ def rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, S, S_next,
             J[i, j] = D[i] * A[i, j]
         if leak.shape[0] > 0:
             J[i, i] += leak[i]
-        for j in range(n):
-            J[n, j] += g[i] * J[i, j]
+        if has_y:
+            for j in range(n):
+                J[n, j] += g[i] * J[i, j]
     np.dot(J, S, S_next)
     for i in range(n):
         base = i * k
         for j in range(k):
             S_next[i, base + j] += D[i] * v[j]
-    if has_y:  # before the commit below: the immediate term reads v_t
-        P = S.shape[1]
-        for p in range(P):
+    if has_y:
+        for p in range(S.shape[1]):
             grad[p] = S_next[n, p]
         for i in range(n):
             base = i * k
             d = g[i] * D[i]
             for j in range(k):
                 grad[base + j] += d * v[j]
+
+
+@njit(cache=True, error_model="numpy")
+def rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, S, S_next, J, g,
+              grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr):
+    """One model step with exact RTRL (``rtrl_learn``); the caller swaps the two buffers after it."""
+    n = A.shape[0]
+    if not _begin(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, y, has_y, out):
+        return
+    K = a.shape[0]
+    if has_y:
+        for i in range(n):  # g = V^T delta
+            acc = 0.0
+            for r in range(K):
+                acc += (o[r] - y[r]) * B[r, i]
+            g[i] = acc
+    rtrl_learn(A, D, v, leak, S, S_next, J, g, grad, has_y)  # before the commit: it reads v_t
     for i in range(n):  # commit: v's head is the state
         v[i] = h[i]
     if not has_y:
