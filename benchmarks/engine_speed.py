@@ -159,15 +159,19 @@ def torch_window_step(units: int, window: int):
 
 def torch_table(repeats):
     print("\n### 3. BPTT(h=20, h'=1) at 32 units against a PyTorch window re-run with autograd\n")
-    ours = per_step(stepper(model(32, sr.TruncatedBPTT(20, 1))), 500, repeats)
-    compiled = per_step(stepper(model(32, sr.TruncatedBPTT(20, 1), kernels=True)), 2000, repeats)
+    fns = {"ours": stepper(model(32, sr.TruncatedBPTT(20, 1))),
+           "compiled": stepper(model(32, sr.TruncatedBPTT(20, 1), kernels=True))}
+    calls = {"ours": 500, "compiled": 2000, "theirs": 100}
     try:
         import torch
     except ImportError:
-        print(f"streamrnn BPTT(20; 1): numpy {ours:.1f} us, kernel {compiled:.1f} us per step; "
+        t = per_steps(fns, calls, repeats)
+        print(f"streamrnn BPTT(20; 1): numpy {t['ours']:.1f} us, kernel {t['compiled']:.1f} us per step; "
               "torch is not installed (pip install torch==2.13.0)")
         return
-    theirs = per_step(torch_window_step(32, 20), 100, repeats)
+    fns["theirs"] = torch_window_step(32, 20)
+    t = per_steps(fns, calls, repeats)  # in turn: the shared machine's speed drifts, and torch's more
+    ours, compiled, theirs = t["ours"], t["compiled"], t["theirs"]
     print("| implementation | us per step | speed-up |")
     print("|---|---:|---:|")
     print(f"| PyTorch {torch.__version__}: nn.RNN over the 20-step window + backward + Adam | {theirs:.1f} | 1.0 |")

@@ -7,8 +7,9 @@ Each round runs every estimator once over the 1,001 events of river's
 TrumpApproval, progressively (predict, then learn), in turn, so that a slow
 moment of the shared machine falls on all of them; the table gives the median
 per-event cost over rounds, and the median (and range) over rounds of its
-ratio to ``StandardScaler | LinearRegression`` measured in the same round.  The goal of the speed issue
-is ``RNNRegressor()`` <= 2 x that pipeline.  BLAS runs on one thread.
+ratio to ``StandardScaler | LinearRegression`` measured in the same round.
+The goal of the speed issue is ``RNNRegressor()`` <= 2 x that pipeline.  BLAS
+runs on one thread.
 """
 
 from __future__ import annotations
