@@ -79,14 +79,14 @@ def main() -> None:
         config = load(environ={}, overrides=dict(overrides, **{"checkpoint.dir": work}))
         worker = build_worker(config, DirectoryStore(Path(work) / "daemon"))
         feed(worker, lines(rng, args.keys, 2 * args.keys, spread=False))
-        first = timed(worker.checkpoint)
+        first = timed(worker.checkpointer.checkpoint)
         store = worker.table.store
-        shard = store._shard(worker.generation)
+        shard = store._shard(worker.checkpointer.generation)
         per_key = shard.stat().st_size / args.keys
         for r in range(args.repeats):
             changed = feed(worker, lines(rng, args.keys, args.events))
             changed_counts.append(len(changed))
-            incremental.append(timed(worker.checkpoint))
+            incremental.append(timed(worker.checkpointer.checkpoint))
             alone = DirectoryStore(Path(work) / f"alone-{r}")
             live = worker.table.live
 
@@ -94,7 +94,7 @@ def main() -> None:
                 alone.commit(Checkpoint(1, {"events": 0}, {k: live[k].snapshot() for k in changed}, {}))
 
             changed_only.append(timed(only_changed))
-            unchanged.append(timed(worker.checkpoint))
+            unchanged.append(timed(worker.checkpointer.checkpoint))
     med = statistics.median
     print(f"\n{args.keys:,} keys ({'bare network' if args.bare else 'hybrid'}, learner {args.learner}, 16 units, "
           f"4 features); {args.events:,} events between checkpoints, about {med(changed_counts):,.0f} keys "

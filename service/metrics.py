@@ -104,7 +104,7 @@ def daemon_figures(stats: Stats, table: StreamTable, worker) -> dict:
         "connections": stats.connections_open,
         "connections_accepted": stats.connections, "checkpoint_failures": stats.checkpoint_failures,
         "checkpoint_corrupt": stats.checkpoint_corrupt, "checkpoint_last_success": stats.checkpoint_last_success,
-        "checkpoint_generation": worker.generation, "reply_write_failures": stats.stdout_failures,
+        "checkpoint_generation": worker.checkpointer.generation, "reply_write_failures": stats.stdout_failures,
     }
 
 

@@ -27,6 +27,7 @@ from .metrics import registry_for
 from .names import ModelTemplate
 from .sockets import AuthError, SocketSource, read_token
 from .sources import FileSource, StdinSource, Stdout
+from .checkpointer import Checkpointer
 from .stats import Stats
 from .store import DirectoryStore, MemoryStore
 from .table import StreamTable
@@ -41,13 +42,15 @@ class StartupError(RuntimeError):
 
 
 def build_worker(config: Config, store) -> Worker:
-    """The worker and the keyed streams behind it, from the settings (shared with ``replay``)."""
+    """The worker, the keyed streams behind it and their checkpointer, from the settings (shared with
+    ``replay``)."""
     template = ModelTemplate(config.model, config.forecast)
-    s = config.streams
+    s, c = config.streams, config.checkpoint
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
-    every = config.checkpoint.every_events if config.checkpoint.enabled else 0
-    c = config.checkpoint
-    return Worker(table, Stats(), config.streams.default_key, every, c.background, c.fork)
+    stats = Stats()
+    checkpointer = Checkpointer(table, stats, c.every_events if c.enabled else 0,
+                                c.every_seconds if c.enabled else 0.0, c.background, c.fork)
+    return Worker(table, stats, checkpointer, s.default_key)
 
 
 class Server:
@@ -145,21 +148,23 @@ class Server:
 
     def _restore(self) -> None:
         worker, c = self.worker, self.config.checkpoint
+        checkpointer = worker.checkpointer
         try:
-            restored = worker.restore()
+            restored = checkpointer.restore()
         except (StateError, KeyError, ValueError) as err:
             raise StartupError(f"the checkpoint in {c.dir} does not fit this configuration ({err}); "
                                f"restore the settings it was written with, or move it away") from None
         if restored:
-            log.info("restored checkpoint %d from %s: %d events, %d keys, positions %s", worker.generation,
-                     c.dir, worker.events, len(worker.table), {k: p.as_dict() for k, p in worker.positions.items()})
+            log.info("restored checkpoint %d from %s: %d events, %d keys, positions %s", checkpointer.generation,
+                     c.dir, worker.events, len(worker.table),
+                     {k: p.as_dict() for k, p in checkpointer.positions.items()})
         elif c.enabled:
             log.info("no checkpoint in %s: starting afresh", c.dir)
 
     # ----- running ----------------------------------------------------------------------------
     async def main_loop(self) -> None:
-        c, progress = self.config.checkpoint, self.config.log.progress_seconds
-        last_checkpoint = last_progress = time.monotonic()
+        progress = self.config.log.progress_seconds
+        last_progress = time.monotonic()
         events_then = self.worker.events
         endless = any(not s.finite for s in self.sources)
         while not self.should_exit:
@@ -172,11 +177,7 @@ class Server:
                 log.info("every input has ended")
                 break
             now = time.monotonic()
-            self.worker.settle()  # a checkpoint written in the background: its outcome, once it has one
-            if c.enabled and c.every_seconds and now - last_checkpoint >= c.every_seconds:
-                if self.worker.dirty():
-                    self.worker.checkpoint(background=c.background)
-                last_checkpoint = now
+            self.worker.checkpointer.tick()  # a background checkpoint's outcome; one every_seconds
             if progress and now - last_progress >= progress:
                 self._progress(self.worker.events - events_then, now - last_progress)
                 last_progress, events_then = now, self.worker.events
@@ -200,14 +201,15 @@ class Server:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         ok = True
+        checkpointer = self.worker.checkpointer
         if self.config.checkpoint.enabled:
-            ok = self.worker.checkpoint()  # after the one being written, if any
-        self.worker.close()
+            ok = checkpointer.checkpoint()  # after the one being written, if any
+        checkpointer.close()
         await self._close()
         elapsed = time.monotonic() - started
         s = self.worker.stats
         log.info("stopped in %.2f s after %d events (%d rejected lines); checkpoint %d", elapsed,
-                 self.worker.events, s.outcomes["rejected"], self.worker.generation)
+                 self.worker.events, s.outcomes["rejected"], checkpointer.generation)
         if elapsed > budget:
             log.error("shutdown took %.1f s, over its bound of %.1f s", elapsed, budget)
         return 0 if ok else 1

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from .stats import Stats
-from .worker import Position, Worker
+from .checkpointer import Position
+from .worker import Worker
 
 log = logging.getLogger("streamrnn.sources")
 CHUNK = 1 << 18
@@ -139,7 +140,7 @@ class StdinSource(Source):
         self.out, self.fd = out, fd
 
     async def run(self) -> None:
-        position = self.worker.position(self.name)
+        position = self.worker.checkpointer.position(self.name)
         splitter = LineSplitter(self.limit)
         read = self._reader()
         while not self.should_stop():
@@ -201,7 +202,7 @@ class FileSource(Source):
         return open(self.spec, "rb")
 
     async def run(self) -> None:
-        position = self.worker.position(self.name)
+        position = self.worker.checkpointer.position(self.name)
         splitter = LineSplitter(self.limit)
         loop, due = asyncio.get_running_loop(), None
         with self.open() as f:

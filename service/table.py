@@ -143,9 +143,13 @@ class StreamTable:
             raise KeyCorrupt(f"the stored state of key {key!r} was corrupt and has been quarantined; "
                              "this event was not applied, and the key's next event starts it afresh") from None
 
-    def stored_step(self, key: str) -> int:
-        """The ``events`` of a stored key's header (KeyUnavailable / KeyCorrupt as ``read``)."""
-        return int(self.read(key)[1]["events"])
+    def step_of(self, key: str) -> int:
+        """The events ``key`` has taken in, 0 for a key never seen; a stored key's are read from its
+        header, and it stays stored (KeyUnavailable / KeyCorrupt as ``read``)."""
+        if key in self.stored:
+            return int(self.read(key)[1]["events"])
+        stream = self.live.get(key)
+        return stream.events if stream is not None else 0
 
     def check_room(self, key: str) -> None:
         """KeyRefused if a new ``key`` would need a stored key more than ``max_stored_keys`` allows."""

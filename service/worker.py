@@ -3,19 +3,9 @@
 ``Worker.handle`` is everything the daemon does with a line, and the same
 code serves ``streamrnn serve`` (all sources) and ``streamrnn replay``.  It is
 synchronous: a source hands it one line at a time, so events never interleave
-inside a step.
-
-The worker also owns the input positions (lines and bytes taken in from each
-resumable source) and the checkpoints: every ``checkpoint.every_events``
-events it writes one, consistent with the positions, after the event that
-made it due.  With ``background`` the checkpoint is written while events go
-on: by a forked child that copies the keys' states from its copy-on-write
-memory of that instant (``fork``, ``service.forked``), or else on a writer
-thread after the states are copied between two events (the consistent cut).
-One checkpoint is written at a time, and ``settle`` takes in each one's
-outcome.  The next waits for it, or, while a forked child writes, begins at
-the first event or tick after the child has exited: events never wait for a
-child.
+inside a step.  After each applied event it tells its ``Checkpointer``
+(``service.checkpointer``), which counts the events, keeps the input positions
+and writes the checkpoints they fall due at.
 """
 
 from __future__ import annotations
@@ -23,10 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
-from . import forked
+from .checkpointer import Checkpointer, Position
 from .protocol import Command, ProtocolError, error, parse
 from .stats import Stats
 from .streams import KINDS
@@ -69,43 +58,17 @@ def _finite(value):
     return value
 
 
-def _timed(f, *args) -> float:
-    """Seconds that f(*args) took."""
-    started = time.perf_counter()
-    f(*args)
-    return time.perf_counter() - started
-
-
-class Position:
-    """How far a resumable source has been read: lines and bytes handed to the worker."""
-
-    __slots__ = ("lines", "bytes")
-
-    def __init__(self, lines: int = 0, bytes: int = 0):
-        self.lines, self.bytes = lines, bytes
-
-    def as_dict(self) -> dict:
-        return {"lines": self.lines, "bytes": self.bytes}
-
-
 class Worker:
-    def __init__(self, table: StreamTable, stats: Stats, default_key: str = "default", every_events: int = 0,
-                 background: bool = False, fork: bool = False):
+    def __init__(self, table: StreamTable, stats: Stats, checkpointer: Checkpointer, default_key: str = "default"):
         self.table = table
         self.stats = stats
+        self.checkpointer = checkpointer
         self.default_key = default_key
-        self.every_events = every_events
-        self.background = background  # the checkpoints this worker makes due are written while events go on
-        self.fork = fork and forked.AVAILABLE  # ... by a forked child where the store allows it
-        self.events = 0  # events applied since the state began, across restarts
-        self.generation = 0  # newest checkpoint written or restored
-        self.positions: dict[str, Position] = {}
-        self._due = every_events or None
-        self._saved = None  # (events, positions) at the newest checkpoint
-        self._writer: ThreadPoolExecutor | None = None
-        # the checkpoint on the writer thread: (future of its seconds, generation, mark, seconds spent copying)
-        self._writing: tuple[Future, int, tuple, float] | None = None
-        self._deferred = False  # a background checkpoint fell due while a forked child was writing
+
+    @property
+    def events(self) -> int:
+        """Events applied since the state began, across restarts (the checkpointer counts them)."""
+        return self.checkpointer.events
 
     # ----- lines ------------------------------------------------------------------------
     def handle(self, line: bytes | None, size: int, position: Position | None = None) -> bytes:
@@ -138,11 +101,8 @@ class Worker:
             text = encode(error("internal", f"internal error: {type(err).__name__}", getattr(event, "id", None)))
         else:
             if type(event) is not Command:
-                if self._due is not None and self.events >= self._due:
-                    # inside the event's latency: alerts on latency see checkpoint stalls
-                    self.checkpoint(background=self.background)
-                elif self._deferred:
-                    self.settle()  # begins the deferred checkpoint once the child has exited
+                # inside the event's latency: alerts on latency see checkpoint stalls
+                self.checkpointer.after_event()
                 self.stats.latency.observe(time.perf_counter() - started)
         return (text + "\n").encode()
 
@@ -182,7 +142,7 @@ class Worker:
         if created:  # a new stream is not in the table yet: refusing it now changes nothing
             self.table.check_size(key, stream)
             self.table.add(key, stream)
-        self.events += 1
+        self.checkpointer.events += 1
         stats = self.stats
         if kind.kind == "supervised":
             reply = {"id": event.id, "key": key, "step": stream.events, "prediction": output}
@@ -214,136 +174,9 @@ class Worker:
             return {"id": command.id, "digest": table.digest(), "keys": len(table), "events": self.events}
         reply = {
             "id": command.id, "events": self.events, "live_keys": len(table.live), "keys": len(table),
-            "generation": self.generation,
-            "positions": {name: p.as_dict() for name, p in self.positions.items()},
+            "generation": self.checkpointer.generation,
+            "positions": {name: p.as_dict() for name, p in self.checkpointer.positions.items()},
         }
-        if command.key is not None:  # a stored key's header is read, the key stays where it is
-            stream = table.live.get(command.key)
-            step = stream.events if stream is not None else 0
-            if command.key in table.stored:
-                step = table.stored_step(command.key)
-            reply.update(key=command.key, step=step)
+        if command.key is not None:
+            reply.update(key=command.key, step=table.step_of(command.key))
         return reply
-
-    # ----- positions and checkpoints ----------------------------------------------------------
-    def position(self, source: str) -> Position:
-        """The position of a resumable source (restored from the checkpoint when there is one)."""
-        return self.positions.setdefault(source, Position())
-
-    def _mark(self):
-        return self.events, tuple((name, p.bytes) for name, p in self.positions.items())
-
-    def dirty(self) -> bool:
-        """Whether anything moved since the newest checkpoint."""
-        return self._mark() != self._saved
-
-    def checkpoint(self, background: bool = False) -> bool:
-        """Write a checkpoint of the changed keys with the positions; False (logged, counted) on failure.
-
-        ``background``: write it while events go on (a forked child, or the writer thread after
-        the states are copied here); True means the write has begun, and ``settle`` takes in how
-        it ended.  A checkpoint waits for the one before it, except one for a forked child while
-        the previous child is still writing: that one returns True at once and begins as soon as
-        a ``settle`` finds the child has exited (the next event, the next tick), so that events
-        never wait for a child.
-        """
-        writing = self._writing[0] if self._writing is not None else None
-        if background and isinstance(writing, forked.ForkedCommit) and not writing.done():
-            self._deferred = True
-            return True
-        self._deferred = False
-        self.settle(wait=True)
-        started = time.perf_counter()
-        meta = {"events": self.events, "created": time.time(),
-                "positions": {name: p.as_dict() for name, p in self.positions.items()}}
-        if self.every_events:
-            self._due = self.events + self.every_events
-        in_child = background and self.fork and self.table.store.forkable
-        try:
-            checkpoint = self.table.checkpoint(self.generation + 1, meta, snapshots=not in_child)
-            writing = self._write(checkpoint, background, in_child)
-        except Exception as err:
-            self.table.committed(ok=False)
-            self._failed(err)
-            return False
-        self._writing = (writing, checkpoint.generation, self._mark(), time.perf_counter() - started)
-        return True if background else self.settle(wait=True)
-
-    def _write(self, checkpoint, background: bool, in_child: bool = False):
-        """The store's commit of ``checkpoint``: by a forked child, on the writer thread or here; a future of
-        its seconds (``ForkedCommit`` has the same ``done`` and ``result``)."""
-        if in_child:
-            try:
-                return forked.ForkedCommit(self.table.store, checkpoint)
-            except OSError as err:  # no fork now (memory, process limits): the writer thread instead
-                log.warning("cannot fork a checkpoint writer (%s); writing it on a thread", err)
-                checkpoint.live = {key: stream.snapshot() for key, stream in checkpoint.live.items()}
-        if background:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="streamrnn-checkpoint")
-            return self._writer.submit(_timed, self.table.store.commit, checkpoint)
-        done = Future()
-        try:
-            done.set_result(_timed(self.table.store.commit, checkpoint))
-        except Exception as err:
-            done.set_exception(err)
-        return done
-
-    def settle(self, wait: bool = False) -> bool:
-        """Take in the outcome of the checkpoint being written, if it has ended (or wait for it).
-
-        False if it failed (logged and counted; its keys count as changed again), else True.
-        """
-        ok = True
-        if self._writing is not None:
-            future, generation, mark, copying = self._writing
-            if not wait and not future.done():
-                return True
-            ok = self._take_in(future, generation, mark, copying)
-        if self._deferred and not wait:  # a checkpoint fell due while the child wrote: it begins now
-            self.checkpoint(background=True)
-        return ok
-
-    def _take_in(self, future, generation: int, mark, copying: float) -> bool:
-        self._writing = None
-        try:
-            writing = future.result()
-        except Exception as err:
-            self.table.committed(ok=False)
-            self._failed(err)
-            return False
-        self.table.committed()
-        self.generation = generation
-        self._saved = mark
-        self.stats.checkpoint.observe(copying + writing)
-        self.stats.checkpoint_last_success = time.time()
-        log.debug("checkpoint %d written: %d events, %d live keys", generation, mark[0], len(self.table.live))
-        return True
-
-    def close(self) -> None:
-        """Wait for a checkpoint being written, and stop the writer thread."""
-        self.settle(wait=True)
-        if self._writer is not None:
-            self._writer.shutdown()
-            self._writer = None
-
-    def _failed(self, err: Exception) -> None:
-        log.error("checkpoint failed: %s", err)
-        self.stats.checkpoint_failures += 1
-
-    def restore(self) -> bool:
-        """Load the newest good checkpoint, if any (StateError if it is for another model)."""
-        checkpoint = self.table.store.latest()
-        if checkpoint is None:
-            return False
-        self.table.load(checkpoint)
-        self.events = int(checkpoint.meta["events"])
-        self.generation = checkpoint.generation
-        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]))
-                          for name, p in checkpoint.meta.get("positions", {}).items()}
-        if self.every_events:
-            self._due = self.events + self.every_events
-        self._saved = self._mark()
-        # the last successful checkpoint is the one just restored, not "never"
-        self.stats.checkpoint_last_success = float(checkpoint.meta.get("created", 0.0))
-        return True

@@ -103,7 +103,7 @@ def test_max_stored_keys_with_expire_forgets_the_least_recently_used_and_its_fil
     assert handle(w, {"key": "d", "value": 1.0})["step"] == 1
     assert list(w.table.stored) == ["c", "a"] and set(w.table.live) == {"d"}
     assert metrics(w)["streamrnn_expired_keys_total{model=daemon}"] == 1.0
-    w.checkpoint()
+    w.checkpointer.checkpoint()
     assert len(list(store.keys.glob("*.npz"))) == 2  # b's file went with the checkpoint that dropped it
     assert handle(w, {"key": "b", "value": 5.0})["step"] == 1  # forgotten: it starts afresh
 
@@ -131,9 +131,9 @@ def test_digest_hashes_live_keys_only_and_agrees_with_reading_every_stored_key(t
     w.table.digests.clear()  # every stored key read back and hashed: the same digest
     assert handle(w, {"command": "digest"})["digest"] == kept
 
-    w.checkpoint()  # the kept digests travel with the checkpoint
+    w.checkpointer.checkpoint()  # the kept digests travel with the checkpoint
     again = worker(DirectoryStore(tmp_path), **{"streams.max_keys": "2"})
-    assert again.restore() and set(again.table.digests) == set(again.table.stored)
+    assert again.checkpointer.restore() and set(again.table.digests) == set(again.table.stored)
     again.table.store.get_stream = unreachable
     assert handle(again, {"command": "digest"})["digest"] == kept
 
@@ -148,7 +148,7 @@ def test_the_step_latency_includes_the_checkpoint_an_event_triggers():
     w = worker(SlowStore(), **{"checkpoint.every_events": "3", "checkpoint.background": "false"})
     for i in range(3):
         handle(w, {"value": float(i)})
-    assert w.generation == 1 and w.stats.latency.sum >= 0.3
+    assert w.checkpointer.generation == 1 and w.stats.latency.sum >= 0.3
     assert metrics(w)["streamrnn_step_latency_seconds_bucket{le=0.25}"] == 2.0  # the third waited for it
 
 
@@ -157,23 +157,23 @@ def test_in_the_background_a_checkpoint_is_written_while_events_go_on_and_counts
     w = worker(SlowStore(), **{"checkpoint.every_events": "3"})  # checkpoint.background is on by default
     for i in range(4):
         handle(w, {"value": float(i)})
-    assert w.stats.latency.sum < 0.25 and w.generation == 0  # the events did not wait; nothing counted yet
+    assert w.stats.latency.sum < 0.25 and w.checkpointer.generation == 0  # the events did not wait; nothing counted yet
     assert not metrics(w)["streamrnn_checkpoint_duration_seconds_count"]
-    w.settle(wait=True)
-    assert w.generation == 1 and w.stats.checkpoint.sum >= 0.3
+    w.checkpointer.settle(wait=True)
+    assert w.checkpointer.generation == 1 and w.stats.checkpoint.sum >= 0.3
     assert metrics(w)["streamrnn_checkpoint_duration_seconds_count"] == 1.0
-    assert w.dirty()  # the fourth event came after the cut
-    w.close()
+    assert w.checkpointer.dirty()  # the fourth event came after the cut
+    w.checkpointer.close()
 
 
 def test_a_checkpoint_waits_for_the_one_being_written():
     handle(worker(), {"value": 0.0})  # kernels loaded outside the test
     w = worker(SlowStore())
     handle(w, {"value": 1.0})
-    assert w.checkpoint(background=True) and w.checkpoint(background=True)
-    assert w.generation == 1  # the first was taken in before the second began
-    w.close()
-    assert w.generation == 2 and sum(w.stats.checkpoint.counts) == 2
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer.checkpoint(background=True)
+    assert w.checkpointer.generation == 1  # the first was taken in before the second began
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2 and sum(w.stats.checkpoint.counts) == 2
 
 
 def test_an_outcome_is_taken_in_once_and_close_stops_the_one_writer_thread():
@@ -186,11 +186,11 @@ def test_an_outcome_is_taken_in_once_and_close_stops_the_one_writer_thread():
     w = worker()
     for i in range(3):
         handle(w, {"value": float(i)})
-        assert w.checkpoint(background=True)
-        w.settle(wait=True)
-        w.settle(wait=True)
-    assert sum(w.stats.checkpoint.counts) == 3 and w.generation == 3 and len(writers() - before) == 1
-    w.close()
+        assert w.checkpointer.checkpoint(background=True)
+        w.checkpointer.settle(wait=True)
+        w.checkpointer.settle(wait=True)
+    assert sum(w.stats.checkpoint.counts) == 3 and w.checkpointer.generation == 3 and len(writers() - before) == 1
+    w.checkpointer.close()
     assert sum(w.stats.checkpoint.counts) == 3
     time.sleep(0.05)
     assert not writers() - before
@@ -206,8 +206,8 @@ def test_a_background_checkpoints_time_includes_copying_the_states(monkeypatch):
         return build(*args, **kwargs)
 
     monkeypatch.setattr(w.table, "checkpoint", slow_copy)
-    assert w.checkpoint(background=True)
-    w.close()
+    assert w.checkpointer.checkpoint(background=True)
+    w.checkpointer.close()
     assert w.stats.checkpoint.sum >= 0.2
 
 
@@ -274,9 +274,9 @@ def test_a_checkpoint_carries_the_retired_counters_and_an_older_one_without_them
         for key in "abc":
             handle(w, {"key": key, "x": FEATURES, "y": 0.5})
     totals, digest = w.table.totals(), handle(w, {"command": "digest"})["digest"]
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     again = worker(DirectoryStore(tmp_path), **settings)
-    assert again.restore() and again.table.totals() == totals and again.table.retired == w.table.retired
+    assert again.checkpointer.restore() and again.table.totals() == totals and again.table.retired == w.table.retired
 
     old = w.table.store.latest()  # as an older writer would have left it: no digests, retired counters in part
     del old.meta["digests"]
@@ -292,9 +292,9 @@ def test_a_checkpoint_with_more_live_keys_than_max_keys_is_loaded_down_to_max_ke
     for key in "abcd":
         handle(w, {"key": key, "value": 1.0})
     digest = handle(w, {"command": "digest"})["digest"]
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     smaller = worker(DirectoryStore(tmp_path), **{"streams.max_keys": "2"})
-    assert smaller.restore()
+    assert smaller.checkpointer.restore()
     assert list(smaller.table.live) == ["c", "d"] and list(smaller.table.stored) == ["a", "b"]
     assert smaller.table.evictions == 2 and handle(smaller, {"command": "digest"})["digest"] == digest
 

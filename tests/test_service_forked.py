@@ -36,7 +36,7 @@ def worker(root, keep: int = 3, **overrides):
 def feed(w, events):
     for event in events:
         line = json.dumps(event).encode()
-        w.handle(line, len(line) + 1, w.position("test"))
+        w.handle(line, len(line) + 1, w.checkpointer.position("test"))
 
 
 class SlowStore(DirectoryStore):
@@ -61,9 +61,9 @@ def deferred(root, delay: float):
     w, store = slow_worker(root)
     feed(w, supervised_events(4))
     store.delay = delay
-    assert w.checkpoint(background=True)
+    assert w.checkpointer.checkpoint(background=True)
     feed(w, supervised_events(2, seed=1))
-    assert w.checkpoint(background=True) and w._deferred  # due while the child writes: deferred
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer._deferred  # due while the child writes: deferred
     return w, store
 
 
@@ -74,16 +74,16 @@ def test_the_child_copies_the_states_of_the_instant_it_was_forked(tmp_path):
     digest = w.table.digest()
     store.delay = 0.3
     started = time.perf_counter()
-    assert w.checkpoint(background=True)
+    assert w.checkpointer.checkpoint(background=True)
     assert time.perf_counter() - started < 0.25  # the parent did not wait for the write
-    writing = w._writing[0]
+    writing = w.checkpointer._writing[0]
     assert isinstance(writing, forked.ForkedCommit) and not writing.done()
     feed(w, supervised_events(10, keys=("a", "b"), seed=3))  # while the child writes
-    assert w.generation == 0  # nothing recorded before the child has exited
-    w.close()
-    assert w.generation == 1 and w.stats.checkpoint_failures == 0
+    assert w.checkpointer.generation == 0  # nothing recorded before the child has exited
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 1 and w.stats.checkpoint_failures == 0
     again = worker(tmp_path)
-    assert again.restore() and again.events == 30 and again.table.digest() == digest
+    assert again.checkpointer.restore() and again.events == 30 and again.table.digest() == digest
 
 
 def test_a_child_that_dies_is_a_failed_checkpoint_whose_keys_the_next_one_writes(tmp_path):
@@ -95,14 +95,14 @@ def test_a_child_that_dies_is_a_failed_checkpoint_whose_keys_the_next_one_writes
     config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
     w = build_worker(config, store)
     feed(w, supervised_events(12, keys=("a", "b", "c")))
-    assert w.checkpoint(background=True)
-    assert not w.settle(wait=True)
-    assert w.stats.checkpoint_failures == 1 and w.generation == 0 and w.dirty()
+    assert w.checkpointer.checkpoint(background=True)
+    assert not w.checkpointer.settle(wait=True)
+    assert w.stats.checkpoint_failures == 1 and w.checkpointer.generation == 0 and w.checkpointer.dirty()
     assert not store.generations()  # the parent recorded nothing, and no manifest was renamed into place
     Crashing.write = DirectoryStore.write  # the disk is back: the next checkpoint writes every changed key
-    assert w.checkpoint(background=True) and w.settle(wait=True)
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
     again = worker(tmp_path)
-    assert again.restore() and again.events == 12 and again.table.digest() == w.table.digest()
+    assert again.checkpointer.restore() and again.events == 12 and again.table.digest() == w.table.digest()
 
 
 def test_an_error_in_the_child_is_reported_by_the_parent_with_its_message(tmp_path, caplog):
@@ -113,7 +113,7 @@ def test_an_error_in_the_child_is_reported_by_the_parent_with_its_message(tmp_pa
     config = load(environ={}, overrides={"checkpoint.dir": str(tmp_path), "checkpoint.every_events": "0"})
     w = build_worker(config, Full(tmp_path))
     feed(w, supervised_events(3))
-    assert w.checkpoint(background=True) and not w.settle(wait=True)
+    assert w.checkpointer.checkpoint(background=True) and not w.checkpointer.settle(wait=True)
     assert "No space left on device" in caplog.text and w.stats.checkpoint_failures == 1
 
 
@@ -137,8 +137,8 @@ def test_the_child_dies_with_its_parent(tmp_path):
         for event in supervised_events(3):
             line = json.dumps(event).encode()
             w.handle(line, len(line) + 1)
-        w.checkpoint(background=True)
-        print(w._writing[0].pid, flush=True)
+        w.checkpointer.checkpoint(background=True)
+        print(w.checkpointer._writing[0].pid, flush=True)
         time.sleep(60)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=tmp_path)
@@ -167,10 +167,10 @@ def test_the_child_dies_with_its_parent(tmp_path):
 def test_without_fork_the_writer_thread_writes(tmp_path):
     w = worker(tmp_path, **{"checkpoint.fork": "false"})
     feed(w, supervised_events(5))
-    assert w.checkpoint(background=True)
-    assert not isinstance(w._writing[0], forked.ForkedCommit)
-    w.close()
-    assert w.generation == 1
+    assert w.checkpointer.checkpoint(background=True)
+    assert not isinstance(w.checkpointer._writing[0], forked.ForkedCommit)
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 1
 
 
 def test_the_parent_records_the_childs_commit_so_the_next_one_is_incremental(tmp_path):
@@ -180,15 +180,15 @@ def test_the_parent_records_the_childs_commit_so_the_next_one_is_incremental(tmp
 
     w = worker(tmp_path, keep=2)
     feed(w, supervised_events(9, keys=("a", "b", "c")))
-    assert w.checkpoint(background=True) and w.settle(wait=True)
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
     assert set(_shard_keys(w.table.store._shard(1))) == {"a", "b", "c"}
     for generation in (2, 3):
         feed(w, supervised_events(1, keys=("a",), seed=generation))
-        assert w.checkpoint(background=True) and w.settle(wait=True)
+        assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
         assert _shard_keys(w.table.store._shard(generation)) == ["a"]
     assert w.table.store.generations() == [3, 2]
     again = worker(tmp_path)
-    assert again.restore() and again.events == 11 and again.table.digest() == w.table.digest()
+    assert again.checkpointer.restore() and again.events == 11 and again.table.digest() == w.table.digest()
 
 
 def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_never_wait(tmp_path):
@@ -197,16 +197,16 @@ def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_neve
     events = supervised_events(40, keys=("a", "b"))
     started = time.perf_counter()
     feed(w, events[:12])  # due at 5 (the child starts), and at 10 (deferred while it writes)
-    assert time.perf_counter() - started < 0.3 and w.generation == 0
-    first = w._writing[0]
+    assert time.perf_counter() - started < 0.3 and w.checkpointer.generation == 0
+    first = w.checkpointer._writing[0]
     while not first.done():
         time.sleep(0.01)
     feed(w, events[12:13])  # the first event after the child exited takes in its outcome, starts the next
-    assert w.generation == 1 and w._writing[0] is not first and w._writing[2][0] == 13
-    w.close()
-    assert w.generation == 2
+    assert w.checkpointer.generation == 1 and w.checkpointer._writing[0] is not first and w.checkpointer._writing[2][0] == 13
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2
     again = worker(tmp_path)
-    assert again.restore() and again.events == 13
+    assert again.checkpointer.restore() and again.events == 13
 
 
 def _open_descriptors() -> int:
@@ -224,9 +224,9 @@ def test_a_failed_fork_leaks_nothing_and_the_writer_thread_writes_instead(tmp_pa
     before = _open_descriptors()
     for i in range(5):
         feed(w, supervised_events(1, seed=i))
-        assert w.checkpoint(background=True) and w.settle(wait=True)
-    assert _open_descriptors() == before and w.generation == 5 and w.stats.checkpoint_failures == 0
-    w.close()
+        assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
+    assert _open_descriptors() == before and w.checkpointer.generation == 5 and w.stats.checkpoint_failures == 0
+    w.checkpointer.close()
 
 
 def test_a_child_reaped_elsewhere_is_a_failure_not_an_exception(tmp_path, monkeypatch):
@@ -244,26 +244,26 @@ def test_a_child_reaped_elsewhere_is_a_failure_not_an_exception(tmp_path, monkey
     feed(w, supervised_events(1, seed=1))  # the fourth event: the child is forked
     replies = [json.loads(w.handle(json.dumps(e).encode(), 10)) for e in supervised_events(2, seed=2)]
     assert all("error" not in r for r in replies)
-    assert w.settle(wait=True) is False
-    assert w.stats.checkpoint_failures == 1 and w.generation == 0 and w.dirty()
+    assert w.checkpointer.settle(wait=True) is False
+    assert w.stats.checkpoint_failures == 1 and w.checkpointer.generation == 0 and w.checkpointer.dirty()
     monkeypatch.setattr(os, "waitpid", real)
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     again = worker(tmp_path)
-    assert again.restore() and again.events == 6
+    assert again.checkpointer.restore() and again.events == 6
 
 
 def test_a_deferred_checkpoint_begins_on_the_tick_after_the_child_without_another_event(tmp_path):
     w, store = deferred(tmp_path, 0.3)
-    first = w._writing[0]
+    first = w.checkpointer._writing[0]
     while not first.done():
         time.sleep(0.01)
     store.delay = 0.0
-    w.settle()  # what the server's tick calls: takes in the first, begins the deferred one
-    assert w.generation == 1 and w._writing is not None and w._writing[0] is not first and not w._deferred
-    w.close()
-    assert w.generation == 2
+    w.checkpointer.settle()  # what the server's tick calls: takes in the first, begins the deferred one
+    assert w.checkpointer.generation == 1 and w.checkpointer._writing is not None and w.checkpointer._writing[0] is not first and not w.checkpointer._deferred
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2
     again = worker(tmp_path)
-    assert again.restore() and again.events == 6
+    assert again.checkpointer.restore() and again.events == 6
 
 
 @pytest.mark.parametrize("overrides, events", [
@@ -289,9 +289,9 @@ def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, ov
 def test_a_deferred_checkpoint_survives_a_wait_that_took_in_the_child(tmp_path):
     """A deferral still stands after a blocking settle took in the child: the next tick begins it."""
     w, store = deferred(tmp_path, 0.2)
-    assert w.settle(wait=True) and w.generation == 1 and w._writing is None and w._deferred
+    assert w.checkpointer.settle(wait=True) and w.checkpointer.generation == 1 and w.checkpointer._writing is None and w.checkpointer._deferred
     store.delay = 0.0
-    w.settle()  # the tick
-    assert w._writing is not None and not w._deferred
-    w.close()
-    assert w.generation == 2
+    w.checkpointer.settle()  # the tick
+    assert w.checkpointer._writing is not None and not w.checkpointer._deferred
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2

@@ -25,18 +25,18 @@ def _worker(root, max_keys="2"):
 def _feed(w, events):
     for e in events:
         line = json.dumps(e).encode()
-        w.handle(line, len(line) + 1, w.position("test"))
+        w.handle(line, len(line) + 1, w.checkpointer.position("test"))
 
 
 def test_restore_equals_the_state_written(tmp_path):
     w, _ = _worker(tmp_path)
     _feed(w, supervised_events(60, keys=("a", "b", "c", "d")))
-    assert w.checkpoint() and w.table.stored
+    assert w.checkpointer.checkpoint() and w.table.stored
     digest = w.table.digest()
     again, corrupt = _worker(tmp_path)
-    assert again.restore() and not corrupt
+    assert again.checkpointer.restore() and not corrupt
     assert again.table.digest() == digest and again.events == 60
-    assert again.positions["test"].lines == 60
+    assert again.checkpointer.positions["test"].lines == 60
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:300] + bytes([b[300] ^ 1]) + b[301:],
@@ -44,14 +44,14 @@ def test_restore_equals_the_state_written(tmp_path):
 def test_corrupt_newest_falls_back_to_the_previous(tmp_path, damage):
     w, _ = _worker(tmp_path)
     _feed(w, supervised_events(30, keys=("a", "b", "c")))
-    w.checkpoint()
+    w.checkpointer.checkpoint()
     first = w.table.digest()
     _feed(w, supervised_events(30, keys=("a", "b", "c"), seed=1))
-    w.checkpoint()
+    w.checkpointer.checkpoint()
     newest = sorted(tmp_path.glob("gen-*.npz"))[-1]
     newest.write_bytes(damage(newest.read_bytes()))
     again, corrupt = _worker(tmp_path)
-    assert again.restore() and corrupt == [newest.name]
+    assert again.checkpointer.restore() and corrupt == [newest.name]
     assert again.table.digest() == first and again.events == 30
 
 
@@ -59,7 +59,7 @@ def test_old_generations_and_unreferenced_key_files_are_removed(tmp_path):
     w, _ = _worker(tmp_path)
     for seed in range(5):
         _feed(w, supervised_events(20, keys=("a", "b", "c", "d"), seed=seed))
-        w.checkpoint()
+        w.checkpointer.checkpoint()
     assert len(list(tmp_path.glob("gen-*.npz"))) == 2
     needed = set()
     for path in tmp_path.glob("gen-*.npz"):
@@ -71,10 +71,10 @@ def test_old_generations_and_unreferenced_key_files_are_removed(tmp_path):
 def test_leftover_temporary_files_are_ignored(tmp_path):
     w, _ = _worker(tmp_path)
     _feed(w, supervised_events(10))
-    w.checkpoint()
+    w.checkpointer.checkpoint()
     (tmp_path / ".gen-000000000002.npz.abc.tmp").write_bytes(b"half a file")
     again, corrupt = _worker(tmp_path)
-    assert again.restore() and not corrupt and again.generation == 1
+    assert again.checkpointer.restore() and not corrupt and again.checkpointer.generation == 1
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -170,16 +170,16 @@ def test_after_a_restart_kept_generations_keep_their_key_files_and_dropped_ones_
     w = build_worker(config, DirectoryStore(tmp_path, keep=3))
     for seed in range(4):
         _feed(w, supervised_events(9, keys=("a", "b", "c"), seed=seed))
-        assert w.checkpoint()
+        assert w.checkpointer.checkpoint()
 
     def refs():
         return {int(p.stem[4:]): set(DirectoryStore(tmp_path)._read(p).stored.values()) for p in tmp_path.glob("gen-*.npz")}
 
     store = DirectoryStore(tmp_path, keep=3)  # a new process: it reads the newest generation only
     again = build_worker(config, store)
-    assert again.restore() and again.generation == 4
+    assert again.checkpointer.restore() and again.checkpointer.generation == 4
     _feed(again, supervised_events(9, keys=("a", "b", "c"), seed=9))
-    assert again.checkpoint()  # generation 5: keeps 5, 4 and 3 (its header read now), drops 2 (never read)
+    assert again.checkpointer.checkpoint()  # generation 5: keeps 5, 4 and 3 (its header read now), drops 2 (never read)
     kept = refs()
     assert set(kept) == {3, 4, 5} and set(store._refs) == {3, 4, 5}
     assert kept[3] - kept[4] - kept[5]  # key files only generation 3 needs ...
@@ -189,9 +189,9 @@ def test_after_a_restart_kept_generations_keep_their_key_files_and_dropped_ones_
     store._path(4).write_bytes(b"garbage")
     store = DirectoryStore(tmp_path, keep=3)
     third = build_worker(config, store)
-    assert third.restore() and third.generation == 5
+    assert third.checkpointer.restore() and third.checkpointer.generation == 5
     _feed(third, supervised_events(3, keys=("a",), seed=11))
-    assert third.checkpoint() and store.generations() == [6, 5, 4] and store._refs[4] == (set(), set())
+    assert third.checkpointer.checkpoint() and store.generations() == [6, 5, 4] and store._refs[4] == (set(), set())
     assert state.load(store._path(6))[1]["generation"] == 6
 
 
@@ -241,17 +241,17 @@ def test_a_checkpoint_writes_the_keys_that_changed_and_references_the_rest(tmp_p
     w, _ = _worker(tmp_path, max_keys="8")
     store = w.table.store
     _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     assert _shard_keys(store._shard(1)) == ["a", "b", "c", "d"]
     _feed(w, supervised_events(3, keys=("c",), seed=1))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     assert _shard_keys(store._shard(2)) == ["c"]  # only the key that took events
     assert _manifest(store, 2) == {"a": 1, "b": 1, "d": 1, "c": 2}
-    assert w.checkpoint()  # nothing changed: a manifest and no shard
+    assert w.checkpointer.checkpoint()  # nothing changed: a manifest and no shard
     assert not store._shard(3).exists() and _manifest(store, 3) == _manifest(store, 2)
     digest = w.table.digest()
     again, corrupt = _worker(tmp_path, max_keys="8")
-    assert again.restore() and not corrupt and again.generation == 3
+    assert again.checkpointer.restore() and not corrupt and again.checkpointer.generation == 3
     assert again.table.digest() == digest and list(again.table.live) == list(w.table.live)  # LRU order kept
     _feed(again, supervised_events(2, keys=("a",), seed=2))
     _feed(w, supervised_events(2, keys=("a",), seed=2))
@@ -262,19 +262,19 @@ def test_the_emptiest_shards_are_written_again_while_disk_holds_over_twice_the_l
     w, _ = _worker(tmp_path, max_keys="8")
     store = w.table.store
     _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     _feed(w, supervised_events(6, keys=("a", "b", "c"), seed=1))
-    assert w.checkpoint()  # 4 + 3 copies on disk for 4 live keys: within twice, nothing written again
+    assert w.checkpointer.checkpoint()  # 4 + 3 copies on disk for 4 live keys: within twice, nothing written again
     assert _shard_keys(store._shard(2)) == ["a", "b", "c"]
     assert _manifest(store, 2) == {"d": 1, "a": 2, "b": 2, "c": 2}
     _feed(w, supervised_events(4, keys=("a", "b"), seed=2))
-    assert w.checkpoint()  # 4 + 3 + 2 > 8: shard 1 (1 of 4 live, the emptiest) goes, its "d" written again
+    assert w.checkpointer.checkpoint()  # 4 + 3 + 2 > 8: shard 1 (1 of 4 live, the emptiest) goes, its "d" written again
     assert _shard_keys(store._shard(3)) == ["d", "a", "b"]
     assert _manifest(store, 3) == {"c": 2, "d": 3, "a": 3, "b": 3}
-    assert w.checkpoint() and not store._shard(1).exists()  # generation 2 (keep = 2) is gone, and shard 1
+    assert w.checkpointer.checkpoint() and not store._shard(1).exists()  # generation 2 (keep = 2) is gone, and shard 1
     digest = w.table.digest()
     again, _ = _worker(tmp_path, max_keys="8")
-    assert again.restore() and again.table.digest() == digest
+    assert again.checkpointer.restore() and again.table.digest() == digest
 
 
 def _policy(where: dict, sizes: dict) -> DirectoryStore:
@@ -319,26 +319,26 @@ def test_a_rewritten_shards_live_keys_still_count_on_disk():
 def test_compaction_after_a_restart_knows_the_shard_sizes(tmp_path):
     w, _ = _worker(tmp_path, max_keys="8")
     _feed(w, supervised_events(40, keys=("a", "b", "c", "d")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     _feed(w, supervised_events(6, keys=("a", "b", "c"), seed=1))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     again, _ = _worker(tmp_path, max_keys="8")  # a new process: shard sizes come from reading the shards
-    assert again.restore()
+    assert again.checkpointer.restore()
     _feed(again, supervised_events(4, keys=("a", "b"), seed=2))
-    assert again.checkpoint()
+    assert again.checkpointer.checkpoint()
     assert _shard_keys(again.table.store._shard(3)) == ["d", "a", "b"]
 
 
 def test_a_failed_synchronous_checkpoint_has_its_keys_written_by_the_next(tmp_path, monkeypatch):
     w, _ = _worker(tmp_path, max_keys="8")
     _feed(w, supervised_events(20, keys=("a", "b")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     _feed(w, supervised_events(4, keys=("a",), seed=1))
     with _manifests_fail(monkeypatch):
-        assert not w.checkpoint()
-    assert w.checkpoint() and _shard_keys(w.table.store._shard(2)) == ["a"]
+        assert not w.checkpointer.checkpoint()
+    assert w.checkpointer.checkpoint() and _shard_keys(w.table.store._shard(2)) == ["a"]
     again, _ = _worker(tmp_path, max_keys="8")
-    assert again.restore() and again.table.digest() == w.table.digest()
+    assert again.checkpointer.restore() and again.table.digest() == w.table.digest()
 
 
 # ----- the store's commits and reads, refused and unusable ones --------------------------------
@@ -437,28 +437,28 @@ def test_a_key_file_whose_table_overruns_its_data_is_a_state_error(tmp_path):
 def test_a_crash_between_shard_and_manifest_restores_the_previous_and_sweeps_the_shard(tmp_path, monkeypatch):
     w, _ = _worker(tmp_path, max_keys="8")
     _feed(w, supervised_events(20, keys=("a", "b")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     digest = w.table.digest()
     _feed(w, supervised_events(4, keys=("a",), seed=1))
     with _manifests_fail(monkeypatch):
-        assert not w.checkpoint() and w.table.store._shard(2).exists()  # failed: logged and counted
+        assert not w.checkpointer.checkpoint() and w.table.store._shard(2).exists()  # failed: logged and counted
     again, corrupt = _worker(tmp_path, max_keys="8")
-    assert again.restore() and again.generation == 1 and again.table.digest() == digest and not corrupt
+    assert again.checkpointer.restore() and again.checkpointer.generation == 1 and again.table.digest() == digest and not corrupt
     _feed(again, supervised_events(1, keys=("b",), seed=3))
-    assert again.checkpoint()
+    assert again.checkpointer.checkpoint()
     assert _shard_keys(again.table.store._shard(2)) == ["b"]  # the stray shard 2 was replaced, not trusted
 
 
 def test_a_lost_shard_makes_its_generation_unusable_and_the_previous_one_is_used(tmp_path):
     w, _ = _worker(tmp_path, max_keys="8")
     _feed(w, supervised_events(20, keys=("a", "b")))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     digest = w.table.digest()
     _feed(w, supervised_events(4, keys=("a",), seed=1))
-    assert w.checkpoint()
+    assert w.checkpointer.checkpoint()
     w.table.store._shard(2).unlink()
     again, corrupt = _worker(tmp_path, max_keys="8")
-    assert again.restore() and again.generation == 1 and corrupt == ["gen-000000000002.npz"]
+    assert again.checkpointer.restore() and again.checkpointer.generation == 1 and corrupt == ["gen-000000000002.npz"]
     assert again.table.digest() == digest
 
 
@@ -498,11 +498,11 @@ def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_eve
         return json.loads(worker.handle(json.dumps(event).encode(), 10))
 
     w = build_worker(config, DirectoryStore(tmp_path, keep=3))
-    assert w.restore() and w.events == expected["events"] and len(w.table) == 3
-    assert w.checkpoint()
+    assert w.checkpointer.restore() and w.events == expected["events"] and len(w.table) == 3
+    assert w.checkpointer.checkpoint()
     assert sorted(_shard_keys(w.table.store._shard(2))) == sorted(w.table.live)
     again = build_worker(config, DirectoryStore(tmp_path, keep=3))
-    assert again.restore() and again.table.digest() == w.table.digest()
+    assert again.checkpointer.restore() and again.table.digest() == w.table.digest()
     for worker_ in (w, again):
         replies = [handle(worker_, e) for e in expected["then"]]
         if hybrid_kernel:  # the compiled hybrid step sums in another order: equal to rounding
@@ -543,16 +543,16 @@ def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_on
         w = build_worker(config, DirectoryStore(root))
         for event in supervised_events(40, keys=("a", "b", "c", "d")):
             _feed(w, [event])
-            w.settle(wait=True)  # each write ends before the next event: every checkpoint falls where it is due
-        w.close()
+            w.checkpointer.settle(wait=True)  # each write ends before the next event: every checkpoint falls where it is due
+        w.checkpointer.close()
         return w
 
     sync, bg = run(tmp_path / "sync", "false"), run(tmp_path / "bg", "true")
-    assert bg.generation == sync.generation == 5 and bg.table.digest() == sync.table.digest()
+    assert bg.checkpointer.generation == sync.checkpointer.generation == 5 and bg.table.digest() == sync.table.digest()
     for root, w in ((tmp_path / "sync", sync), (tmp_path / "bg", bg)):
         config = load(environ={}, overrides={"checkpoint.dir": str(root), "streams.max_keys": "3"})
         again = build_worker(config, DirectoryStore(root))
-        assert again.restore() and again.events == 35 and again.generation == 5
+        assert again.checkpointer.restore() and again.events == 35 and again.checkpointer.generation == 5
 
     # a write that fails in the background (on the thread, or in the child, which took its memory
     # when it was forked) is counted when it settles, and its keys are written by the next
@@ -569,11 +569,11 @@ def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_on
     state.save = failing
     try:
         broken[0] = True
-        assert w.checkpoint(background=True)
-        w.settle(wait=True)
+        assert w.checkpointer.checkpoint(background=True)
+        w.checkpointer.settle(wait=True)
         broken[0] = False
-        assert w.stats.checkpoint_failures == 1 and w.generation == 5
-        assert w.checkpoint()
+        assert w.stats.checkpoint_failures == 1 and w.checkpointer.generation == 5
+        assert w.checkpointer.checkpoint()
     finally:
         state.save = real
-    assert w.generation == 6 and "a" in _shard_keys(w.table.store._shard(6))
+    assert w.checkpointer.generation == 6 and "a" in _shard_keys(w.table.store._shard(6))

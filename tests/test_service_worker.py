@@ -108,21 +108,6 @@ def test_invalid_target_for_the_loss():
     assert w.events == 0 and len(w.table) == 0
 
 
-def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
-    from service.store import DirectoryStore
-
-    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
-    first = build_worker(config, DirectoryStore(tmp_path))
-    for e in supervised_events(10):
-        handle(first, e)
-    assert first.checkpoint()
-    written = first.stats.checkpoint_last_success
-    again = build_worker(config, DirectoryStore(tmp_path))
-    assert again.stats.checkpoint_last_success == 0.0  # nothing yet: never
-    assert again.restore()
-    assert again.stats.checkpoint_last_success == pytest.approx(written, abs=1.0)
-
-
 def test_a_key_hit_by_a_huge_value_forecasts_finite_values_again_after_a_restart(tmp_path):
     """One value of 1e308 used to make a forecasting key answer null for good (the running variance
     overflowed), even after a restart.  Now it is bounded before anything learns from it."""
@@ -134,9 +119,9 @@ def test_a_key_hit_by_a_huge_value_forecasts_finite_values_again_after_a_restart
         handle(first, {"key": "t", "value": 10.0 + np.sin(i)})
     hit = handle(first, {"key": "t", "value": 1e308})
     assert hit["step"] == 21 and all(np.isfinite(hit["forecast"]))
-    assert first.checkpoint()
+    assert first.checkpointer.checkpoint()
     again = build_worker(config, DirectoryStore(tmp_path))
-    assert again.restore()
+    assert again.checkpointer.restore()
     replies = [handle(again, {"key": "t", "value": 10.0 + np.sin(i)}) for i in range(21, 80)]
     assert all(r["forecast"] is not None and all(np.isfinite(r["forecast"])) for r in replies)
     assert abs(replies[-1]["forecast"][0] - (10.0 + np.sin(80))) < 1.5
@@ -322,7 +307,7 @@ def test_eviction_takes_the_least_recently_used_key_not_the_first_added():
 
 
 def test_positions_count_events_and_unreadable_lines_but_not_commands():
-    from service.worker import Position
+    from service.checkpointer import Position
 
     w = worker()
     p = Position()
@@ -352,7 +337,7 @@ def test_positions_count_events_and_unreadable_lines_but_not_commands():
 
 
 def test_an_internal_error_is_answered_counted_and_logged_and_the_line_still_counts(caplog, monkeypatch):
-    from service.worker import Position
+    from service.checkpointer import Position
 
     w = worker()
     p = Position()
@@ -393,7 +378,7 @@ def test_command_replies():
     handle(w, {"key": "b", "value": 2.0})
     digest = handle(w, {"command": "digest", "id": 2})
     assert digest == {"id": 2, "digest": w.table.digest(), "keys": 2, "events": 3}
-    w.position("stdin").lines = 5
+    w.checkpointer.position("stdin").lines = 5
     assert handle(w, {"command": "status", "id": 3}) == {
         "id": 3, "events": 3, "live_keys": 1, "keys": 2, "generation": 0,
         "positions": {"stdin": {"lines": 5, "bytes": 0}}}
@@ -404,58 +389,17 @@ def test_command_replies():
 
 
 def test_worker_defaults_stream_key_and_no_checkpoints():
+    from service.checkpointer import Checkpointer
     from service.stats import Stats
     from service.worker import Worker
 
-    table = worker().table
-    w = Worker(table, Stats())
+    table, stats = worker().table, Stats()
+    w = Worker(table, stats, Checkpointer(table, stats))
     reply = handle(w, {"value": 1.0})
     assert reply["key"] == "default" and list(table.live) == ["default"]
     for i in range(5):
         handle(w, {"value": float(i)})
-    assert w.generation == 0 and w.every_events == 0
-
-
-class _CountingStore(MemoryStore):
-    def __init__(self, fail=False):
-        super().__init__()
-        self.commits, self.fail = [], fail
-
-    def commit(self, checkpoint):
-        if self.fail:
-            raise OSError("disk full")
-        self.commits.append(checkpoint.meta["events"])
-
-
-def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
-    config = load(environ={}, overrides={"checkpoint.every_events": "3", "checkpoint.background": "false"})
-    from service.server import build_worker as build
-
-    store = _CountingStore()
-    w = build(config, store)
-    assert w.dirty()  # nothing written yet
-    for i in range(10):
-        handle(w, {"key": "a", "value": float(i)})
-        handle(w, {"command": "status"})  # commands never make a checkpoint due
-    assert store.commits == [3, 6, 9] and w.generation == 3
-    assert w.dirty()  # the tenth event came after the last one
-    assert w.checkpoint() and store.commits[-1] == 10 and w.generation == 4
-    assert not w.dirty()
-    w.position("stdin").bytes += 4  # a position that moved is something to write, too
-    assert w.dirty()
-
-
-def test_a_failed_checkpoint_is_counted_logged_and_changes_no_generation(caplog):
-    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
-    from service.server import build_worker as build
-
-    w = build(config, _CountingStore(fail=True))
-    handle(w, {"key": "a", "value": 1.0})
-    with caplog.at_level("ERROR", logger="streamrnn.worker"):
-        assert w.checkpoint() is False
-        assert w.checkpoint() is False
-    assert w.stats.checkpoint_failures == 2 and w.generation == 0 and w.dirty()
-    assert [r.getMessage() for r in caplog.records] == ["checkpoint failed: disk full"] * 2
+    assert w.checkpointer.generation == 0 and w.checkpointer.every_events == 0 and w.events == 6
 
 
 def test_replies_encode_non_finite_numbers_as_null_everywhere():
@@ -466,36 +410,6 @@ def test_replies_encode_non_finite_numbers_as_null_everywhere():
     assert encode(reply) == '{"a":[1.0,null],"b":{"c":null,"d":2.5},"e":"x","f":3,"g":0.1}'
     with pytest.raises(TypeError, match="^object is not JSON serialisable$"):
         encode({"a": object()})
-
-
-def test_restore_brings_back_positions_the_checkpoint_schedule_and_a_clean_slate(tmp_path):
-    from service.server import build_worker as build
-    from service.store import Checkpoint, DirectoryStore
-
-    config = load(environ={}, overrides={"checkpoint.every_events": "4", "checkpoint.background": "false"})
-    assert build(config, DirectoryStore(tmp_path / "empty")).restore() is False
-    first = build(config, DirectoryStore(tmp_path))
-    for i in range(6):
-        first.position("in.jsonl").lines += 1
-        first.position("in.jsonl").bytes += 10
-        handle(first, {"key": "a", "value": float(i)})
-    assert first.checkpoint() and first.generation == 2  # one at 4 events, this one at 6
-
-    again = build(config, DirectoryStore(tmp_path))
-    assert again.restore() and again.generation == 2 and again.events == 6
-    assert {k: p.as_dict() for k, p in again.positions.items()} == {"in.jsonl": {"lines": 6, "bytes": 60}}
-    assert not again.dirty()
-    for i in range(3):
-        handle(again, {"key": "a", "value": 1.0})
-    assert again.generation == 2  # the next one is due 4 events after the restored one ...
-    handle(again, {"key": "a", "value": 1.0})
-    assert again.generation == 3  # ... at event 10
-
-    # a checkpoint that has no positions or creation time (an older writer) restores with none
-    old = DirectoryStore(tmp_path / "old")
-    old.commit(Checkpoint(5, {"events": 0}))
-    w = build(config, old)
-    assert w.restore() and w.positions == {} and w.stats.checkpoint_last_success == 0.0 and w.generation == 5
 
 
 def test_the_worker_keeps_the_stats_the_metrics_publish():
@@ -547,7 +461,7 @@ def test_unreadable_stored_keys_say_why(monkeypatch):
 
 def test_a_line_the_parser_fails_on_with_a_bug_is_answered_and_still_counts_as_read(caplog, monkeypatch):
     import service.worker as worker_module
-    from service.worker import Position
+    from service.checkpointer import Position
 
     def broken(line):
         raise RuntimeError("a parser bug")
@@ -602,23 +516,8 @@ def test_an_event_whose_loss_overflows_is_answered_with_a_null_loss_and_counted_
     assert w.table.totals()["skipped"] == 1
 
 
-def test_a_checkpoint_is_timed_and_logged(caplog):
-    import time
-
-    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
-    w = build_worker(config, _CountingStore())
-    for i in range(3):
-        handle(w, {"key": "a", "value": float(i)})
-    with caplog.at_level("DEBUG", logger="streamrnn.worker"):
-        before = time.perf_counter()
-        assert w.checkpoint()
-        elapsed = time.perf_counter() - before
-    assert sum(w.stats.checkpoint.counts) == 1 and 0.0 <= w.stats.checkpoint.sum <= elapsed
-    assert [r.getMessage() for r in caplog.records] == ["checkpoint 1 written: 3 events, 1 live keys"]
-
-
 def test_unanswerable_moves_a_position_by_the_size_given_and_no_further():
-    from service.worker import Position
+    from service.checkpointer import Position
 
     w = worker()
     p = Position(1, 10)

@@ -1,0 +1,178 @@
+"""The checkpointer: both triggers, and the positions, event count and generation a checkpoint records
+with the keys' states (the store's own work is tests/test_service_store.py, forked writers
+tests/test_service_forked.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.checkpointer import Checkpointer
+from service.config import load
+from service.server import build_worker
+from service.store import MemoryStore
+
+from .test_service_support import supervised_events
+from .test_service_worker import handle
+
+
+class _CountingStore(MemoryStore):
+    def __init__(self, fail=False):
+        super().__init__()
+        self.commits, self.fail = [], fail
+
+    def commit(self, checkpoint):
+        if self.fail:
+            raise OSError("disk full")
+        self.commits.append(checkpoint.meta["events"])
+
+
+def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
+    from service.store import DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    first = build_worker(config, DirectoryStore(tmp_path))
+    for e in supervised_events(10):
+        handle(first, e)
+    assert first.checkpointer.checkpoint()
+    written = first.stats.checkpoint_last_success
+    again = build_worker(config, DirectoryStore(tmp_path))
+    assert again.stats.checkpoint_last_success == 0.0  # nothing yet: never
+    assert again.checkpointer.restore()
+    assert again.stats.checkpoint_last_success == pytest.approx(written, abs=1.0)
+
+
+def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
+    config = load(environ={}, overrides={"checkpoint.every_events": "3", "checkpoint.background": "false"})
+    from service.server import build_worker as build
+
+    store = _CountingStore()
+    w = build(config, store)
+    assert w.checkpointer.dirty()  # nothing written yet
+    for i in range(10):
+        handle(w, {"key": "a", "value": float(i)})
+        handle(w, {"command": "status"})  # commands never make a checkpoint due
+    assert store.commits == [3, 6, 9] and w.checkpointer.generation == 3
+    assert w.checkpointer.dirty()  # the tenth event came after the last one
+    assert w.checkpointer.checkpoint() and store.commits[-1] == 10 and w.checkpointer.generation == 4
+    assert not w.checkpointer.dirty()
+    w.checkpointer.position("stdin").bytes += 4  # a position that moved is something to write, too
+    assert w.checkpointer.dirty()
+
+
+def test_a_failed_checkpoint_is_counted_logged_and_changes_no_generation(caplog):
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    from service.server import build_worker as build
+
+    w = build(config, _CountingStore(fail=True))
+    handle(w, {"key": "a", "value": 1.0})
+    with caplog.at_level("ERROR", logger="streamrnn.checkpointer"):
+        assert w.checkpointer.checkpoint() is False
+        assert w.checkpointer.checkpoint() is False
+    assert w.stats.checkpoint_failures == 2 and w.checkpointer.generation == 0 and w.checkpointer.dirty()
+    assert [r.getMessage() for r in caplog.records] == ["checkpoint failed: disk full"] * 2
+
+
+def test_restore_brings_back_positions_the_checkpoint_schedule_and_a_clean_slate(tmp_path):
+    from service.server import build_worker as build
+    from service.store import Checkpoint, DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "4", "checkpoint.background": "false"})
+    assert build(config, DirectoryStore(tmp_path / "empty")).checkpointer.restore() is False
+    first = build(config, DirectoryStore(tmp_path))
+    for i in range(6):
+        first.checkpointer.position("in.jsonl").lines += 1
+        first.checkpointer.position("in.jsonl").bytes += 10
+        handle(first, {"key": "a", "value": float(i)})
+    assert first.checkpointer.checkpoint() and first.checkpointer.generation == 2  # one at 4 events, this one at 6
+
+    again = build(config, DirectoryStore(tmp_path))
+    assert again.checkpointer.restore() and again.checkpointer.generation == 2 and again.events == 6
+    assert {k: p.as_dict() for k, p in again.checkpointer.positions.items()} == {"in.jsonl": {"lines": 6, "bytes": 60}}
+    assert not again.checkpointer.dirty()
+    for i in range(3):
+        handle(again, {"key": "a", "value": 1.0})
+    assert again.checkpointer.generation == 2  # the next one is due 4 events after the restored one ...
+    handle(again, {"key": "a", "value": 1.0})
+    assert again.checkpointer.generation == 3  # ... at event 10
+
+    # a checkpoint that has no positions or creation time (an older writer) restores with none
+    old = DirectoryStore(tmp_path / "old")
+    old.commit(Checkpoint(5, {"events": 0}))
+    w = build(config, old)
+    assert w.checkpointer.restore() and w.checkpointer.positions == {} and w.stats.checkpoint_last_success == 0.0 and w.checkpointer.generation == 5
+
+
+def test_a_checkpoint_is_timed_and_logged(caplog):
+    import time
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    w = build_worker(config, _CountingStore())
+    for i in range(3):
+        handle(w, {"key": "a", "value": float(i)})
+    with caplog.at_level("DEBUG", logger="streamrnn.checkpointer"):
+        before = time.perf_counter()
+        assert w.checkpointer.checkpoint()
+        elapsed = time.perf_counter() - before
+    assert sum(w.stats.checkpoint.counts) == 1 and 0.0 <= w.stats.checkpoint.sum <= elapsed
+    assert [r.getMessage() for r in caplog.records] == ["checkpoint 1 written: 3 events, 1 live keys"]
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _with_clock(store, clock, **settings):
+    """A worker whose checkpointer (foreground, as configured otherwise) reads ``clock``."""
+    config = load(environ={}, overrides={"checkpoint.background": "false", **settings})
+    w = build_worker(config, store)
+    c = w.checkpointer
+    w.checkpointer = Checkpointer(w.table, w.stats, c.every_events, c.every_seconds, clock=clock)
+    return w
+
+
+def _tick_at(w, clock, now):
+    clock.now = now
+    w.checkpointer.tick()
+
+
+def test_a_tick_writes_a_checkpoint_every_every_seconds_when_something_moved():
+    store, clock = _CountingStore(), Clock()
+    w = _with_clock(store, clock, **{"checkpoint.every_events": "0", "checkpoint.every_seconds": "10"})
+    handle(w, {"key": "a", "value": 1.0})
+    _tick_at(w, clock, 9.9)
+    assert store.commits == []
+    _tick_at(w, clock, 10.0)
+    assert store.commits == [1]
+    _tick_at(w, clock, 25.0)  # nothing moved: nothing written, and the count starts again
+    assert store.commits == [1]
+    handle(w, {"key": "a", "value": 2.0})
+    _tick_at(w, clock, 34.9)
+    assert store.commits == [1]
+    _tick_at(w, clock, 35.0)
+    assert store.commits == [1, 2] and w.checkpointer.generation == 2
+
+
+def test_any_checkpoint_starts_both_counts_again():
+    """One checkpointer, two triggers: a checkpoint the events made due puts off the next timed one,
+    and a timed one puts off the next the events make due."""
+    store, clock = _CountingStore(), Clock()
+    w = _with_clock(store, clock, **{"checkpoint.every_events": "3", "checkpoint.every_seconds": "10"})
+    clock.now = 5.0
+    for i in range(4):
+        handle(w, {"key": "a", "value": float(i)})
+    assert store.commits == [3]  # at 5 s, by the event count
+    _tick_at(w, clock, 14.9)  # 10 s after the start, but not after that checkpoint
+    assert store.commits == [3]
+    _tick_at(w, clock, 15.0)
+    assert store.commits == [3, 4]  # by the time
+    for i in range(2):
+        handle(w, {"key": "a", "value": float(i)})
+    assert store.commits == [3, 4]  # 6 events: the count started again at 4
+    handle(w, {"key": "a", "value": 9.0})
+    assert store.commits == [3, 4, 7]
