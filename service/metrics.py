@@ -8,13 +8,11 @@ Two collectors share a registry:
   over the most recently active live keys (at most ``HEALTH_SAMPLE``): hidden-state
   norm, saturated fraction, gradient norm, recurrent Jacobian norm, RTRL sensitivity
   norm.  No metric has a per-key label.
-* the daemon's own scalar figures (keys in and out of memory, evictions, connections,
-  checkpoint failures and times) go through the same collector, added with its
-  ``metrics`` extension (``DAEMON_FIGURES``);
-* ``DaemonCollector`` publishes what that collector's shape (one number per figure and
-  model) cannot carry: events by outcome, rejected lines by reason, the step latency and
-  checkpoint duration histograms, loss sum and count, last prediction and target per
-  output, and build information.
+* ``DaemonCollector`` publishes the daemon's own figures, which belong to no model and so
+  carry no ``model`` label: keys in and out of memory, evictions, connections, checkpoint
+  failures, times and generation (``DAEMON_FIGURES``), events by outcome, rejected lines by
+  reason, the step latency and checkpoint duration histograms, loss sum and count, last
+  prediction and target per output, and build information.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from prometheus_client.core import (
 
 import streamrnn
 from streamrnn.diagnostics import gradient_regime
-from streamrnn.metrics import DiagnosticsCollector
+from streamrnn.metrics import PREFIX, DiagnosticsCollector
 
 from .stats import OUTCOMES, Histogram, Stats
 from .table import StreamTable
@@ -69,8 +67,7 @@ def health(table: StreamTable, last_loss: float | None) -> dict:
     return out
 
 
-#: the daemon's own scalar figures, published through the same DiagnosticsCollector
-#: (its ``metrics`` extension), beside the model health, with the same ``model`` label
+#: the daemon's own scalar figures: name in ``daemon_figures`` -> (metric name without the prefix, kind, help)
 DAEMON_FIGURES = {
     "live_keys": ("live_keys", "gauge", "Keys whose network is in memory."),
     "stored_keys": ("stored_keys", "gauge", "Keys checkpointed out of memory."),
@@ -95,7 +92,7 @@ DAEMON_FIGURES = {
 }
 
 
-def daemon_figures(stats: Stats, table: StreamTable, worker) -> dict:
+def daemon_figures(stats: Stats, table: StreamTable, checkpointer) -> dict:
     return {
         "live_keys": len(table.live), "stored_keys": len(table.stored), "evictions": table.evictions,
         "restores": table.restores, "eviction_failures": table.eviction_failures,
@@ -104,7 +101,7 @@ def daemon_figures(stats: Stats, table: StreamTable, worker) -> dict:
         "connections": stats.connections_open,
         "connections_accepted": stats.connections, "checkpoint_failures": stats.checkpoint_failures,
         "checkpoint_corrupt": stats.checkpoint_corrupt, "checkpoint_last_success": stats.checkpoint_last_success,
-        "checkpoint_generation": worker.checkpointer.generation, "reply_write_failures": stats.stdout_failures,
+        "checkpoint_generation": checkpointer.generation, "reply_write_failures": stats.stdout_failures,
     }
 
 
@@ -119,13 +116,17 @@ def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
 
 
 class DaemonCollector:
-    def __init__(self, stats: Stats, registry=None):
-        self.stats = stats
+    def __init__(self, stats: Stats, table: StreamTable, checkpointer, registry=None):
+        self.stats, self.table, self.checkpointer = stats, table, checkpointer
         if registry is not None:
             registry.register(self)
 
     def collect(self):
         s = self.stats
+        for key, value in daemon_figures(s, self.table, self.checkpointer).items():
+            name, kind, doc = DAEMON_FIGURES[key]
+            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield cls(PREFIX + name, doc, value=value)
         events = CounterMetricFamily("streamrnn_events", "Input lines by outcome: learned (a target came), "
                                      "predicted (no target), skipped (the loss was not finite: no update), "
                                      "rejected.", labels=["outcome"])
@@ -156,11 +157,10 @@ class DaemonCollector:
         yield info
 
 
-def registry_for(stats: Stats, table: StreamTable, worker, label: str = "daemon") -> CollectorRegistry:
+def registry_for(stats: Stats, table: StreamTable, checkpointer, label: str = "daemon") -> CollectorRegistry:
     """A private registry with both collectors (nothing global)."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_* memory, CPU and start time, as every exporter has
-    DiagnosticsCollector(lambda: [(label, {**health(table, stats.last_loss), **daemon_figures(stats, table, worker)})],
-                         registry=registry, metrics=DAEMON_FIGURES)
-    DaemonCollector(stats, registry=registry)
+    DiagnosticsCollector(lambda: [(label, health(table, stats.last_loss))], registry=registry)
+    DaemonCollector(stats, table, checkpointer, registry=registry)
     return registry

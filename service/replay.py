@@ -167,7 +167,7 @@ def plot(scores: Scores, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    from .serve import overrides
+    from .serve import assignments
 
     p = argparse.ArgumentParser(prog="streamrnn replay", description=__doc__.splitlines()[0])
     p.add_argument("file", help="JSON lines, CSV, or river:NAME")
@@ -177,8 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
-        settings = overrides(argparse.Namespace(set=args.set, **{k: None for k in _shortcuts()}))
-        config = config_module.load(args.config, overrides=settings | {"checkpoint.enabled": False})
+        config = config_module.load(args.config, overrides=assignments(args.set) | {"checkpoint.enabled": False})
     except config_module.ConfigError as err:
         print(f"streamrnn replay: {err}", file=sys.stderr)
         return 2
@@ -227,8 +226,3 @@ def main(argv=None) -> int:
         print(f"plot written to {args.plot}")
     return 0
 
-
-def _shortcuts():
-    from .serve import SHORTCUTS, SWITCHES
-
-    return list(SHORTCUTS) + list(SWITCHES)

@@ -53,13 +53,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def overrides(args: argparse.Namespace) -> dict:
+def assignments(items: list[str]) -> dict:
+    """``--set SECTION.FIELD=VALUE`` items as {setting: value}; ConfigError for one without "=".
+    (``streamrnn replay`` takes --set too.)"""
     out = {}
-    for item in args.set:
+    for item in items:
         dotted, sep, value = item.partition("=")
         if not sep:
             raise config_module.ConfigError(f"--set needs SECTION.FIELD=VALUE, got {item!r}")
         out[dotted.strip()] = value
+    return out
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The settings ``streamrnn serve``'s flags give: --set, then the shortcut flags and switches."""
+    out = assignments(args.set)
     for flag, dotted in SHORTCUTS.items():
         if getattr(args, flag) is not None:
             out[dotted] = getattr(args, flag)

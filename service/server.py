@@ -121,7 +121,7 @@ class Server:
             except (OSError, AuthError) as err:
                 raise StartupError(f"cannot listen on {source.name}: {err}") from None
         if config.metrics.enabled:
-            registry = registry_for(worker.stats, worker.table, worker)
+            registry = registry_for(worker.stats, worker.table, worker.checkpointer)
             self.endpoints = Endpoints(registry, lambda: self.ready)
             try:
                 port = await self.endpoints.start(config.metrics.host, config.metrics.port)

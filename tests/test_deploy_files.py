@@ -116,7 +116,7 @@ def exported_samples() -> set[str]:
     events = lines(supervised_events(20)) + b'{"key": "tank", "value": [1.0, 2.0]}\n{"key": "tank", "value": [1.5, 2.5]}\n'
     for line in events.splitlines():
         worker.handle(line, len(line) + 1)
-    text = generate_latest(registry_for(worker.stats, worker.table, worker)).decode()
+    text = generate_latest(registry_for(worker.stats, worker.table, worker.checkpointer)).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 

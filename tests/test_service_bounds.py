@@ -29,7 +29,7 @@ def handle(w, event) -> dict:
 
 
 def metrics(w) -> dict[str, float]:
-    return samples(generate_latest(registry_for(w.stats, w.table, w)).decode())
+    return samples(generate_latest(registry_for(w.stats, w.table, w.checkpointer)).decode())
 
 
 def key_bytes(event) -> int:
@@ -90,7 +90,7 @@ def test_max_stored_keys_refuses_new_keys_when_full_but_serves_known_ones():
         assert "step" in handle(w, {"key": key, "value": 2.0})
     m = metrics(w)
     assert m["streamrnn_rejected_lines_total{reason=too_many_keys}"] == 1.0
-    assert m["streamrnn_stored_keys{model=daemon}"] == 2.0 and m["streamrnn_expired_keys_total{model=daemon}"] == 0.0
+    assert m["streamrnn_stored_keys"] == 2.0 and m["streamrnn_expired_keys_total"] == 0.0
 
 
 def test_max_stored_keys_with_expire_forgets_the_least_recently_used_and_its_file(tmp_path):
@@ -102,7 +102,7 @@ def test_max_stored_keys_with_expire_forgets_the_least_recently_used_and_its_fil
     assert list(w.table.stored) == ["b", "c"]
     assert handle(w, {"key": "d", "value": 1.0})["step"] == 1
     assert list(w.table.stored) == ["c", "a"] and set(w.table.live) == {"d"}
-    assert metrics(w)["streamrnn_expired_keys_total{model=daemon}"] == 1.0
+    assert metrics(w)["streamrnn_expired_keys_total"] == 1.0
     w.checkpointer.checkpoint()
     assert len(list(store.keys.glob("*.npz"))) == 2  # b's file went with the checkpoint that dropped it
     assert handle(w, {"key": "b", "value": 5.0})["step"] == 1  # forgotten: it starts afresh

@@ -31,20 +31,20 @@ MOVING = {
     "streamrnn_jacobian_norm{model=daemon}": "changes",
     "streamrnn_sensitivity_norm{model=daemon}": "changes",
     "streamrnn_steps_total{model=daemon}": "up",
-    "streamrnn_live_keys{model=daemon}": "changes",
-    "streamrnn_stored_keys{model=daemon}": "changes",
-    "streamrnn_evictions_total{model=daemon}": "up",
-    "streamrnn_restores_total{model=daemon}": "up",
+    "streamrnn_live_keys": "changes",
+    "streamrnn_stored_keys": "changes",
+    "streamrnn_evictions_total": "up",
+    "streamrnn_restores_total": "up",
     "streamrnn_checkpoint_duration_seconds_count": "up",
-    "streamrnn_checkpoint_failures_total{model=daemon}": "up",
-    "streamrnn_eviction_failures_total{model=daemon}": "up",
-    "streamrnn_checkpoint_last_success_timestamp_seconds{model=daemon}": "up",
-    "streamrnn_checkpoint_generation{model=daemon}": "up",
-    "streamrnn_connections_accepted_total{model=daemon}": "up",
+    "streamrnn_checkpoint_failures_total": "up",
+    "streamrnn_eviction_failures_total": "up",
+    "streamrnn_checkpoint_last_success_timestamp_seconds": "up",
+    "streamrnn_checkpoint_generation": "up",
+    "streamrnn_connections_accepted_total": "up",
 }
 PRESENT = {
     "streamrnn_build_info": 1.0,
-    "streamrnn_checkpoint_corrupt_total{model=daemon}": 1.0,  # the newest checkpoint it started on was truncated
+    "streamrnn_checkpoint_corrupt_total": 1.0,  # the newest checkpoint it started on was truncated
 }
 
 
