@@ -36,9 +36,9 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.config import load  # noqa: E402
-from service.server import build_worker  # noqa: E402
-from service.store import Checkpoint, DirectoryStore  # noqa: E402
+from streamrnn_service.config import load  # noqa: E402
+from streamrnn_service.server import build_worker  # noqa: E402
+from streamrnn_service.store import Checkpoint, DirectoryStore  # noqa: E402
 
 FEATURES = ("f0", "f1", "f2", "f3")
 

@@ -54,10 +54,10 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.config import load  # noqa: E402
-from service.names import ModelTemplate  # noqa: E402
-from service.protocol import SupervisedEvent  # noqa: E402
-from service.streams import SupervisedStream  # noqa: E402
+from streamrnn_service.config import load  # noqa: E402
+from streamrnn_service.names import ModelTemplate  # noqa: E402
+from streamrnn_service.protocol import SupervisedEvent  # noqa: E402
+from streamrnn_service.streams import SupervisedStream  # noqa: E402
 
 FEATURES = ("f0", "f1", "f2", "f3")
 SETTINGS: dict[str, str] = {}  # STREAMRNN_* settings for both the library and the daemon
@@ -106,7 +106,7 @@ class Daemon:
         env.update(SETTINGS)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--metrics-port", "0", "--progress", "0",
+            [sys.executable, "-m", "streamrnn_service.cli", "serve", "--metrics-port", "0", "--progress", "0",
              "--checkpoint-dir", str(Path(workdir) / f"ckpt-{time.monotonic_ns()}"), *args],
             cwd=workdir, stdin=stdin, stdout=subprocess.PIPE, stderr=self.log, env=env)
 
@@ -153,7 +153,7 @@ def rss(pid: int, field: str = "VmHWM") -> int:
 
 def newest_state_bytes(daemon: "Daemon") -> tuple[int, int]:
     """(bytes of the shards the newest checkpoint's manifest references, live keys in it)."""
-    from service.store import DirectoryStore
+    from streamrnn_service.store import DirectoryStore
 
     root = Path(daemon.proc.args[daemon.proc.args.index("--checkpoint-dir") + 1])
     store = DirectoryStore(root)

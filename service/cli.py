@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "serve": ("service.serve", "run the daemon on stdin, files and sockets"),
-    "replay": ("service.replay", "run a CSV or JSON-lines file through the same worker, offline"),
+    "serve": (".serve", "run the daemon on stdin, files and sockets"),
+    "replay": (".replay", "run a CSV or JSON-lines file through the same worker, offline"),
 }
 
 
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
         return 2
     import importlib
 
-    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+    return importlib.import_module(COMMANDS[argv[0]][0], __package__).main(argv[1:])
 
 
 if __name__ == "__main__":

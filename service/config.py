@@ -19,7 +19,7 @@ value came from; the command line turns it into exit code 2.
 >>> load(environ={"STREAMRNN_MODEL_UNITS": "0"})
 Traceback (most recent call last):
 ...
-service.config.ConfigError: invalid setting model.units = '0' (from environment variable STREAMRNN_MODEL_UNITS): Input should be greater than or equal to 1
+streamrnn_service.config.ConfigError: invalid setting model.units = '0' (from environment variable STREAMRNN_MODEL_UNITS): Input should be greater than or equal to 1
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ are names (``learner = "rtrl"``, ``optimizer = "adam"``).  They meet here, at
 the edge, once: ``ModelTemplate(settings)`` resolves every name when the
 daemon starts and then builds one network per stream key.
 
->>> from service.config import ModelSettings
+>>> from streamrnn_service.config import ModelSettings
 >>> template = ModelTemplate(ModelSettings(learner={"kind": "bptt", "h": 8}, optimizer="momentum", weight_decay=1e-4))
 >>> model = template.build(n_inputs=3, outputs=1)
 >>> model.learner, model.optimizer.config()["kind"]

@@ -22,7 +22,7 @@ ForecastEvent(key='pump-7', id=None, value=41.2)
 >>> parse(b'{"x": {"a": NaN}, "id": 7}')
 Traceback (most recent call last):
 ...
-service.protocol.ProtocolError: non_finite: x.a: Input should be a finite number
+streamrnn_service.protocol.ProtocolError: non_finite: x.a: Input should be a finite number
 """
 
 from __future__ import annotations

@@ -108,9 +108,9 @@ def exported_samples() -> set[str]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from service.metrics import registry_for
-    from service.server import build_worker
-    from service.store import MemoryStore
+    from streamrnn_service.metrics import registry_for
+    from streamrnn_service.server import build_worker
+    from streamrnn_service.store import MemoryStore
 
     worker = build_worker(DEFAULTS, MemoryStore())
     events = lines(supervised_events(20)) + b'{"key": "tank", "value": [1.0, 2.0]}\n{"key": "tank", "value": [1.5, 2.5]}\n'
@@ -163,7 +163,7 @@ def kustomization() -> dict:
 
 def refused_as_placeholder(path: Path) -> None:
     """The shipped token file is a placeholder the daemon refuses, so no deployment runs on a known token."""
-    from service.sockets import AuthError, read_token
+    from streamrnn_service.sockets import AuthError, read_token
 
     with pytest.raises(AuthError, match="is it still the placeholder"):
         read_token(path)
@@ -397,9 +397,12 @@ def test_the_copied_files_build_the_package(tmp_path):
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "wheels").glob("streamrnn-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"service/schema.json", "service/cli.py", "streamrnn/__init__.py"} <= set(names)
+    # the daemon installs as streamrnn_service (from the repo's service/ folder), never as a top-level "service"
+    assert {"streamrnn_service/schema.json", "streamrnn_service/cli.py", "streamrnn/__init__.py",
+            "streamrnn/kernels/__init__.py"} <= set(names)
+    assert not [n for n in names if n.startswith("service/")]
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "streamrnn = service.cli:main" in entry_points
+    assert "streamrnn = streamrnn_service.cli:main" in entry_points
 
 
 def docker_engine() -> bool:

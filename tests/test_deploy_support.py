@@ -168,7 +168,7 @@ def image_environment() -> dict[str, str]:
 
 def settings(environ: dict[str, str]):
     """The daemon's settings from these environment variables (service.config does the reading)."""
-    from service.config import load
+    from streamrnn_service.config import load
 
     return load(environ={k: v for k, v in environ.items() if k.startswith("STREAMRNN_")})
 

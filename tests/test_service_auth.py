@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from service.config import ConfigError, load
-from service.protocol import AuthReply, ErrorReply
+from streamrnn_service.config import ConfigError, load
+from streamrnn_service.protocol import AuthReply, ErrorReply
 
 from .test_service_support import Daemon, digest, lines
 

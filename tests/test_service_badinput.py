@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from service.protocol import ERROR_CODES, ErrorReply, ProtocolError, parse
+from streamrnn_service.protocol import ERROR_CODES, ErrorReply, ProtocolError, parse
 
 from .test_service_support import Daemon, digest, lines, run_stdin
 

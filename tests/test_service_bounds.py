@@ -8,10 +8,10 @@ import time
 import pytest
 from prometheus_client import generate_latest
 
-from service.config import ConfigError, load
-from service.metrics import registry_for
-from service.server import build_worker
-from service.store import DirectoryStore, MemoryStore
+from streamrnn_service.config import ConfigError, load
+from streamrnn_service.metrics import registry_for
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import DirectoryStore, MemoryStore
 
 from .test_service_metrics import samples
 
@@ -62,7 +62,7 @@ def test_a_new_key_over_max_key_bytes_is_refused_and_changes_nothing(event, smal
 def test_a_new_keys_size_is_measured_once_per_layout_unless_it_is_near_the_limit(monkeypatch):
     """Far under max_key_bytes, the first key of a layout is measured and the rest of that layout are
     not (a snapshot costs more than a key's first event); within half of it, every new key is."""
-    from service.streams import SupervisedStream
+    from streamrnn_service.streams import SupervisedStream
 
     snapshots = []
     real = SupervisedStream.snapshot
@@ -212,7 +212,7 @@ def test_a_background_checkpoints_time_includes_copying_the_states(monkeypatch):
 
 
 def test_digest_rehashes_only_the_live_keys_that_took_events(monkeypatch):
-    import service.table as table
+    import streamrnn_service.table as table
 
     w = worker(**{"streams.max_keys": "3"})
     for i in range(20):
@@ -233,7 +233,7 @@ def test_digest_rehashes_only_the_live_keys_that_took_events(monkeypatch):
 
 
 def test_table_defaults_and_a_bad_policy_named():
-    from service.table import StreamTable
+    from streamrnn_service.table import StreamTable
 
     template = worker().table.template
     table = StreamTable(template, MemoryStore(), 2)
@@ -247,7 +247,7 @@ def test_table_defaults_and_a_bad_policy_named():
 def test_the_digest_of_a_state_covers_its_header():
     import numpy as np
 
-    from service.table import digest_of
+    from streamrnn_service.table import digest_of
 
     arrays = {"a": np.arange(3.0)}
     assert digest_of(arrays, {"events": 1}) != digest_of(arrays, {"events": 2})
@@ -335,7 +335,7 @@ def test_the_live_digest_cache_holds_live_keys_only():
 
 
 def test_a_stored_key_read_back_keeps_its_digest_and_one_without_a_digest_is_hashed_afresh(monkeypatch):
-    import service.table as table
+    import streamrnn_service.table as table
 
     w = worker(**{"streams.max_keys": "2"})
     for i, key in enumerate("abc"):

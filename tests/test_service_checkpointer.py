@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.checkpointer import Checkpointer
-from service.config import load
-from service.server import build_worker
-from service.store import MemoryStore
+from streamrnn_service.checkpointer import Checkpointer
+from streamrnn_service.config import load
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import MemoryStore
 
 from .test_service_support import supervised_events
 from .test_service_worker import handle
@@ -27,7 +27,7 @@ class _CountingStore(MemoryStore):
 
 
 def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
-    from service.store import DirectoryStore
+    from streamrnn_service.store import DirectoryStore
 
     config = load(environ={}, overrides={"checkpoint.every_events": "0"})
     first = build_worker(config, DirectoryStore(tmp_path))
@@ -43,7 +43,7 @@ def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
 
 def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
     config = load(environ={}, overrides={"checkpoint.every_events": "3", "checkpoint.background": "false"})
-    from service.server import build_worker as build
+    from streamrnn_service.server import build_worker as build
 
     store = _CountingStore()
     w = build(config, store)
@@ -61,7 +61,7 @@ def test_a_checkpoint_every_n_events_and_dirty_tracks_them():
 
 def test_a_failed_checkpoint_is_counted_logged_and_changes_no_generation(caplog):
     config = load(environ={}, overrides={"checkpoint.every_events": "0"})
-    from service.server import build_worker as build
+    from streamrnn_service.server import build_worker as build
 
     w = build(config, _CountingStore(fail=True))
     handle(w, {"key": "a", "value": 1.0})
@@ -73,8 +73,8 @@ def test_a_failed_checkpoint_is_counted_logged_and_changes_no_generation(caplog)
 
 
 def test_restore_brings_back_positions_the_checkpoint_schedule_and_a_clean_slate(tmp_path):
-    from service.server import build_worker as build
-    from service.store import Checkpoint, DirectoryStore
+    from streamrnn_service.server import build_worker as build
+    from streamrnn_service.store import Checkpoint, DirectoryStore
 
     config = load(environ={}, overrides={"checkpoint.every_events": "4", "checkpoint.background": "false"})
     assert build(config, DirectoryStore(tmp_path / "empty")).checkpointer.restore() is False

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from service import names
+from streamrnn_service import names
 from streamrnn import RTRL, TruncatedBPTT
 from streamrnn.learners import REGISTRY
-from service.config import Config, ConfigError, load
-from service.serve import overrides, parser
+from streamrnn_service.config import Config, ConfigError, load
+from streamrnn_service.serve import overrides, parser
 
 
 def test_bare_defaults():

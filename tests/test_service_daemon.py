@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from service.protocol import ErrorReply, ForecastReply, PredictionReply, StatusReply
+from streamrnn_service.protocol import ErrorReply, ForecastReply, PredictionReply, StatusReply
 
 from .test_service_support import Daemon, library_replies, lines, run_stdin, supervised_events
 
@@ -83,12 +83,12 @@ def test_invalid_setting_exits_2_naming_it(tmp_path):
 
     from .test_service_support import REPO
 
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--set", "model.units=0"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "streamrnn_service.cli", "serve", "--set", "model.units=0"], cwd=tmp_path,
                             capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "STREAMRNN_LOG_FORMAT": "json"},
                             timeout=30)
     assert result.returncode == 2
     assert "model.units" in result.stderr and "flag" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve"], cwd=tmp_path, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "streamrnn_service.cli", "serve"], cwd=tmp_path, capture_output=True,
                             text=True, env={"PYTHONPATH": str(REPO), "STREAMRNN_MODEL_LEARNER": "adam"}, timeout=30)
     assert result.returncode == 2 and "model.learner" in result.stderr and "STREAMRNN_MODEL_LEARNER" in result.stderr
 
@@ -100,7 +100,7 @@ def test_bare_serve_runs_on_defaults(tmp_path):
 
     from .test_service_support import REPO
 
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve"], cwd=tmp_path, input=b'{"x": {"a": 1}}\n',
+    result = subprocess.run([sys.executable, "-m", "streamrnn_service.cli", "serve"], cwd=tmp_path, input=b'{"x": {"a": 1}}\n',
                             capture_output=True, env={"PYTHONPATH": str(REPO)}, timeout=30)
     if result.returncode == 1 and b"cannot serve metrics" in result.stderr:
         pytest.skip("port 9310 is taken on this machine")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import forked, packing
-from service.config import load
-from service.server import build_worker
-from service.store import DirectoryStore
+from streamrnn_service import forked, packing
+from streamrnn_service.config import load
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import DirectoryStore
 
 from .test_service_support import supervised_events
 
@@ -123,9 +123,9 @@ def test_the_child_dies_with_its_parent(tmp_path):
         import json, sys, time
         sys.path.insert(0, {str(REPO)!r})
         sys.path.insert(0, {str(REPO / 'tests')!r})
-        from service.config import load
-        from service.server import build_worker
-        from service.store import DirectoryStore
+        from streamrnn_service.config import load
+        from streamrnn_service.server import build_worker
+        from streamrnn_service.store import DirectoryStore
         from test_service_support import supervised_events
 
         class Slow(DirectoryStore):

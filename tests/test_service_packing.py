@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import packing
+from streamrnn_service import packing
 
 
 def _state(rng, header_text: str) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.protocol import Command, ForecastEvent, ProtocolError, SupervisedEvent, parse, schema
+from streamrnn_service.protocol import Command, ForecastEvent, ProtocolError, SupervisedEvent, parse, schema
 
 SCHEMA = Path(__file__).resolve().parents[1] / "service" / "schema.json"
 

@@ -10,7 +10,7 @@ from .test_service_support import REPO, lines, supervised_events
 
 
 def replay(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "service.cli", "replay", *args], cwd=tmp_path, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "streamrnn_service.cli", "replay", *args], cwd=tmp_path, capture_output=True,
                           text=True, env={"PYTHONPATH": str(REPO)}, timeout=60)
 
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from service.store import DirectoryStore
+from streamrnn_service.store import DirectoryStore
 
 from .test_service_support import Daemon, lines, run_stdin, supervised_events
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from service.config import load
-from service.server import build_worker
-from service.store import DirectoryStore
+from streamrnn_service.config import load
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import DirectoryStore
 
 from .test_service_support import supervised_events
 
@@ -105,7 +105,7 @@ def test_quarantine_moves_each_file_aside_and_says_where(tmp_path):
 
     import numpy as np
 
-    from service.store import MemoryStore
+    from streamrnn_service.store import MemoryStore
 
     store = DirectoryStore(tmp_path)
     refs = [store.put_stream(key, {"w": np.zeros(2)}, {"events": 1}) for key in ("a", "b")]
@@ -129,7 +129,7 @@ def test_quarantine_moves_each_file_aside_and_says_where(tmp_path):
 def test_generations_skip_files_that_are_not_named_by_a_number(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
 
     store = DirectoryStore(tmp_path)
     for generation in (1, 2):
@@ -142,7 +142,7 @@ def test_generations_skip_files_that_are_not_named_by_a_number(tmp_path, monkeyp
 
 
 def test_unusable_checkpoints_are_logged_and_reported_with_why_and_leftovers_swept(tmp_path, caplog):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
     from streamrnn import state
 
     whys = []
@@ -196,7 +196,7 @@ def test_after_a_restart_kept_generations_keep_their_key_files_and_dropped_ones_
 
 
 def test_by_default_three_generations_are_kept_and_dropped_ones_are_forgotten(tmp_path):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
 
     store = DirectoryStore(tmp_path)
     for generation in range(1, 6):
@@ -351,7 +351,7 @@ def _state(value: float = 0.0) -> tuple[dict, dict]:
 
 
 def _one_generation(tmp_path):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
 
     whys = []
     store = DirectoryStore(tmp_path, keep=5, on_corrupt=lambda path, why: whys.append(why))
@@ -360,7 +360,7 @@ def _one_generation(tmp_path):
 
 
 def test_a_commit_leaving_out_a_key_the_store_does_not_hold_is_refused(tmp_path):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
 
     store = DirectoryStore(tmp_path)
     with pytest.raises(ValueError, match="^checkpoint 1 leaves out key 'ghost', whose state this store does not hold$"):
@@ -369,7 +369,7 @@ def test_a_commit_leaving_out_a_key_the_store_does_not_hold_is_refused(tmp_path)
 
 
 def test_a_commit_with_nothing_changed_writes_only_a_manifest(tmp_path, monkeypatch):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
     from streamrnn import state
 
     store = DirectoryStore(tmp_path)
@@ -399,7 +399,7 @@ def test_a_manifest_that_does_not_fit_its_shards_is_unusable(tmp_path, live, sha
 
 
 def test_a_shard_of_another_format_is_unusable(tmp_path):
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
     from streamrnn import state
 
     store, whys = _one_generation(tmp_path)
@@ -422,7 +422,7 @@ def test_an_unpacked_key_file_that_kept_its_key_reads_back_without_it(tmp_path):
 def test_a_key_file_whose_table_overruns_its_data_is_a_state_error(tmp_path):
     import numpy as np
 
-    from service import packing
+    from streamrnn_service import packing
     from streamrnn import state
     from streamrnn.state import StateError
 
@@ -514,7 +514,7 @@ def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_eve
 def test_a_commit_on_the_writer_thread_keeps_the_key_files_written_after_its_checkpoint_was_built(tmp_path):
     import numpy as np
 
-    from service.store import Checkpoint
+    from streamrnn_service.store import Checkpoint
 
     store = DirectoryStore(tmp_path)
     early = store.put_stream("early", {"w": np.zeros(2)}, {"events": 1})  # stored before: in the checkpoint

@@ -84,7 +84,7 @@ class Daemon:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"daemon-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--checkpoint-dir", str(self.workdir / "ckpt"),
+        cmd = [sys.executable, "-m", "streamrnn_service.cli", "serve", "--checkpoint-dir", str(self.workdir / "ckpt"),
                "--progress", "0", "--log-level", "debug"]
         cmd += ["--metrics-port", "0"] if metrics else ["--no-metrics"]
         # no daemon settings from the test's environment, but the library's kernel switch passes
@@ -218,8 +218,8 @@ def digest(daemon: Daemon, client: Client | None = None) -> str:
 
 
 def test_library_network_matches_the_default_settings():
-    from service.config import load
-    from service.names import ModelTemplate
+    from streamrnn_service.config import load
+    from streamrnn_service.names import ModelTemplate
 
     config = load(environ={})
     template = ModelTemplate(config.model, config.forecast)

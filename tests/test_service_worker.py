@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from service.config import load
-from service.server import build_worker
-from service.store import MemoryStore
+from streamrnn_service.config import load
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import MemoryStore
 
 from .test_service_support import library_forecaster, library_replies, supervised_events
 
@@ -64,7 +64,7 @@ def test_a_forecast_does_not_move_the_state():
 
 
 def test_snapshot_restore_round_trip_and_digest():
-    from service import streams
+    from streamrnn_service import streams
 
     w = worker()
     for e in supervised_events(50):
@@ -111,7 +111,7 @@ def test_invalid_target_for_the_loss():
 def test_a_key_hit_by_a_huge_value_forecasts_finite_values_again_after_a_restart(tmp_path):
     """One value of 1e308 used to make a forecasting key answer null for good (the running variance
     overflowed), even after a restart.  Now it is bounded before anything learns from it."""
-    from service.store import DirectoryStore
+    from streamrnn_service.store import DirectoryStore
 
     config = load(environ={}, overrides={"checkpoint.every_events": "0", "forecast.horizon": "3"})
     first = build_worker(config, DirectoryStore(tmp_path))
@@ -143,7 +143,7 @@ def test_supervised_keys_can_be_the_bare_network():
 def test_a_corrupt_stored_key_is_quarantined_and_answered_one_way_everywhere(tmp_path):
     """Truncate a stored key's file: digest, status and the key's next event all say corrupt_state
     (none says internal, none starts the key over silently); the file is kept aside."""
-    from service.store import DirectoryStore
+    from streamrnn_service.store import DirectoryStore
 
     config = load(environ={}, overrides={"checkpoint.every_events": "0", "streams.max_keys": "1"})
     for ask in ("event", "status", "digest"):
@@ -307,7 +307,7 @@ def test_eviction_takes_the_least_recently_used_key_not_the_first_added():
 
 
 def test_positions_count_events_and_unreadable_lines_but_not_commands():
-    from service.checkpointer import Position
+    from streamrnn_service.checkpointer import Position
 
     w = worker()
     p = Position()
@@ -337,7 +337,7 @@ def test_positions_count_events_and_unreadable_lines_but_not_commands():
 
 
 def test_an_internal_error_is_answered_counted_and_logged_and_the_line_still_counts(caplog, monkeypatch):
-    from service.checkpointer import Position
+    from streamrnn_service.checkpointer import Position
 
     w = worker()
     p = Position()
@@ -389,9 +389,9 @@ def test_command_replies():
 
 
 def test_worker_defaults_stream_key_and_no_checkpoints():
-    from service.checkpointer import Checkpointer
-    from service.stats import Stats
-    from service.worker import Worker
+    from streamrnn_service.checkpointer import Checkpointer
+    from streamrnn_service.stats import Stats
+    from streamrnn_service.worker import Worker
 
     table, stats = worker().table, Stats()
     w = Worker(table, stats, Checkpointer(table, stats))
@@ -403,7 +403,7 @@ def test_worker_defaults_stream_key_and_no_checkpoints():
 
 
 def test_replies_encode_non_finite_numbers_as_null_everywhere():
-    from service.worker import encode
+    from streamrnn_service.worker import encode
 
     assert encode({"a": 1.5, "b": [1.0, 2.0], "c": {"d": -0.0}}) == '{"a":1.5,"b":[1.0,2.0],"c":{"d":-0.0}}'
     reply = {"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": 2.5}, "e": "x", "f": 3, "g": 0.1}
@@ -460,8 +460,8 @@ def test_unreadable_stored_keys_say_why(monkeypatch):
 
 
 def test_a_line_the_parser_fails_on_with_a_bug_is_answered_and_still_counts_as_read(caplog, monkeypatch):
-    import service.worker as worker_module
-    from service.checkpointer import Position
+    import streamrnn_service.worker as worker_module
+    from streamrnn_service.checkpointer import Position
 
     def broken(line):
         raise RuntimeError("a parser bug")
@@ -517,7 +517,7 @@ def test_an_event_whose_loss_overflows_is_answered_with_a_null_loss_and_counted_
 
 
 def test_unanswerable_moves_a_position_by_the_size_given_and_no_further():
-    from service.checkpointer import Position
+    from streamrnn_service.checkpointer import Position
 
     w = worker()
     p = Position(1, 10)

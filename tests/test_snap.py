@@ -177,7 +177,7 @@ def test_specification_configuration_and_registry():
 
 
 def test_the_daemon_builds_it():
-    from service.config import ConfigError, load
+    from streamrnn_service.config import ConfigError, load
 
     config = load(environ={}, overrides={"model.learner": "snap1"})
     assert config.model.learner.build() == SnAp1()

@@ -265,7 +265,7 @@ def test_registered_and_rebuilt_from_config():
 
 def test_the_daemon_builds_it():
     pytest.importorskip("pydantic")
-    from service import config as service_config
+    from streamrnn_service import config as service_config
 
     config = service_config.load(environ={}, overrides={"model.learner": "uoro", "model.learner.seed": "3"})
     assert config.model.learner.build() == UORO(seed=3)
