@@ -85,6 +85,11 @@ class Checkpointer:
         return self._mark() != self._saved
 
     # ----- the triggers -------------------------------------------------------------------------
+    def start_timer(self) -> None:
+        """Count ``every_seconds`` from now: the server calls it when it begins serving (start-up, with
+        the kernels' first compilation, can take longer than ``every_seconds``)."""
+        self._last = self.clock()
+
     def after_event(self) -> None:
         """After an applied event (counted in ``events``): the checkpoint it made due, or the one deferred."""
         if self._due is not None and self.events >= self._due:

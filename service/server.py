@@ -167,6 +167,7 @@ class Server:
         last_progress = time.monotonic()
         events_then = self.worker.events
         endless = any(not s.finite for s in self.sources)
+        self.worker.checkpointer.start_timer()
         while not self.should_exit:
             await asyncio.sleep(TICK)
             for task in [t for t in self.tasks if t.done()]:

@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -381,6 +382,14 @@ def copied_sources() -> list[str]:
         if word == "COPY" and "--from" not in rest:
             out += shlex.split(rest)[:-1]
     return out
+
+
+def test_the_package_list_holds_every_package():
+    """pyproject.toml lists the packages by hand (the daemon's folder installs under another name): a new
+    package folder in streamrnn/ must be listed there, or the wheel leaves it out."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "streamrnn").rglob("__init__.py")}
+    assert listed == found | {"streamrnn_service"}
 
 
 def test_the_copied_files_build_the_package(tmp_path):

@@ -176,3 +176,17 @@ def test_any_checkpoint_starts_both_counts_again():
     assert store.commits == [3, 4]  # 6 events: the count started again at 4
     handle(w, {"key": "a", "value": 9.0})
     assert store.commits == [3, 4, 7]
+
+
+def test_the_timer_counts_from_when_serving_begins():
+    """Start-up (the kernels' first compilation) may outlast every_seconds: the server starts the timer
+    when it begins serving, so the first timed checkpoint does not fall at once."""
+    store, clock = _CountingStore(), Clock()
+    w = _with_clock(store, clock, **{"checkpoint.every_events": "0", "checkpoint.every_seconds": "10"})
+    clock.now = 30.0
+    w.checkpointer.start_timer()
+    handle(w, {"key": "a", "value": 1.0})
+    _tick_at(w, clock, 39.9)
+    assert store.commits == []
+    _tick_at(w, clock, 40.0)
+    assert store.commits == [1]

@@ -43,10 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "mutants"
 SCORES = WORK / "scores.json"
 PACKAGES = ("streamrnn", "service")
+#: the repo's folders by the names the tests import them as: mutmut names a mutant by its file's path and
+#: finds the tests that reach it by the module they import, so the daemon's folder is linked in each work
+#: directory as streamrnn_service (the name it installs as), and mutated there under that name
+IMPORTED = {"streamrnn": "streamrnn", "service": "streamrnn_service"}
 
 # the in-process unit tests; the daemon-subprocess, deploy and estimator-check tests
 # take seconds each and are left out of every selection
-_SERVICE = ["tests/test_service_worker.py", "tests/test_service_store.py", "tests/test_service_bounds.py"]
+_SERVICE = ["tests/test_service_worker.py", "tests/test_service_checkpointer.py", "tests/test_service_store.py",
+            "tests/test_service_bounds.py"]
 # test_learning.py's slow learning claims (~20 s) would run for every surviving learner mutant: left out
 _LEARNERS = ["tests/test_gradients.py", "tests/test_model.py", "tests/test_state.py", "tests/test_learning.py",
              "tests/test_grow.py", "tests/test_contract.py", "-m", "not slow"]
@@ -74,6 +79,7 @@ TESTS = {
     "streamrnn/state.py": ["tests/test_state.py", "tests/test_model.py", "tests/test_service_store.py"],
     "streamrnn/optim.py": ["tests/test_optim.py", "tests/test_model.py", "tests/test_state.py"],
     "service/worker.py": _SERVICE,
+    "service/checkpointer.py": _SERVICE,
     "service/table.py": _SERVICE,
     "service/store.py": _SERVICE,
 }
@@ -84,7 +90,8 @@ TARGETS = [
     "streamrnn/learners/rtrl.py", "streamrnn/learners/tape.py", "streamrnn/learners/truncated_bptt.py",
     "streamrnn/learners/snap.py", "streamrnn/learners/uoro.py",
     "streamrnn/cells/base.py", "streamrnn/cells/dense.py", "streamrnn/cells/gru.py", "streamrnn/cells/lru.py",
-    "streamrnn/state.py", "streamrnn/optim.py", "service/worker.py", "service/table.py", "service/store.py",
+    "streamrnn/state.py", "streamrnn/optim.py", "service/worker.py", "service/checkpointer.py", "service/table.py",
+    "service/store.py",
 ]
 
 # mutmut's exit codes -> our columns (mutmut.stats.status_by_exit_code names them)
@@ -104,6 +111,12 @@ def workdir(module: str) -> Path:
     return WORK / slug(module)
 
 
+def imported(module: str) -> str:
+    """A repo path (service/worker.py) as mutmut sees it in a work directory (streamrnn_service/worker.py)."""
+    top, _, rest = module.partition("/")
+    return f"{IMPORTED.get(top, top)}/{rest}"
+
+
 def _toml_list(items) -> str:
     return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
 
@@ -114,8 +127,8 @@ def _pyproject(module: str, tests: list[str]) -> str:
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text).rstrip() + "\n"
     return text + (
         "\n[tool.mutmut]  # written by tools/mutation.py\n"
-        f"source_paths = {_toml_list(PACKAGES)}\n"
-        f"only_mutate = {_toml_list([module])}\n"
+        f"source_paths = {_toml_list(IMPORTED.values())}\n"
+        f"only_mutate = {_toml_list([imported(module)])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
         "use_git_change_detection = false\n"
@@ -128,8 +141,8 @@ def prepare(module: str, fresh: bool) -> Path:
     if fresh and where.exists():
         shutil.rmtree(where)
     where.mkdir(parents=True, exist_ok=True)
-    for name in (*PACKAGES, "tests"):
-        link = where / name
+    for name, as_name in (*IMPORTED.items(), ("tests", "tests")):
+        link = where / as_name
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(ROOT / name, where))
     text = _pyproject(module, TESTS.get(module, FAST))
@@ -153,7 +166,7 @@ def verdicts(module: str) -> dict[str, str]:
     """mutant name -> mutmut's status, from the .meta file mutmut writes for the module."""
     from mutmut.stats import status_by_exit_code
 
-    meta = workdir(module) / "mutants" / (module + ".meta")
+    meta = workdir(module) / "mutants" / (imported(module) + ".meta")
     if not meta.exists():
         return {}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
