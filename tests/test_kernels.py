@@ -178,3 +178,40 @@ def test_rtrl_gradient_from_the_spare_row_of_the_product_equals_g_transpose_s():
     assert with_spare_row(S).shape == (5, S.shape[1])
     arrays, _ = fast.state_dict()
     assert [a.shape for name, a in arrays.items() if name.startswith("learner.S")] == [S.shape]
+
+
+def test_a_kernel_source_or_a_constant_they_compile_in_that_changed_drops_the_cache(tmp_path, monkeypatch):
+    """numba checks a cached function against its own file only; the package drops its cache (beside the
+    sources, and under NUMBA_CACHE_DIR) when a kernel source or hybrid/scale.py (whose constants the
+    kernels compile in) changed since the cache was stamped."""
+    from pathlib import Path
+
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    here = Path(kernels.__file__).parent
+    user_dir = kernels._cache_dirs(here)[-1]
+    assert user_dir.parent == tmp_path
+    # only the temporary folder from here on: the package's own cache must not be touched under a test run
+    monkeypatch.setattr(kernels, "_cache_dirs", lambda _: [user_dir])
+    user_dir.mkdir(parents=True)
+    (user_dir / "dense_step.rtrl_step-1.py311.nbi").write_bytes(b"old")
+    (user_dir / "dense_step.rtrl_step-1.py311.1.nbc").write_bytes(b"old")
+    (user_dir / "kernels.sha256").write_text("a digest of other sources")
+    kernels._drop_stale_cache()
+    assert sorted(p.name for p in user_dir.iterdir()) == ["kernels.sha256"]
+    stamped = (user_dir / "kernels.sha256").read_text()
+    (user_dir / "x.nbi").write_bytes(b"new")
+    kernels._drop_stale_cache()  # nothing changed since: the cache stays
+    assert (user_dir / "x.nbi").exists()
+
+    scale = here.parent / "hybrid" / "scale.py"
+    real = Path.read_bytes
+
+    def edited(path):
+        data = real(path)
+        return data + b"\n# edited" if path == scale else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    kernels._drop_stale_cache()
+    assert not (user_dir / "x.nbi").exists() and (user_dir / "kernels.sha256").read_text() != stamped

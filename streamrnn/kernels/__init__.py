@@ -53,32 +53,52 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
 
 
+def _cache_dirs(here) -> list:
+    """Where numba keeps this folder's machine code: beside the sources, and under NUMBA_CACHE_DIR when
+    that is set (the folder numba's own locator picks there)."""
+    from pathlib import Path
+
+    from numba.core import config
+    from numba.core.caching import UserProvidedCacheLocator
+
+    dirs = [here / "__pycache__"]
+    if config.CACHE_DIR:
+        dirs.append(Path(config.CACHE_DIR) / UserProvidedCacheLocator.get_suitable_cache_subpath(
+            str(here / "dense_step.py")))
+    return dirs
+
+
 def _drop_stale_cache() -> None:
     """Delete this folder's numba cache when any kernel source changed since it was written.
 
     numba checks a cached function against its own file only: a kernel that calls one in another file
-    (``network_table.step`` calls ``dense_step.rtrl_step``) would load machine code built from the old
-    callee.  Installs rewrite every file, so this matters where the source is edited in place.
+    (``network_table.step`` calls ``dense_step.rtrl_step``), or that compiles in another module's
+    constants (``hybrid/scale.py``'s CLIP), would load machine code built from the old source.  Installs
+    rewrite every file, so this matters where the source is edited in place.
     """
     import hashlib
     from pathlib import Path
 
     here = Path(__file__).parent
-    cache = here / "__pycache__"
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
-    stamp = cache / "kernels.sha256"
+    sources = [*sorted(here.glob("*.py")), here.parent / "hybrid" / "scale.py"]
     try:
-        if stamp.read_text() == digest:
-            return
-    except OSError:
-        pass
-    try:
-        for old in (*cache.glob("*.nbi"), *cache.glob("*.nbc")):
-            old.unlink()
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:  # not writable: numba caches elsewhere (NUMBA_CACHE_DIR), with the same caveat
-        pass
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    except OSError:  # sources that cannot be read: numba's own checks are all there is
+        return
+    for cache in _cache_dirs(here):
+        stamp = cache / "kernels.sha256"
+        try:
+            if stamp.read_text() == digest:
+                continue
+        except OSError:
+            pass
+        try:
+            for old in (*cache.glob("*.nbi"), *cache.glob("*.nbc")):
+                old.unlink()
+            cache.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(digest)
+        except OSError:  # not writable: numba cannot cache there either
+            pass
 
 
 if AVAILABLE:
