@@ -18,12 +18,13 @@ from .test_service_worker import handle
 class _CountingStore(MemoryStore):
     def __init__(self, fail=False):
         super().__init__()
-        self.commits, self.fail = [], fail
+        self.commits, self.fail, self.written = [], fail, []
 
     def commit(self, checkpoint):
         if self.fail:
             raise OSError("disk full")
         self.commits.append(checkpoint.meta["events"])
+        self.written.append(sorted(checkpoint.live))  # the keys whose states this checkpoint writes
 
 
 def test_a_restored_checkpoint_counts_as_the_last_success(tmp_path):
@@ -190,3 +191,42 @@ def test_the_timer_counts_from_when_serving_begins():
     assert store.commits == []
     _tick_at(w, clock, 40.0)
     assert store.commits == [1]
+
+
+def test_a_checkpoint_that_fails_before_writing_leaves_its_keys_for_the_next(tmp_path):
+    """A failure before anything is written (the store cannot give its cut; no writer after it): False,
+    counted, no new generation, and the key that changed still counts as changed: the next checkpoint
+    writes its new state rather than pointing at the one an older generation holds."""
+    from streamrnn_service.store import DirectoryStore
+
+    class NoCut(DirectoryStore):
+        broken = False
+
+        def cut(self):
+            if self.broken:
+                raise OSError("store unreachable")
+            return super().cut()
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0", "checkpoint.background": "false"})
+    store = NoCut(tmp_path)
+    w = build_worker(config, store)
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "b", "value": 1.0})
+    assert w.checkpointer.checkpoint() and w.checkpointer.generation == 1
+    handle(w, {"key": "a", "value": 2.0})
+    store.broken = True
+    assert w.checkpointer.checkpoint() is False and w.checkpointer.checkpoint(background=True) is False
+    assert w.stats.checkpoint_failures == 2 and w.checkpointer.generation == 1 and w.checkpointer.dirty()
+    store.broken = False
+    real = w.checkpointer._write
+
+    def writer_gone(*args):  # after the cut: the keys it took count as changed again
+        raise RuntimeError("no writer")
+
+    w.checkpointer._write = writer_gone
+    assert w.checkpointer.checkpoint() is False and w.stats.checkpoint_failures == 3
+    w.checkpointer._write = real
+    assert w.checkpointer.checkpoint() and w.checkpointer.generation == 2
+    again = build_worker(config, DirectoryStore(tmp_path))
+    assert again.checkpointer.restore() and again.table.digest() == w.table.digest()
+    assert handle(again, {"command": "status", "key": "a"})["step"] == 2

@@ -51,7 +51,7 @@ IMPORTED = {"streamrnn": "streamrnn", "service": "streamrnn_service"}
 # the in-process unit tests; the daemon-subprocess, deploy and estimator-check tests
 # take seconds each and are left out of every selection
 _SERVICE = ["tests/test_service_worker.py", "tests/test_service_checkpointer.py", "tests/test_service_store.py",
-            "tests/test_service_bounds.py"]
+            "tests/test_service_bounds.py", "tests/test_service_forked.py"]
 # test_learning.py's slow learning claims (~20 s) would run for every surviving learner mutant: left out
 _LEARNERS = ["tests/test_gradients.py", "tests/test_model.py", "tests/test_state.py", "tests/test_learning.py",
              "tests/test_grow.py", "tests/test_contract.py", "-m", "not slow"]
@@ -247,7 +247,7 @@ def show_survivors(module: str) -> None:
     """The diff of every mutant of ``module`` that survived (or that no test reached)."""
     names = [name for name, status in verdicts(module).items() if status in ("survived", "no tests")]
     if names:
-        subprocess.run([sys.executable, "-c", _SHOW, module, *names], cwd=workdir(module), check=True)
+        subprocess.run([sys.executable, "-c", _SHOW, imported(module), *names], cwd=workdir(module), check=True)
 
 
 def main(argv=None) -> int:
