@@ -54,22 +54,22 @@ def test_bad_construction_names_the_argument(build, word):
         build()
 
 
-@pytest.mark.parametrize("x, y, word", [
+BAD_NUMBERS = [
     ([1.0], [0.0], "x must have 2"),
     ([1.0, float("nan")], [0.0], "x must be finite"),
     ([1.0, float("inf")], None, "x must be finite"),
-    (["a", 1.0], [0.0], "x must be"),
     ([1.0, 2.0], [float("nan")], "y must be finite"),
     ([1.0, 2.0], [1.0, 2.0], "y must have 1"),
+]
+
+
+@pytest.mark.parametrize("x, y, word, arrays", [
+    *[(*case, False) for case in BAD_NUMBERS], (["a", 1.0], [0.0], "x must be", False),
+    *[(np.array(x), None if y is None else np.array(y), word, True) for x, y, word in BAD_NUMBERS],
 ])
-@pytest.mark.parametrize("arrays", [False, True], ids=["lists", "float64-arrays"])
 def test_bad_input_raises_and_changes_nothing(x, y, word, arrays):
     """Lists take the checked path; float64 vectors of the right width go straight to a compiled step,
     which must refuse a value that is not finite (tanh(inf) is finite: the state would not show it)."""
-    if arrays:
-        if "a" in x:
-            pytest.skip("not a float array")
-        x, y = np.array(x), None if y is None else np.array(y)
     model = make()
     for t in range(5):
         model.step([t, -t], [0.5])
