@@ -4,15 +4,19 @@ tests/test_service_forked.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from streamrnn_service.checkpointer import Checkpointer
 from streamrnn_service.config import load
 from streamrnn_service.server import build_worker
+from streamrnn_service.stats import Stats
 from streamrnn_service.store import MemoryStore
+from streamrnn_service.worker import Worker
 
 from .test_service_support import supervised_events
-from .test_service_worker import handle
+from .test_service_worker import handle, worker
 
 
 class _CountingStore(MemoryStore):
@@ -193,7 +197,7 @@ def test_the_timer_counts_from_when_serving_begins():
     assert store.commits == [1]
 
 
-def test_a_checkpoint_that_fails_before_writing_leaves_its_keys_for_the_next(tmp_path):
+def test_a_checkpoint_that_fails_before_writing_leaves_its_keys_for_the_next(tmp_path, caplog):
     """A failure before anything is written (the store cannot give its cut; no writer after it): False,
     counted, no new generation, and the key that changed still counts as changed: the next checkpoint
     writes its new state rather than pointing at the one an older generation holds."""
@@ -215,7 +219,9 @@ def test_a_checkpoint_that_fails_before_writing_leaves_its_keys_for_the_next(tmp
     assert w.checkpointer.checkpoint() and w.checkpointer.generation == 1
     handle(w, {"key": "a", "value": 2.0})
     store.broken = True
-    assert w.checkpointer.checkpoint() is False and w.checkpointer.checkpoint(background=True) is False
+    with caplog.at_level("ERROR", logger="streamrnn.checkpointer"):
+        assert w.checkpointer.checkpoint() is False and w.checkpointer.checkpoint(background=True) is False
+    assert [r.getMessage() for r in caplog.records] == ["checkpoint failed: store unreachable"] * 2
     assert w.stats.checkpoint_failures == 2 and w.checkpointer.generation == 1 and w.checkpointer.dirty()
     store.broken = False
     real = w.checkpointer._write
@@ -230,3 +236,53 @@ def test_a_checkpoint_that_fails_before_writing_leaves_its_keys_for_the_next(tmp
     again = build_worker(config, DirectoryStore(tmp_path))
     assert again.checkpointer.restore() and again.table.digest() == w.table.digest()
     assert handle(again, {"command": "status", "key": "a"})["step"] == 2
+
+
+class _SlowStore(_CountingStore):
+    def commit(self, checkpoint):
+        time.sleep(0.3)
+        super().commit(checkpoint)
+
+
+def test_the_defaults_make_no_checkpoint():
+    table, stats, clock = worker().table, Stats(), Clock()
+    c = Checkpointer(table, stats, clock=clock)
+    w = Worker(table, stats, c)
+    for i in range(5):
+        handle(w, {"key": "a", "value": float(i)})
+        _tick_at(w, clock, 1e6 * (i + 1))
+    assert c.generation == 0 and c.dirty()
+
+
+def test_settle_is_true_unless_a_write_failed_and_a_timed_checkpoint_goes_in_the_background():
+    store, clock = _SlowStore(), Clock()
+    config = load(environ={}, overrides={"checkpoint.every_events": "0", "checkpoint.every_seconds": "10"})
+    w = build_worker(config, store)
+    w.checkpointer = c = Checkpointer(w.table, w.stats, 0, 10.0, background=True, fork=False, clock=clock)
+    assert c.settle() is True and c.settle(wait=True) is True  # nothing written yet: nothing failed
+    handle(w, {"key": "a", "value": 1.0})
+    started = time.perf_counter()
+    _tick_at(w, clock, 10.0)
+    assert time.perf_counter() - started < 0.25 and c.generation == 0  # the tick did not wait for the write
+    assert c.settle() is True  # still being written: no failure to report
+    assert c.settle(wait=True) is True and c.generation == 1 and store.commits == [1]
+    c.close()
+
+
+def test_a_timed_checkpoint_counts_from_a_restored_one(tmp_path):
+    from streamrnn_service.store import DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0", "checkpoint.background": "false"})
+    first = build_worker(config, DirectoryStore(tmp_path))
+    handle(first, {"key": "a", "value": 1.0})
+    assert first.checkpointer.checkpoint()
+    clock = Clock()
+    again = _with_clock(DirectoryStore(tmp_path), clock, **{"checkpoint.every_events": "0",
+                                                             "checkpoint.every_seconds": "10"})
+    clock.now = 100.0
+    assert again.checkpointer.restore() and again.checkpointer.generation == 1
+    handle(again, {"key": "a", "value": 2.0})
+    _tick_at(again, clock, 109.9)
+    assert again.checkpointer.generation == 1
+    _tick_at(again, clock, 110.0)
+    assert again.checkpointer.generation == 2

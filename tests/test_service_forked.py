@@ -213,7 +213,7 @@ def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_a_failed_fork_leaks_nothing_and_the_writer_thread_writes_instead(tmp_path, monkeypatch):
+def test_a_failed_fork_leaks_nothing_and_the_writer_thread_writes_instead(tmp_path, monkeypatch, caplog):
     w = worker(tmp_path)
     feed(w, supervised_events(6))
 
@@ -222,10 +222,13 @@ def test_a_failed_fork_leaks_nothing_and_the_writer_thread_writes_instead(tmp_pa
 
     monkeypatch.setattr(os, "fork", no_fork)
     before = _open_descriptors()
-    for i in range(5):
-        feed(w, supervised_events(1, seed=i))
-        assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
+    with caplog.at_level("WARNING", logger="streamrnn.checkpointer"):
+        for i in range(5):
+            feed(w, supervised_events(1, seed=i))
+            assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
     assert _open_descriptors() == before and w.checkpointer.generation == 5 and w.stats.checkpoint_failures == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot fork a checkpoint writer ([Errno 11] Resource temporarily unavailable); writing it on a thread"] * 5
     w.checkpointer.close()
 
 
