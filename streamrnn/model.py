@@ -195,17 +195,12 @@ class OnlineRNN:
         per output) leaves outputs out of the loss.  Bad x, y or mask raise ValueError
         and change nothing.
         """
-        kernel = self._kernel
-        if kernel is not None and mask is None and self._plain(x, y):
+        kernel = self._kernel is not None and mask is None
+        if kernel and self._plain(x, y):
             # float64 vectors of the right width: the kernel checks that they are finite, and a step it
             # does not take (not finite, or a non-finite state) changed nothing and goes the long way
-            self._x[: self.n_inputs] = x
-            self._pending = False  # the buffers no longer hold a predict's forward pass
-            status = kernel.step(y)
-            if status:
-                return self._after_kernel(status, y)
-            return self._step(x, y, mask, kernel=False)
-        return self._step(x, y, mask, kernel=kernel is not None)
+            return self._kernel_step(x, y) or self._step(x, y, mask, kernel=False)
+        return self._step(x, y, mask, kernel=kernel)
 
     def _plain(self, x, y) -> bool:
         """Whether x and y (or no y) are float64 vectors of the model's widths and y needs no check of the
@@ -214,14 +209,19 @@ class OnlineRNN:
                 and (y is None or (type(y) is np.ndarray and y.dtype == np.float64 and y.shape == self._y_shape
                                    and self._y_unchecked)))
 
+    def _kernel_step(self, x: np.ndarray, y) -> StepResult | None:
+        """The compiled step for the input vector x; None (and only scratch written) where it is not taken."""
+        self._x[: self.n_inputs] = x
+        self._pending = False  # the buffers no longer hold a predict's forward pass
+        status = self._kernel.step(y)
+        return self._after_kernel(status, y) if status else None
+
     def _step(self, x, y, mask, kernel: bool) -> StepResult:
         y, mask = self._target(y, mask)
-        if kernel and mask is None:
-            self._x[: self.n_inputs] = self._vector("x", x, self.n_inputs)
-            self._pending = False  # the buffers no longer hold a predict's forward pass
-            status = self._kernel.step(y)
-            if status:
-                return self._after_kernel(status, y)
+        if kernel:
+            result = self._kernel_step(self._vector("x", x, self.n_inputs), y)
+            if result is not None:
+                return result
         o = self._forward(x)
         net = self.network
         loss = delta = None

@@ -64,8 +64,7 @@ class KernelStep:
             # exact RTRL swaps its two sensitivity buffers every step: ``point`` aims the slots before each
             self.arrays = arrays = model.learner._arrays[0]
             first, second = arrays["S"], arrays["_next"]
-            slots.update(S=first[0], S_next=with_spare_row(second[0]), J=np.zeros((layer.n + 1, layer.n)),
-                         g=np.zeros(layer.n))
+            slots.update(self.sensitivities(), J=np.zeros((layer.n + 1, layer.n)), g=np.zeros(layer.n))
             a1, a2 = first[0].ctypes.data, second[0].ctypes.data
             self._parity = {id(first): (a1, a2), id(second): (a2, a1)}
             ints["step"] = nt.RTRL
@@ -88,6 +87,11 @@ class KernelStep:
         if self._table is None:
             self._table = ArrayTable(nt.fill(self.slots, nt.SLOTS), [kind for _, kind in nt.SLOTS])
         return self._table
+
+    def sensitivities(self) -> dict:
+        """The S and S_next slots as the learner's buffers stand now: S_{t-1}, and the other buffer with
+        the spare row the gradient rides on (``dense_step.rtrl_learn``)."""
+        return {"S": self.arrays["S"][0], "S_next": with_spare_row(self.arrays["_next"][0])}
 
     def point(self, table, base: int = 0) -> None:
         """Aim the S and S_next slots (from ``base``) at the buffers that hold S_{t-1} and will get S_t."""

@@ -20,7 +20,7 @@ import numpy as np
 from . import ADVANCED, FALLBACK, NONFINITE, UPDATED  # noqa: F401
 from . import batch_step as bs
 from . import network_table as nt
-from .table import ArrayTable, owner, with_spare_row
+from .table import ArrayTable, owner
 from ..model import COUNTERS
 
 _ALIGN = 64
@@ -41,8 +41,7 @@ def _slot_arrays(model) -> list:
     kstep = model._kernel
     slots = dict(kstep.slots)
     if kstep.rtrl:
-        arrays = model.learner._arrays[0]
-        slots["S"], slots["S_next"] = arrays["S"][0], with_spare_row(arrays["_next"][0])
+        slots.update(kstep.sensitivities())
     return nt.fill(slots, nt.SLOTS)
 
 
