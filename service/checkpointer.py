@@ -40,15 +40,19 @@ def _timed(f, *args) -> float:
 
 
 class Position:
-    """How far a resumable source has been read: lines and bytes handed to the worker."""
+    """How far a resumable source has been read: lines and bytes handed to the worker, and for a log
+    (``service.redis_source``) the ID of the newest entry handed over."""
 
-    __slots__ = ("lines", "bytes")
+    __slots__ = ("lines", "bytes", "entry")
 
-    def __init__(self, lines: int = 0, bytes: int = 0):
-        self.lines, self.bytes = lines, bytes
+    def __init__(self, lines: int = 0, bytes: int = 0, entry: str | None = None):
+        self.lines, self.bytes, self.entry = lines, bytes, entry
 
     def as_dict(self) -> dict:
-        return {"lines": self.lines, "bytes": self.bytes}
+        out = {"lines": self.lines, "bytes": self.bytes}
+        if self.entry is not None:
+            out["entry"] = self.entry
+        return out
 
 
 class Checkpointer:
@@ -71,6 +75,7 @@ class Checkpointer:
         # the checkpoint being written: (future of its seconds, generation, mark, seconds spent copying)
         self._writing: tuple[Future, int, tuple, float] | None = None
         self._deferred = False  # a background checkpoint fell due while a forked child was writing
+        self._holding = False  # events are counted, and a checkpoint they make due waits for ``release``
 
     # ----- what a checkpoint records besides the states ----------------------------------------
     def position(self, source: str) -> Position:
@@ -78,7 +83,7 @@ class Checkpointer:
         return self.positions.setdefault(source, Position())
 
     def _mark(self):
-        return self.events, tuple((name, p.bytes) for name, p in self.positions.items())
+        return self.events, tuple((name, p.bytes, p.entry) for name, p in self.positions.items())
 
     def dirty(self) -> bool:
         """Whether anything moved since the newest checkpoint."""
@@ -90,8 +95,21 @@ class Checkpointer:
         the kernels' first compilation, can take longer than ``every_seconds``)."""
         self._last = self.clock()
 
+    def hold(self) -> None:
+        """Until ``release``, a checkpoint that events make due waits: a source whose replies go out after
+        a batch of events (``service.redis_source``) holds it until they have, so that a checkpoint
+        never covers an event whose reply was not sent."""
+        self._holding = True
+
+    def release(self) -> None:
+        """End a ``hold``: the checkpoint that fell due meanwhile, if one did."""
+        self._holding = False
+        self.after_event()
+
     def after_event(self) -> None:
         """After an applied event (counted in ``events``): the checkpoint it made due, or the one deferred."""
+        if self._holding:
+            return
         if self._due is not None and self.events >= self._due:
             self.checkpoint(background=self.background)
         elif self._deferred:
@@ -211,7 +229,7 @@ class Checkpointer:
         self.table.load(checkpoint)
         self.events = int(checkpoint.meta["events"])
         self.generation = checkpoint.generation
-        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]))
+        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]), p.get("entry"))
                           for name, p in checkpoint.meta.get("positions", {}).items()}
         if self.every_events:
             self._due = self.events + self.every_events

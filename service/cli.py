@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "serve": (".serve", "run the daemon on stdin, files and sockets"),
     "replay": (".replay", "run a CSV or JSON-lines file through the same worker, offline"),
+    "produce": (".produce", "append JSON lines from stdin to partitioned Redis Streams"),
 }
 
 

@@ -208,6 +208,30 @@ class SourceSettings(Section):
         return values
 
 
+class RedisSettings(Section):
+    url: Optional[str] = Field(None, description="read events from Redis Streams at this URL "
+                               "(redis://HOST:PORT/DB); none: no Redis")
+    partitions: int = Field(4, ge=1, le=4096, description="partition streams PREFIX:0 .. PREFIX:P-1; a key's "
+                            "partition is crc32(key) mod P, so producers and workers must agree on P")
+    prefix: str = Field("streamrnn", min_length=1, max_length=200, pattern=r"^[^\s]+$")
+    workers: int = Field(1, ge=1, le=4096, description="workers sharing the partitions (static assignment)")
+    worker_index: int = Field(0, ge=0, description="this worker's number, 0 .. workers-1: it owns the "
+                              "partitions p with p mod workers = worker_index (a StatefulSet ordinal)")
+    read_count: int = Field(256, ge=1, le=100_000, description="entries read per partition at a time, at most "
+                            "(a slow worker never pulls more into memory)")
+    block_ms: int = Field(100, ge=1, le=60_000, description="how long one read waits for new entries")
+    retry_seconds: float = Field(5.0, gt=0.0, description="the longest wait between attempts while Redis is "
+                                 "out of reach (the waits double from 0.1 s)")
+
+    @model_validator(mode="after")
+    def _owned(self):
+        if self.worker_index >= self.workers:
+            raise ValueError(f"worker_index must be below workers ({self.workers}), got {self.worker_index}")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {self.url!r}")
+        return self
+
+
 class CheckpointSettings(Section):
     enabled: bool = True
     dir: Path = Path("checkpoints")
@@ -246,6 +270,7 @@ class Config(BaseModel):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     streams: StreamSettings = Field(default_factory=StreamSettings)
     sources: SourceSettings = Field(default_factory=SourceSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -69,6 +69,7 @@ ERROR_CODES = (
     "too_many_connections",  # sources.max_connections clients are connected already: this one is closed
     "unauthenticated",  # a socket connection whose first line is not auth with the right token: closed
     "truncated",        # the connection closed in the middle of a line (no one to answer)
+    "malformed_entry",  # a Redis Streams entry without a line field: acknowledged, nothing changed
     "internal",         # a bug: logged with its traceback
 )
 ErrorCode = Literal[ERROR_CODES]

@@ -20,6 +20,8 @@ SHORTCUTS = {
     "log_format": "log.format", "log_level": "log.level", "progress": "log.progress_seconds",
     "learner": "model.learner", "cell": "model.cell", "units": "model.units", "optimizer": "model.optimizer",
     "lr": "model.lr", "loss": "model.loss", "horizon": "forecast.horizon", "max_keys": "streams.max_keys",
+    "redis": "redis.url", "partitions": "redis.partitions", "workers": "redis.workers",
+    "worker_index": "redis.worker_index",
 }
 SWITCHES = {"no_stdin": "sources.stdin", "no_checkpoint": "checkpoint.enabled", "no_metrics": "metrics.enabled"}
 
@@ -27,7 +29,8 @@ SWITCHES = {"no_stdin": "sources.stdin", "no_checkpoint": "checkpoint.enabled", 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrnn serve",
-        description="Serve online RNNs on JSON lines from stdin, files and sockets, with Prometheus metrics.",
+        description="Serve online RNNs on JSON lines from stdin, files, sockets and Redis Streams, with Prometheus "
+                    "metrics.",
         epilog="Precedence: defaults < --config file (or $STREAMRNN_CONFIG) < STREAMRNN_<SECTION>_<FIELD> "
                "environment variables < flags.  Any setting: --set section.field=value.",
     )
@@ -37,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--unix", metavar="PATH", action="append", help="listen on a Unix socket (repeatable)")
     p.add_argument("--input", metavar="FILE", action="append", help="JSON-lines file or river:NAME (repeatable)")
     p.add_argument("--rate", metavar="EVENTS_PER_S", help="pace --input files")
+    p.add_argument("--redis", metavar="URL", help="read events from Redis Streams (redis://HOST:PORT/DB)")
+    p.add_argument("--partitions", metavar="P", help="partition streams on Redis (producers must agree)")
+    p.add_argument("--workers", metavar="N", help="workers sharing the partitions")
+    p.add_argument("--worker-index", metavar="I", help="this worker's number, 0 .. N-1")
     p.add_argument("--no-stdin", action="store_true", help="do not read standard input")
     p.add_argument("--checkpoint-dir", metavar="DIR")
     p.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoints")

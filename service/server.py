@@ -26,6 +26,7 @@ from .endpoints import Endpoints
 from .metrics import registry_for
 from .names import ModelTemplate
 from .sockets import AuthError, SocketSource, read_token
+from .redis_source import RedisSource
 from .sources import FileSource, StdinSource, Stdout
 from .checkpointer import Checkpointer
 from .stats import Stats
@@ -115,14 +116,17 @@ class Server:
                                                  config.sources.max_connections, int(config.sources.unix_mode, 8),
                                                  token, config.sources.allow_unauthenticated,
                                                  config.sources.auth_timeout_seconds))
+        if config.redis.url is not None:
+            self.sources.append(RedisSource(config.redis, worker, limit, stop))
         for source in self.sources:
             try:
                 await source.start()
             except (OSError, AuthError) as err:
-                raise StartupError(f"cannot listen on {source.name}: {err}") from None
+                what = "read" if isinstance(source, RedisSource) else "listen on"
+                raise StartupError(f"cannot {what} {source.name}: {err}") from None
         if config.metrics.enabled:
             registry = registry_for(worker.stats, worker.table, worker.checkpointer)
-            self.endpoints = Endpoints(registry, lambda: self.ready)
+            self.endpoints = Endpoints(registry, self.is_ready)
             try:
                 port = await self.endpoints.start(config.metrics.host, config.metrics.port)
             except OSError as err:
@@ -137,6 +141,10 @@ class Server:
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
         self.ready = True
         log.info("ready: %s", ", ".join(s.name for s in self.sources) or "no sources")
+
+    def is_ready(self) -> bool:
+        """Started, and every source that depends on a server (Redis) can reach it."""
+        return self.ready and all(getattr(s, "healthy", True) for s in self.sources)
 
     def _token(self) -> bytes | None:
         """The socket clients' shared secret, read once at start-up (None: they do not authenticate)."""

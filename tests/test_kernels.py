@@ -41,10 +41,14 @@ def stream(output, length=60, seed=5):
 
 
 def assert_same(fast, slow, rtol=1e-12):
+    """Equal states to ``rtol`` relative to each array's scale: an entry that is a difference of O(1) terms
+    (a sensitivity near 0) keeps their rounding, which differs with the CPU's BLAS kernels (AVX2, AVX-512)."""
     a, b = fast.state_dict(), slow.state_dict()
     assert a[0].keys() == b[0].keys()
     for name in a[0]:
-        np.testing.assert_allclose(a[0][name], b[0][name], rtol=rtol, atol=1e-15, err_msg=name)
+        want = np.asarray(b[0][name])
+        scale = float(np.max(np.abs(want))) if want.size and want.dtype.kind == "f" else 0.0
+        np.testing.assert_allclose(a[0][name], want, rtol=rtol, atol=max(1e-15, rtol * scale), err_msg=name)
     assert a[1]["counters"] == b[1]["counters"]
     assert (a[1]["last_loss"] is None) == (b[1]["last_loss"] is None)
     if a[1]["last_loss"] is not None:

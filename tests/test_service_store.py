@@ -503,12 +503,11 @@ def test_a_checkpoint_written_before_shards_loads_and_the_next_commit_writes_eve
     assert sorted(_shard_keys(w.table.store._shard(2))) == sorted(w.table.live)
     again = build_worker(config, DirectoryStore(tmp_path, keep=3))
     assert again.checkpointer.restore() and again.table.digest() == w.table.digest()
-    for worker_ in (w, again):
-        replies = [handle(worker_, e) for e in expected["then"]]
-        if hybrid_kernel:  # the compiled hybrid step sums in another order: equal to rounding
-            assert _close(replies, expected["replies"]) and replies != []
-        else:  # on the old daemon's path, both continue bit for bit as it did
-            assert replies == expected["replies"]
+    continued = [[handle(worker_, e) for e in expected["then"]] for worker_ in (w, again)]
+    # restored once or twice, the keys continue bit for bit alike; as the old daemon did, to rounding: it
+    # ran on another CPU, whose BLAS kernels (and the compiled hybrid step's order of sums) round differently
+    assert continued[0] == continued[1] and continued[0] != []
+    assert _close(continued[0], expected["replies"])
 
 
 def test_a_commit_on_the_writer_thread_keeps_the_key_files_written_after_its_checkpoint_was_built(tmp_path):
