@@ -41,23 +41,23 @@ def _timed(f, *args) -> float:
 
 class Position:
     """How far a resumable source has been read: lines and bytes handed to the worker, and for a log
-    (``service.redis_source``) the ID of the newest entry handed over."""
+    (``service.redis_source``) the ID of the newest entry handed over and how many entries were."""
 
-    __slots__ = ("lines", "bytes", "entry")
+    __slots__ = ("lines", "bytes", "entry", "entries")
 
-    def __init__(self, lines: int = 0, bytes: int = 0, entry: str | None = None):
-        self.lines, self.bytes, self.entry = lines, bytes, entry
+    def __init__(self, lines: int = 0, bytes: int = 0, entry: str | None = None, entries: int = 0):
+        self.lines, self.bytes, self.entry, self.entries = lines, bytes, entry, entries
 
     def as_dict(self) -> dict:
         out = {"lines": self.lines, "bytes": self.bytes}
         if self.entry is not None:
-            out["entry"] = self.entry
+            out.update(entry=self.entry, entries=self.entries)
         return out
 
 
 class Checkpointer:
     def __init__(self, table: StreamTable, stats: Stats, every_events: int = 0, every_seconds: float = 0.0,
-                 background: bool = False, fork: bool = False, clock=time.monotonic):
+                 background: bool = False, fork: bool = False, clock=time.monotonic, guard=None):
         self.table = table
         self.stats = stats
         self.every_events = every_events
@@ -65,6 +65,9 @@ class Checkpointer:
         self.background = background  # the checkpoints the triggers make are written while events go on
         self.fork = fork and forked.AVAILABLE  # ... by a forked child where the store allows it
         self.clock = clock
+        # asked before every checkpoint: False refuses it (a partition whose lease is lost, ``service.leases``)
+        self.guard = guard
+        self.refused = 0  # checkpoints the guard refused
         self.events = 0  # events applied since the state began, across restarts
         self.generation = 0  # newest checkpoint written or restored
         self.positions: dict[str, Position] = {}
@@ -142,6 +145,11 @@ class Checkpointer:
             return True
         self._deferred = False
         self.settle(wait=True)
+        if self.guard is not None and not self.guard():
+            self.refused += 1
+            self.stats.checkpoint_failures += 1  # an operator hears of it as of any checkpoint not written
+            log.error("checkpoint refused: this worker no longer owns the partition (its lease was taken)")
+            return False
         started = time.perf_counter()
         meta = {"events": self.events, "created": time.time(),
                 "positions": {name: p.as_dict() for name, p in self.positions.items()}}
@@ -221,15 +229,16 @@ class Checkpointer:
         log.error("checkpoint failed: %s", err)
         self.stats.checkpoint_failures += 1
 
-    def restore(self) -> bool:
-        """Load the newest good checkpoint, if any (StateError if it is for another model)."""
-        checkpoint = self.table.store.latest()
+    def restore(self, checkpoint=None) -> bool:
+        """Load ``checkpoint``, or else the store's newest good one, if any (StateError if it is for another
+        model)."""
+        checkpoint = checkpoint if checkpoint is not None else self.table.store.latest()
         if checkpoint is None:
             return False
         self.table.load(checkpoint)
         self.events = int(checkpoint.meta["events"])
         self.generation = checkpoint.generation
-        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]), p.get("entry"))
+        self.positions = {name: Position(int(p["lines"]), int(p["bytes"]), p.get("entry"), int(p.get("entries", 0)))
                           for name, p in checkpoint.meta.get("positions", {}).items()}
         if self.every_events:
             self._due = self.events + self.every_events

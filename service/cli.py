@@ -8,6 +8,7 @@ COMMANDS = {
     "serve": (".serve", "run the daemon on stdin, files and sockets"),
     "replay": (".replay", "run a CSV or JSON-lines file through the same worker, offline"),
     "produce": (".produce", "append JSON lines from stdin to partitioned Redis Streams"),
+    "inspect": (".inspect", "each Redis Streams partition's owner, checkpoint, lag, keys and digest"),
 }
 
 

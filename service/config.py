@@ -214,6 +214,13 @@ class RedisSettings(Section):
     partitions: int = Field(4, ge=1, le=4096, description="partition streams PREFIX:0 .. PREFIX:P-1; a key's "
                             "partition is crc32(key) mod P, so producers and workers must agree on P")
     prefix: str = Field("streamrnn", min_length=1, max_length=200, pattern=r"^[^\s]+$")
+    ownership: Literal["static", "leases"] = Field(
+        "static", description="static: worker_index of workers owns p mod workers = worker_index; leases: "
+        "workers take partitions by leases in Redis, and take over those of a worker that stops renewing")
+    lease_seconds: float = Field(10.0, ge=0.5, le=3600.0, description="leases: a partition whose owner has not "
+                                 "renewed for this long goes to another worker (renewed every third of it)")
+    worker_id: Optional[str] = Field(None, min_length=1, max_length=200, pattern=r"^[^\s]+$",
+                                     description="leases: this worker's name; none: HOST-PID")
     workers: int = Field(1, ge=1, le=4096, description="workers sharing the partitions (static assignment)")
     worker_index: int = Field(0, ge=0, description="this worker's number, 0 .. workers-1: it owns the "
                               "partitions p with p mod workers = worker_index (a StatefulSet ordinal)")
@@ -275,6 +282,15 @@ class Config(BaseModel):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        src = self.sources
+        if self.redis.url is not None and (src.stdin or src.tcp or src.unix or src.input):
+            raise ValueError("with redis.url the events come from Redis alone (each partition's keys are "
+                             "checkpointed with its position): turn off sources.stdin (--no-stdin) and leave "
+                             "sources.tcp, unix and input empty")
+        return self
 
 
 SECTIONS = tuple(Config.model_fields)

@@ -151,6 +151,16 @@ class DaemonCollector:
                 gauge.add_metric([str(i)], v)
             yield gauge
         yield _histogram("streamrnn_checkpoint_duration_seconds", "Time to write one checkpoint.", s.checkpoint)
+        if s.partition_lag:  # a worker on Redis Streams: its partitions, and how far behind each is
+            lag = GaugeMetricFamily("streamrnn_partition_lag", "Entries of an owned partition not yet applied "
+                                    "(behind its stream's tail), as of the newest read.", labels=["partition"])
+            owned = GaugeMetricFamily("streamrnn_partition_owned", "1 for each partition this worker owns.",
+                                      labels=["partition"])
+            for partition, entries in sorted(s.partition_lag.items()):
+                lag.add_metric([str(partition)], entries)
+                owned.add_metric([str(partition)], 1)
+            yield lag
+            yield owned
         info = InfoMetricFamily("streamrnn_build", "Versions of the running daemon.")
         info.add_metric([], {"version": streamrnn.__version__, "python": platform.python_version(),
                              "numpy": np.__version__})

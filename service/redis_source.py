@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 
 from .protocol import error
 from .redis_log import RedisUnreachable, connect, reply_stream, stream_name
@@ -36,30 +39,61 @@ from .worker import encode
 
 log = logging.getLogger("streamrnn.redis")
 FIRST_RETRY = 0.1
+LAG_EVERY = 1.0  # seconds between measurements of the partitions' lag
 
 
 class RedisSource(Source):
+    """Reads the partitions of ``group`` (a ``WorkerGroup``: a worker per owned partition).
+
+    With leases (``redis.ownership = "leases"``) the group starts empty, and ``adopt(partition, token)``
+    (the server's) builds a partition's worker when a lease is taken: restored from its checkpoints and
+    checkpointed at once under the new token (``service.partitions.take_over``).
+    """
+
     finite = False
 
-    def __init__(self, settings, worker, limit, should_stop):
-        super().__init__(worker, limit, should_stop)
+    def __init__(self, settings, group, limit, should_stop, adopt=None):
+        super().__init__(group, limit, should_stop)
         self.settings = s = settings
         self.name = f"redis:{s.prefix}"
-        self.owned = [p for p in range(s.partitions) if p % s.workers == s.worker_index]
-        self.streams = {stream_name(s.prefix, p): p for p in self.owned}
+        self.adopt = adopt
+        self.leases = None  # service.leases.Leases, with ownership by leases
         self.healthy = False  # Redis answered the newest read and write
         self.client = None
         self.task: asyncio.Task | None = None
+        self._renewed = 0.0  # when the leases were last renewed (monotonic)
+        self._measured = 0.0  # when the lag was last measured (monotonic)
+
+    @staticmethod
+    def owned_by(settings) -> list[int]:
+        """The partitions worker ``worker_index`` of ``workers`` owns: p mod workers = worker_index."""
+        return [p for p in range(settings.partitions) if p % settings.workers == settings.worker_index]
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.worker.workers)
+
+    def _worker(self, partition: int):
+        return self.worker.workers[partition]
 
     def position_name(self, partition: int) -> str:
         return f"redis:{self.settings.prefix}:{partition}"
+
+    def _position(self, partition: int):
+        return self._worker(partition).checkpointer.position(self.position_name(partition))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.client = await loop.run_in_executor(None, connect, self.settings.url)
         self.healthy = True
-        checkpointer = self.worker.checkpointer
-        resume = {p: checkpointer.position(self.position_name(p)).entry for p in self.owned}
+        if self.settings.ownership == "leases":
+            from .leases import Leases
+
+            s = self.settings
+            worker_id = s.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+            self.leases = Leases(self.client, s.prefix, s.partitions, worker_id, s.lease_seconds)
+            await self._lease_round()
+        resume = {p: self._position(p).entry for p in self.owned}
         log.info("reading partitions %s of %s:0..%d from %s", self.owned, self.settings.prefix,
                  self.settings.partitions - 1, {p: e or "the start" for p, e in resume.items()})
         self.task = asyncio.create_task(self.run(), name=self.name)
@@ -77,17 +111,97 @@ class RedisSource(Source):
             except asyncio.TimeoutError:
                 log.error("the Redis reader did not stop within %.1f s", timeout)
                 self.task.cancel()
+        if self.leases is not None:  # a clean stop: checkpoint, then let the others take over at once
+            for partition in self.owned:
+                self._let_go(partition, checkpoint=True)
+            try:
+                await self._call(self.leases.leave)
+            except RedisUnreachable as err:
+                log.error("cannot release the leases (%s); they expire in %.1f s", err, self.settings.lease_seconds)
         if self.client is not None:
             self.client.close()
 
-    async def run(self) -> None:
-        checkpointer = self.worker.checkpointer
-        positions = {name: checkpointer.position(self.position_name(p)) for name, p in self.streams.items()}
-        wait = FIRST_RETRY
-        while not self.should_stop():
-            ids = {name: position.entry or "0-0" for name, position in positions.items()}
+    # ----- ownership by leases ---------------------------------------------------------------------------
+    async def _lease_round(self) -> None:
+        """Renew this worker's leases (dropping the lost ones), give back partitions over its share, take free
+        ones under it."""
+        leases = self.leases
+        self._renewed = time.monotonic()
+        live = await self._call(leases.heartbeat)
+        for partition in self.owned:
+            if not await self._call(leases.holds, partition):
+                log.error("lost the lease on partition %d (another worker took it); dropping its keys unwritten",
+                          partition)
+                self._let_go(partition, checkpoint=False)
+        target = leases.target(live)
+        for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
+            log.info("giving partition %d back: %d workers share %d partitions", partition, live,
+                     self.settings.partitions)
+            self._let_go(partition, checkpoint=True)
+            await self._call(leases.release, partition)
+        for partition in range(self.settings.partitions):
+            if len(self.owned) >= target:
+                break
+            if partition in self.worker.workers:
+                continue
+            token = await self._call(leases.acquire, partition)
+            if token is None:
+                continue
             try:
-                batch = await self._call(self._read, ids)
+                self.worker.workers[partition] = self.adopt(partition, token)
+            except Exception as err:  # its checkpoint cannot be read or written here: leave it to another
+                log.error("cannot take partition %d (%s); giving the lease back", partition, err)
+                await self._call(leases.release, partition)
+            else:
+                log.info("took partition %d (lease token %d), resuming after entry %s", partition, token,
+                         self._position(partition).entry or "none (the start)")
+
+    async def _measure_lag(self) -> None:
+        """Each owned partition's lag: the entries ever added to its stream (XINFO STREAM's entries-added,
+        which trimming does not lower) less the entries this partition's position has taken."""
+        self._measured = time.monotonic()
+        owned = self.owned
+        added = await self._call(self._entries_added, [stream_name(self.settings.prefix, p) for p in owned])
+        self.worker.stats.partition_lag = {p: max(0, n - self._position(p).entries) for p, n in zip(owned, added)}
+
+    def _entries_added(self, names: list[str]) -> list[int]:
+        import redis
+
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_stream(name)
+        out = []
+        for name, info in zip(names, pipe.execute(raise_on_error=False)):
+            if isinstance(info, redis.ResponseError):  # no such stream yet: nothing added
+                out.append(0)
+            elif isinstance(info, Exception):
+                raise info
+            else:
+                out.append(int(info.get("entries-added", info.get("length", 0))))
+        return out
+
+    def _let_go(self, partition: int, checkpoint: bool) -> None:
+        self.worker.stats.partition_lag.pop(partition, None)
+        worker = self.worker.workers.pop(partition)
+        if checkpoint:
+            worker.checkpointer.checkpoint()
+        worker.checkpointer.close()
+
+    # ----- reading -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        checkpointer = self.worker.checkpointer  # every partition's, run together
+        wait = FIRST_RETRY
+        renew_every = self.settings.lease_seconds / 3
+        while not self.should_stop():
+            try:
+                if self.leases is not None and time.monotonic() - self._renewed >= renew_every:
+                    await self._lease_round()
+                if time.monotonic() - self._measured >= LAG_EVERY:
+                    await self._measure_lag()
+                positions = {stream_name(self.settings.prefix, p): self._position(p) for p in self.owned}
+                ids = {name: position.entry or "0-0" for name, position in positions.items()}
+                batch = await self._call(self._read, ids) if ids else await asyncio.sleep(
+                    self.settings.block_ms / 1000, [])
             except RedisUnreachable as err:
                 wait = await self._retry(err, wait)
                 continue
@@ -112,14 +226,17 @@ class RedisSource(Source):
             await asyncio.sleep(0)  # let scrapes and timers in between batches
 
     def _apply(self, name: str, entries, position, replies: dict) -> None:
-        partition, handle, limit = self.streams[name], self.worker.handle, self.limit
+        partition, limit = int(name.rsplit(":", 1)[1]), self.limit
+        worker = self._worker(partition)
+        handle = worker.handle
         default = reply_stream(self.settings.prefix, partition)
         for entry_id, fields in entries:
             position.entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            position.entries += 1
             line = fields.get(b"line")
             if line is None:
                 position.lines += 1
-                self.worker.stats.reject("malformed_entry")
+                worker.stats.reject("malformed_entry")
                 reply = (encode(error("malformed_entry", f"entry {position.entry} of {name} has no line "
                                       "field; nothing changed")) + "\n").encode()
             else:

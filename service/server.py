@@ -24,6 +24,7 @@ from streamrnn.state import StateError
 from .config import Config
 from .endpoints import Endpoints
 from .metrics import registry_for
+from .partitions import WorkerGroup, lease_dir, take_over
 from .names import ModelTemplate
 from .sockets import AuthError, SocketSource, read_token
 from .redis_source import RedisSource
@@ -42,15 +43,17 @@ class StartupError(RuntimeError):
     """The daemon cannot start (the message says why); exit code 1."""
 
 
-def build_worker(config: Config, store) -> Worker:
+def build_worker(config: Config, store, stats: Stats | None = None, template: ModelTemplate | None = None,
+                 guard=None) -> Worker:
     """The worker, the keyed streams behind it and their checkpointer, from the settings (shared with
-    ``replay``)."""
-    template = ModelTemplate(config.model, config.forecast)
+    ``replay``); workers of one process's partitions share ``stats`` and ``template``, and ``guard`` is
+    asked before each of their checkpoints (``Checkpointer``)."""
+    template = template or ModelTemplate(config.model, config.forecast)
     s, c = config.streams, config.checkpoint
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
-    stats = Stats()
+    stats = stats or Stats()
     checkpointer = Checkpointer(table, stats, c.every_events if c.enabled else 0,
-                                c.every_seconds if c.enabled else 0.0, c.background, c.fork)
+                                c.every_seconds if c.enabled else 0.0, c.background, c.fork, guard=guard)
     return Worker(table, stats, checkpointer, s.default_key)
 
 
@@ -63,6 +66,7 @@ class Server:
         self.tasks: list[asyncio.Task] = []
         self.endpoints: Endpoints | None = None
         self.metrics_url = ""
+        self.redis: RedisSource | None = None
 
     def run(self) -> int:
         return asyncio.run(self.serve())
@@ -81,14 +85,51 @@ class Server:
         return await self.shutdown()
 
     # ----- start-up -------------------------------------------------------------------------
-    def _store(self):
+    def _store(self, partition: int | None = None):
+        """The checkpoint store: ``checkpoint.dir``, or its ``partition-<p>`` for one partition of a log."""
         c = self.config.checkpoint
         if not c.enabled:
             return MemoryStore()
+        where = c.dir if partition is None else c.dir / f"partition-{partition}"
         try:
-            return DirectoryStore(c.dir, c.keep, on_corrupt=self._corrupt)
+            return DirectoryStore(where, c.keep, on_corrupt=self._corrupt)
         except OSError as err:
-            raise StartupError(f"cannot use checkpoint directory {c.dir}: {err}") from None
+            raise StartupError(f"cannot use checkpoint directory {where}: {err}") from None
+
+    def _build(self):
+        """One worker, or on Redis Streams a worker per owned partition (``service.partitions``)."""
+        config = self.config
+        if config.redis.url is None:
+            return build_worker(config, self._store())
+        stats = Stats()
+        self._template = template = ModelTemplate(config.model, config.forecast)
+        if config.redis.ownership == "leases":  # partitions come with leases (``_adopt``)
+            return WorkerGroup({}, stats)
+        workers = {p: build_worker(config, self._store(p), stats, template) for p in RedisSource.owned_by(config.redis)}
+        return WorkerGroup(workers, stats)
+
+    def _adopt(self, partition: int, token: int) -> Worker:
+        """The worker of a partition whose lease was just taken: restored from the newest checkpoint an earlier
+        owner wrote, and checkpointed at once under ``token`` (``partitions.take_over``)."""
+        c = self.config.checkpoint
+        source = self.redis
+
+        def holds() -> bool:  # asked before each checkpoint; Redis out of reach: no checkpoint
+            try:
+                return source.leases.holds(partition)
+            except Exception:
+                return False
+
+        partition_dir = c.dir / f"partition-{partition}"
+        store = DirectoryStore(lease_dir(partition_dir, token), c.keep, on_corrupt=self._corrupt) if c.enabled \
+            else MemoryStore()
+        worker = build_worker(self.config, store, self.worker.stats, self._template, guard=holds)
+        if c.enabled:
+            came_from = take_over(worker, partition_dir, token, DirectoryStore)
+            if came_from is not None:
+                log.info("partition %d restored from %s: %d events", partition,
+                         "its static checkpoint" if came_from == 0 else f"lease {came_from}", worker.events)
+        return worker
 
     def _corrupt(self, path, why) -> None:
         self.worker.stats.checkpoint_corrupt += 1
@@ -102,8 +143,9 @@ class Server:
         # the forked checkpoint writers before their outcome is read (``service.forked``)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         token = self._token()  # before restoring a checkpoint, which may take a while
-        self.worker = worker = build_worker(config, self._store())
-        self._restore()
+        self.worker = worker = self._build()
+        if config.redis.ownership != "leases" or config.redis.url is None:  # with leases: per partition taken
+            self._restore()
         limit, stop = config.sources.max_line_bytes, lambda: self.should_exit
         out = Stdout(worker.stats)
         if config.sources.stdin:
@@ -117,7 +159,8 @@ class Server:
                                                  token, config.sources.allow_unauthenticated,
                                                  config.sources.auth_timeout_seconds))
         if config.redis.url is not None:
-            self.sources.append(RedisSource(config.redis, worker, limit, stop))
+            self.redis = RedisSource(config.redis, worker, limit, stop, self._adopt)
+            self.sources.append(self.redis)
         for source in self.sources:
             try:
                 await source.start()

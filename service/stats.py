@@ -55,6 +55,8 @@ class Stats:
         self.checkpoint_corrupt = 0
         self.checkpoint_last_success = 0.0  # unix time; 0: never
         self.stdout_failures = 0
+        # on Redis Streams: per owned partition, entries not yet applied (behind the stream's tail)
+        self.partition_lag: dict[int, int] = {}
 
     def reject(self, code: str) -> None:
         self.outcomes["rejected"] += 1

@@ -1,8 +1,9 @@
 """The Redis Streams source against a real redis-server: partitions, replies, exactly-once effect, bad entries.
 
 Each test starts its own ``redis-server`` (``redis_support``) and real daemons (``streamrnn serve
---redis``), and compares every key's state with one in-process worker fed the same events in order:
-keys are independent, so reading the partitions in any interleaving must give the same states.
+--redis``), and compares them with in-process workers fed the same events in order, one per partition:
+every reply for its (key, step), and each partition's digest (a partition's keys are a unit of their own,
+checkpointed in ``checkpoint.dir/partition-<p>``, so a digest command answers for its partition).
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ def event_lines(n: int, seed: int = 0) -> list[bytes]:
     return [json.dumps(e).encode() for e in supervised_events(n, keys=KEYS, seed=seed)]
 
 
-def reference(lines: list[bytes]) -> tuple[str, dict]:
-    """(digest, {(key, step): reply}) of one in-process worker fed ``lines`` in order."""
-    worker = build_worker(load(environ={}), MemoryStore())
+def reference(lines: list[bytes]) -> tuple[dict, dict]:
+    """({partition: digest}, {(key, step): reply}) of in-process workers, one per partition, fed ``lines``
+    in order."""
+    workers = {p: build_worker(load(environ={}), MemoryStore()) for p in range(P)}
     replies = {}
     for line in lines:
-        reply = json.loads(worker.handle(line, len(line) + 1))
+        reply = json.loads(workers[partition_of(key_of(line, "default"), P)].handle(line, len(line) + 1))
         replies[(reply["key"], reply["step"])] = reply
-    return worker.table.digest(), replies
+    return {p: w.table.digest() for p, w in workers.items()}, replies
 
 
 def read_replies(client, streams=None) -> list[dict]:
@@ -74,8 +76,13 @@ def redis_daemon(workdir, server, *args) -> Daemon:
     return Daemon(workdir, "--no-stdin", "--redis", server.url, "--partitions", str(P), *args).ready()
 
 
-def ask_digest(client, daemon: Daemon, partition: int = 0) -> str:
-    """The digest a worker answers on partition ``partition``'s reply stream (after everything before it)."""
+def digests(client, daemon: Daemon, partitions=range(P)) -> dict:
+    """{partition: the digest its worker answers}, asked on each partition's stream after everything in it."""
+    return {p: ask_digest(client, daemon, p) for p in partitions}
+
+
+def ask_digest(client, daemon: Daemon, partition: int) -> str:
+    """The digest of partition ``partition``'s keys, as its worker answers (after everything before it)."""
     before = len(client.xrange(reply_stream("streamrnn", partition)))
     client.xadd(stream_name("streamrnn", partition), {"line": b'{"command": "digest", "id": "d"}'})
     deadline = time.monotonic() + 30
@@ -143,11 +150,54 @@ def test_a_worker_on_four_partitions_equals_one_worker_fed_in_order(redis_server
                 assert partition_of(reply["key"], P) == p
                 assert reply["step"] == steps.get(reply["key"], 0) + 1
                 steps[reply["key"]] = reply["step"]
-        assert ask_digest(client, daemon) == digest
+        assert digests(client, daemon) == digest
         status, body = daemon.get("/readyz")
         assert status == 200
+        # lag: every entry ever added (events and the digest commands) has been applied; measured each second
+        assert wait_metric(daemon, "streamrnn_partition_lag", 0.0) == {str(p): 0.0 for p in range(P)}
+        assert partition_metric(daemon, "streamrnn_partition_owned") == {str(p): 1.0 for p in range(P)}
         assert daemon.stop() == 0
     assert "reading partitions [0, 1, 2, 3] of streamrnn" in daemon.log()
+
+
+def partition_metric(daemon: Daemon, name: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(daemon.get("/metrics")[1])}
+    return {s.labels["partition"]: s.value for s in families[name].samples} if name in families else {}
+
+
+def wait_metric(daemon: Daemon, name: str, value: float, timeout: float = 10.0) -> dict:
+    """The metric's samples by partition, once all of them equal ``value``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        samples = partition_metric(daemon, name)
+        if samples and set(samples.values()) == {value}:
+            return samples
+        time.sleep(0.2)
+    return partition_metric(daemon, name)
+
+
+def test_lag_counts_the_entries_after_a_partitions_position(redis_server):
+    from streamrnn_service.checkpointer import Position
+    from streamrnn_service.partitions import WorkerGroup
+    from streamrnn_service.redis_source import RedisSource
+    from streamrnn_service.stats import Stats
+
+    client = redis_server.client()
+    for i in range(7):
+        client.xadd(stream_name("streamrnn", 1), {"line": b"{}"})
+    client.xtrim(stream_name("streamrnn", 1), maxlen=2)  # trimming does not lower entries-added
+    settings = load(environ={}, overrides={"redis.url": redis_server.url, "sources.stdin": "false"}).redis
+    group = WorkerGroup({p: build_worker(load(environ={}), MemoryStore()) for p in (1, 2)}, Stats())
+    source = RedisSource(settings, group, 1 << 20, lambda: False)
+    source.client = client
+    group.workers[1].checkpointer.positions["redis:streamrnn:1"] = Position(entry="0-1", entries=3)
+    assert source._entries_added([stream_name("streamrnn", p) for p in (1, 2)]) == [7, 0]
+    import asyncio
+
+    asyncio.run(source._measure_lag())
+    assert group.stats.partition_lag == {1: 4, 2: 0}
 
 
 def test_kill_9_resumes_after_the_checkpointed_entry_exactly_once(redis_server, tmp_path):
@@ -169,7 +219,7 @@ def test_kill_9_resumes_after_the_checkpointed_entry_exactly_once(redis_server, 
         # the same state as one uninterrupted worker: nothing applied twice, nothing skipped; and an event
         # applied again after the crash answered exactly as the first time
         assert_like_reference(replies, expected)
-        assert ask_digest(client, second) == digest
+        assert digests(client, second) == digest
         assert second.stop() == 0
 
 
@@ -237,7 +287,7 @@ def test_a_redis_restart_mid_stream_loses_nothing(redis_server, tmp_path):
         replies = wait_replies(client, 200, daemon)
         assert len(replies) == 200
         assert_like_reference(replies, expected)
-        assert ask_digest(client, daemon) == digest
+        assert digests(client, daemon) == digest
         assert daemon.get("/readyz")[0] == 200
         assert daemon.stop() == 0
     assert "Redis is out of reach" in daemon.log()
@@ -254,9 +304,230 @@ def test_two_workers_share_the_partitions_statically(redis_server, tmp_path):
     try:
         replies = wait_replies(client, len(lines), workers[0])
         assert_like_reference(replies, expected)
+        assert [sorted(partition_metric(w, "streamrnn_partition_owned")) for w in workers] == [["0", "2"], ["1", "3"]]
         assert all(w.stop() == 0 for w in workers)
     finally:
         for w in workers:
             w.__exit__(None, None, None)
     assert "reading partitions [0, 2] of streamrnn" in workers[0].log()
     assert "reading partitions [1, 3] of streamrnn" in workers[1].log()
+
+
+def test_partitions_move_between_workers_one_two_one_with_a_shared_checkpoint_directory(redis_server, tmp_path):
+    lines = event_lines(300, seed=4)
+    digest, expected = reference(lines)
+    client = redis_server.client()
+    shared = tmp_path / "shared"  # every worker runs here: one checkpoint directory, a subdirectory per partition
+    produce(client, lines[:100], "streamrnn", P)
+    with redis_daemon(shared, redis_server) as one:
+        wait_replies(client, 100, one)
+        assert one.stop() == 0
+    produce(client, lines[100:200], "streamrnn", P)
+    two = [redis_daemon(shared, redis_server, "--workers", "2", "--worker-index", str(i)) for i in range(2)]
+    try:
+        wait_replies(client, 200, two[0])
+        assert all(w.stop() == 0 for w in two)
+    finally:
+        for w in two:
+            w.__exit__(None, None, None)
+    assert "restored checkpoint" in two[0].log() and "restored checkpoint" in two[1].log()
+    produce(client, lines[200:], "streamrnn", P)
+    with redis_daemon(shared, redis_server) as again:
+        replies = wait_replies(client, 300, again)
+        assert len(replies) == 300  # clean stops: nothing answered twice
+        assert_like_reference(replies, expected)
+        assert digests(client, again) == digest
+        assert again.stop() == 0
+    assert sorted(path.name for path in (shared / "ckpt").iterdir()) == [f"partition-{p}" for p in range(P)]
+    rows = inspect_rows(redis_server, shared / "ckpt")
+    assert {row["partition"]: row["digest"] for row in rows} == digest  # what the workers answered
+    assert [row["lag"] for row in rows] == [0] * P and all(row["entry"] for row in rows)
+    assert sum(row["keys"] for row in rows) == len(KEYS)
+
+
+def inspect_rows(server, ckpt, *args) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "streamrnn_service.cli", "inspect", "--redis", server.url,
+                           "--partitions", str(P), "--checkpoint-dir", str(ckpt), "--json", *args],
+                          capture_output=True, env={"PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_worker_killed_again_and_again_resumes_its_partitions_exactly(redis_server, tmp_path):
+    lines = event_lines(400, seed=5)
+    digest, expected = reference(lines)
+    client = redis_server.client()
+    args = ("--workers", "2", "--set", "checkpoint.every_events=23", "--set", "redis.read_count=2")
+    steady = redis_daemon(tmp_path, redis_server, *args, "--worker-index", "0")
+    try:
+        sent = 0
+        for round_ in range(4):  # worker 1 dies by SIGKILL after each quarter, and starts again
+            produce(client, lines[sent: sent + 100], "streamrnn", P)
+            sent += 100
+            with redis_daemon(tmp_path, redis_server, *args, "--worker-index", "1") as victim:
+                if round_:
+                    assert "restored checkpoint" in victim.log()
+                wait_until_answered(client, sent, victim)
+                victim.stop(signal.SIGKILL)
+        with redis_daemon(tmp_path, redis_server, *args, "--worker-index", "1") as last:
+            replies = wait_until_answered(client, sent, last)
+            assert_like_reference(replies, expected)  # re-sent replies are identical to the first ones
+            assert digests(client, last, [1, 3]) == {p: digest[p] for p in (1, 3)}
+            assert last.stop() == 0
+        assert digests(client, steady, [0, 2]) == {p: digest[p] for p in (0, 2)}
+        assert steady.stop() == 0
+    finally:
+        steady.__exit__(None, None, None)
+
+
+def wait_until_answered(client, sent: int, daemon: Daemon, timeout: float = 60.0) -> list[dict]:
+    """The replies, once ``sent`` distinct (key, step) have one (a crash makes some answered twice)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = read_replies(client)
+        if len({(r["key"], r["step"]) for r in replies if "key" in r}) >= sent:
+            return replies
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
+        time.sleep(0.05)
+    raise AssertionError(f"not every event answered within {timeout} s:\n{daemon.log()}")
+
+
+# ----- ownership by leases ---------------------------------------------------------------------------
+LEASES = ("--set", "redis.ownership=leases", "--set", "redis.lease_seconds=1.5")
+
+
+def test_leases_are_taken_renewed_and_released_only_by_their_holder_with_growing_tokens(redis_server):
+    from streamrnn_service.leases import Leases, owner_of
+
+    client = redis_server.client()
+    clock = [1000.0]
+    a = Leases(client, "t", 4, "a", 1.0, clock=lambda: clock[0])
+    b = Leases(client, "t", 4, "b", 1.0, clock=lambda: clock[0])
+    assert a.heartbeat() == 1 and b.heartbeat() == 2 and a.target(2) == 2 and a.target(3) == 2
+    assert a.acquire(0) == 1 and b.acquire(0) is None  # held: no one else takes it
+    assert owner_of(client, "t", 0) == ("a", 1) and owner_of(client, "t", 1) is None
+    assert a.holds(0) and not b.holds(0)
+    client.delete("t:lease:0")  # as if it had expired
+    assert b.acquire(0) == 2  # the next token
+    assert not a.holds(0) and 0 not in a.tokens  # a's renewal is refused: it has lost the partition
+    a.release(0)  # a stale holder cannot release another's lease
+    assert owner_of(client, "t", 0) == ("b", 2)
+    b.release(0)
+    assert owner_of(client, "t", 0) is None
+    clock[0] += 5  # a's and b's memberships expire unless renewed
+    assert a.heartbeat() == 1
+    a.acquire(3)
+    a.leave()
+    assert owner_of(client, "t", 3) is None and client.zcard("t:members") == 0
+
+
+def owners(client) -> dict:
+    from streamrnn_service.leases import owner_of
+
+    return {p: owner_of(client, "streamrnn", p) for p in range(P)}
+
+
+def wait_owned(client, count_by_worker: dict, timeout: float = 30.0) -> dict:
+    """The owners, once each named worker holds that many partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = owners(client)
+        counts = {}
+        for owner in held.values():
+            if owner is not None:
+                counts[owner[0]] = counts.get(owner[0], 0) + 1
+        if counts == count_by_worker:
+            return held
+        time.sleep(0.1)
+    raise AssertionError(f"owners {owners(client)}, not {count_by_worker}, within {timeout} s")
+
+
+def test_with_leases_a_dead_workers_partitions_move_to_the_others_and_a_new_one_gets_its_share(
+        redis_server, tmp_path):
+    lines = event_lines(300, seed=6)
+    digest, expected = reference(lines)
+    client = redis_server.client()
+    produce(client, lines[:100], "streamrnn", P)
+    a = redis_daemon(tmp_path, redis_server, *LEASES, "--set", "redis.worker_id=a", "--set",
+                     "checkpoint.every_events=17")
+    b = redis_daemon(tmp_path, redis_server, *LEASES, "--set", "redis.worker_id=b", "--set",
+                     "checkpoint.every_events=17")
+    try:
+        wait_owned(client, {"a": 2, "b": 2})
+        wait_until_answered(client, 100, a)
+        a.stop(signal.SIGKILL)
+        wait_owned(client, {"b": 4})  # within about a lease
+        produce(client, lines[100:200], "streamrnn", P)
+        wait_until_answered(client, 200, b)
+        with redis_daemon(tmp_path, redis_server, *LEASES, "--set", "redis.worker_id=c") as c:
+            wait_owned(client, {"b": 2, "c": 2})  # b gives two back, c takes them
+            produce(client, lines[200:], "streamrnn", P)
+            replies = wait_until_answered(client, 300, c)
+            assert_like_reference(replies, expected)
+            assert digests(client, b) == digest
+            assert c.stop() == 0
+        assert b.stop() == 0
+    finally:
+        for w in (a, b):
+            w.__exit__(None, None, None)
+    assert "took partition" in b.log() and "giving partition" in b.log()
+    assert owners(client) == dict.fromkeys(range(P))  # clean stops release their leases
+    rows = inspect_rows(redis_server, tmp_path / "ckpt", "--set", "redis.ownership=leases")
+    assert {row["partition"]: row["digest"] for row in rows} == digest
+    assert [row["owner"] for row in rows] == ["none"] * P and [row["lag"] for row in rows] == [0] * P
+
+
+def test_a_worker_paused_past_its_lease_cannot_commit(redis_server, tmp_path):
+    lines = event_lines(200, seed=7)
+    digest, expected = reference(lines)
+    client = redis_server.client()
+    produce(client, lines[:100], "streamrnn", P)
+    args = (*LEASES, "--set", "checkpoint.every_events=1")
+    a = redis_daemon(tmp_path, redis_server, *args, "--set", "redis.worker_id=a")
+    b = redis_daemon(tmp_path, redis_server, *args, "--set", "redis.worker_id=b")
+    try:
+        held = wait_owned(client, {"a": 2, "b": 2})
+        wait_until_answered(client, 100, a)
+        mine = sorted(p for p, owner in held.items() if owner[0] == "a")
+        a.proc.send_signal(signal.SIGSTOP)
+        wait_owned(client, {"b": 4})
+        produce(client, lines[100:], "streamrnn", P)  # a has entries to apply when it wakes up
+        wait_until_answered(client, 200, b)
+        # a wakes up to a stop: its shutdown checkpoints the partitions it still believes it owns
+        a.proc.send_signal(signal.SIGTERM)
+        a.proc.send_signal(signal.SIGCONT)
+        assert a.proc.wait(timeout=30) == 0
+        log = a.log()
+        for p in mine:  # it finds out by its lease round or by the refusal of its checkpoint, whichever comes first
+            assert f"lost the lease on partition {p}" in log or "checkpoint refused: this worker no longer owns" in log
+        ckpt = tmp_path / "ckpt"
+        for p in mine:  # only b's directory: a wrote nothing after losing the lease
+            assert [d.name for d in (ckpt / f"partition-{p}").glob("lease-*")] == \
+                [f"lease-{owners(client)[p][1]:012d}"]
+        assert digests(client, b) == digest
+        assert b.stop() == 0
+    finally:
+        for w in (a, b):
+            w.__exit__(None, None, None)
+
+
+def test_a_checkpoint_is_refused_once_the_lease_has_gone_to_another_worker(redis_server, tmp_path):
+    """The fence on the write itself, in process: a worker whose lease another took cannot commit."""
+    from streamrnn_service.leases import Leases
+    from streamrnn_service.store import DirectoryStore
+
+    client = redis_server.client()
+    a = Leases(client, "f", 1, "a", 1.0)
+    b = Leases(client, "f", 1, "b", 1.0)
+    assert a.acquire(0) == 1
+    store = DirectoryStore(tmp_path / "a")
+    worker = build_worker(load(environ={}), store, guard=lambda: a.holds(0))
+    worker.handle(b'{"x": {"u": 1.0}, "y": 0.5}', 28)
+    assert worker.checkpointer.checkpoint() and store.generations() == [1]  # held: written
+    client.delete("f:lease:0")  # a paused past its lease, which expired ...
+    assert b.acquire(0) == 2  # ... and b took the partition
+    worker.handle(b'{"x": {"u": 2.0}, "y": 0.5}', 28)
+    assert not worker.checkpointer.checkpoint()
+    assert store.generations() == [1] and worker.checkpointer.refused == 1  # nothing written
+    assert worker.stats.checkpoint_failures == 1

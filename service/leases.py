@@ -1,0 +1,110 @@
+"""Who owns which partition, by leases in Redis with fencing tokens (``redis.ownership = "leases"``).
+
+Keys, for partition p:
+
+    PREFIX:lease:<p>   "<worker id> <token>", expiring after redis.lease_seconds unless renewed
+    PREFIX:fence:<p>   the newest token: every acquisition takes the next one (INCR), so tokens only grow
+    PREFIX:members     the live workers: a sorted set of worker id -> when its membership expires (ms)
+
+Each step is one Lua script, atomic in Redis: a lease is taken only when no
+one holds it, renewed or released only by the holder of that very token.  A
+worker that was paused past its lease (a long GC, SIGSTOP, a partitioned
+network) finds its renewal refused, and must drop the partition without
+writing: ``Leases.holds`` is asked before every checkpoint of the partition.
+Its token also orders the checkpoints on disk (``service.partitions``): the
+next owner writes under a higher token, and a reader takes the highest, so a
+write that slipped between the check and the disk is never read.
+
+Balance: every worker aims at ceil(P / live workers) partitions.  One over it
+checkpoints and releases its highest partitions; one under it takes free ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+_ACQUIRE = """
+if redis.call('exists', KEYS[1]) == 1 then return false end
+local token = redis.call('incr', KEYS[2])
+redis.call('set', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+return token
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def lease_key(prefix: str, partition: int) -> str:
+    return f"{prefix}:lease:{partition}"
+
+
+def owner_of(client, prefix: str, partition: int) -> tuple[str, int] | None:
+    """(worker id, token) of the lease on ``partition``, None when no one holds it."""
+    value = client.get(lease_key(prefix, partition))
+    if value is None:
+        return None
+    worker, _, token = value.decode().rpartition(" ")
+    return worker, int(token)
+
+
+class Leases:
+    """This worker's leases: ``tokens`` maps each partition it holds to its fencing token."""
+
+    def __init__(self, client, prefix: str, partitions: int, worker_id: str, seconds: float, clock=time.time):
+        self.client, self.prefix, self.partitions = client, prefix, partitions
+        self.worker_id, self.ms, self.clock = worker_id, int(seconds * 1000), clock
+        self.members = f"{prefix}:members"
+        self.tokens: dict[int, int] = {}
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def _value(self, partition: int) -> str:
+        return f"{self.worker_id} {self.tokens[partition]}"
+
+    def heartbeat(self) -> int:
+        """Say this worker is alive; the number of live workers (this one included)."""
+        now = int(self.clock() * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(self.members, {self.worker_id: now + self.ms})
+        pipe.zremrangebyscore(self.members, "-inf", now)
+        pipe.zcard(self.members)
+        return int(pipe.execute()[-1])
+
+    def target(self, live: int) -> int:
+        return math.ceil(self.partitions / max(live, 1))
+
+    def acquire(self, partition: int) -> int | None:
+        """The token of a new lease on ``partition``, None when another worker holds it."""
+        token = self._acquire(keys=[lease_key(self.prefix, partition), f"{self.prefix}:fence:{partition}"],
+                              args=[self.worker_id, self.ms])
+        if token is None:
+            return None
+        self.tokens[partition] = int(token)
+        return int(token)
+
+    def holds(self, partition: int) -> bool:
+        """Whether this worker still holds ``partition`` under its token (renewing the lease if so)."""
+        if partition not in self.tokens:
+            return False
+        held = bool(self._renew(keys=[lease_key(self.prefix, partition)], args=[self._value(partition), self.ms]))
+        if not held:
+            del self.tokens[partition]
+        return held
+
+    def release(self, partition: int) -> None:
+        if partition in self.tokens:
+            self._release(keys=[lease_key(self.prefix, partition)], args=[self._value(partition)])
+            del self.tokens[partition]
+
+    def leave(self) -> None:
+        """Release every lease and the membership (a clean stop: the others take over at once)."""
+        for partition in list(self.tokens):
+            self.release(partition)
+        self.client.zrem(self.members, self.worker_id)
