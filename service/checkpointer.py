@@ -78,7 +78,8 @@ class Checkpointer:
         # the checkpoint being written: (future of its seconds, generation, mark, seconds spent copying)
         self._writing: tuple[Future, int, tuple, float] | None = None
         self._deferred = False  # a background checkpoint fell due while a forked child was writing
-        self._holding = False  # events are counted, and a checkpoint they make due waits for ``release``
+        self._holding = False  # events are counted, and a checkpoint that falls due waits for ``release``
+        self._held = False  # a checkpoint fell due during the hold
 
     # ----- what a checkpoint records besides the states ----------------------------------------
     def position(self, source: str) -> Position:
@@ -99,15 +100,20 @@ class Checkpointer:
         self._last = self.clock()
 
     def hold(self) -> None:
-        """Until ``release``, a checkpoint that events make due waits: a source whose replies go out after
-        a batch of events (``service.redis_source``) holds it until they have, so that a checkpoint
-        never covers an event whose reply was not sent."""
+        """Until ``release``, every checkpoint waits (by count, by time or asked for): a source whose replies
+        go out after a batch of events (``service.redis_source``) holds it until they have, so that a
+        checkpoint never covers an event whose reply was not sent.  A source that could not send them
+        never releases: no checkpoint covers those events, and a restart applies and answers them again."""
         self._holding = True
 
     def release(self) -> None:
         """End a ``hold``: the checkpoint that fell due meanwhile, if one did."""
         self._holding = False
-        self.after_event()
+        if self._held:
+            self._held = False
+            self.checkpoint(background=self.background)
+        else:
+            self.after_event()
 
     def after_event(self) -> None:
         """After an applied event (counted in ``events``): the checkpoint it made due, or the one deferred."""
@@ -139,6 +145,9 @@ class Checkpointer:
         a ``settle`` finds the child has exited (the next event, the next tick), so that events
         never wait for a child.
         """
+        if self._holding:  # written once the hold is released, if it ever is
+            self._held = True
+            return True
         writing = self._writing[0] if self._writing is not None else None
         if background and isinstance(writing, forked.ForkedCommit) and not writing.done():
             self._deferred = True

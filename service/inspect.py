@@ -30,7 +30,7 @@ def newest_checkpoint(partition_dir: Path):
 
     for _, path in earlier_dirs(partition_dir, 1 << 62):
         if path.is_dir() and any(path.glob("gen-*.npz")):
-            checkpoint = DirectoryStore(path).latest()
+            checkpoint = DirectoryStore(path, read_only=True).latest()
             if checkpoint is not None:
                 return path, checkpoint
     return None, None
@@ -57,7 +57,7 @@ def inspect(config) -> list[dict]:
                    "entry": None, "lag": added, "keys": 0, "digest": None}
             where, checkpoint = newest_checkpoint(config.checkpoint.dir / f"partition-{p}")
             if checkpoint is not None:
-                worker = build_worker(config, DirectoryStore(where))
+                worker = build_worker(config, DirectoryStore(where, read_only=True))
                 worker.checkpointer.restore(checkpoint)
                 position = worker.checkpointer.positions.get(f"redis:{r.prefix}:{p}")
                 if position is not None:

@@ -163,15 +163,22 @@ def take_over(worker: Worker, partition_dir: Path, token: int, store_class) -> i
     the new checkpoint stands on its own.  Once it is written, the earlier directories are removed: a
     stale owner writing on in one of them is never read.
     """
-    source = None
+    later = [d for d in Path(partition_dir).glob("lease-*") if d.name > lease_dir(partition_dir, token).name]
+    if later:  # tokens only grow: Redis has lost PREFIX:fence:<p> (no persistence, a fail-over)
+        raise OSError(f"{later[0]} was written under a later lease than {token}: the fencing tokens went back "
+                      "(Redis lost its fence keys?); move it away once it is safe, or restore the fence key")
+    source, unreadable = None, []
     for number, path in earlier_dirs(partition_dir, token):
-        if not (path / "keys").is_dir() and not any(path.glob("gen-*.npz")):
+        if not any(path.glob("gen-*.npz")):
             continue
-        checkpoint = store_class(path).latest()
+        checkpoint = store_class(path, read_only=True).latest()
         if checkpoint is not None:
             source = number, path, checkpoint
             break
+        unreadable.append(path)
     if source is None:
+        if unreadable:  # never start a partition afresh over checkpoints that exist: its stream may be trimmed
+            raise OSError(f"no readable checkpoint in {', '.join(map(str, unreadable))}")
         return None
     number, path, checkpoint = source
     keys = Path(worker.table.store.keys)

@@ -59,6 +59,8 @@ class RedisSource(Source):
         self.adopt = adopt
         self.leases = None  # service.leases.Leases, with ownership by leases
         self.healthy = False  # Redis answered the newest read and write
+        self.failed = False  # the reader died of a bug: the server stops
+        self.unsent = 0  # replies that could not be sent before a stop: nothing after them is checkpointed
         self.client = None
         self.task: asyncio.Task | None = None
         self._renewed = 0.0  # when the leases were last renewed (monotonic)
@@ -101,16 +103,16 @@ class RedisSource(Source):
 
     def _ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self.healthy = False
+            self.healthy, self.failed = False, True  # the server stops (exit code 1)
             log.error("the Redis reader failed: %r", task.exception())
 
     async def stop(self, timeout: float) -> None:
         if self.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
-            except asyncio.TimeoutError:
+            done, _ = await asyncio.wait({self.task}, timeout=timeout)  # its own failure was logged (``_ended``)
+            if not done:
                 log.error("the Redis reader did not stop within %.1f s", timeout)
                 self.task.cancel()
+                await asyncio.wait({self.task})
         if self.leases is not None:  # a clean stop: checkpoint, then let the others take over at once
             for partition in self.owned:
                 self._let_go(partition, checkpoint=True)
@@ -126,16 +128,10 @@ class RedisSource(Source):
         """Renew this worker's leases (dropping the lost ones), give back partitions over its share, take free
         ones under it."""
         leases = self.leases
-        self._renewed = time.monotonic()
-        live = await self._call(leases.heartbeat)
-        for partition in self.owned:
-            if not await self._call(leases.holds, partition):
-                log.error("lost the lease on partition %d (another worker took it); dropping its keys unwritten",
-                          partition)
-                self._let_go(partition, checkpoint=False)
-        target = leases.target(live)
+        target = await self._call(leases.heartbeat)
+        await self._renew()
         for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
-            log.info("giving partition %d back: %d workers share %d partitions", partition, live,
+            log.info("giving partition %d back: this worker's share is %d of %d partitions", partition, target,
                      self.settings.partitions)
             self._let_go(partition, checkpoint=True)
             await self._call(leases.release, partition)
@@ -155,6 +151,17 @@ class RedisSource(Source):
             else:
                 log.info("took partition %d (lease token %d), resuming after entry %s", partition, token,
                          self._position(partition).entry or "none (the start)")
+                if time.monotonic() - self._renewed >= self.settings.lease_seconds / 3:
+                    await self._renew()  # restoring partitions one after another must not let the others lapse
+
+    async def _renew(self) -> None:
+        """Renew every owned lease; drop (unwritten) the partitions whose lease another worker has taken."""
+        self._renewed = time.monotonic()
+        for partition in self.owned:
+            if not await self._call(self.leases.holds, partition):
+                log.error("lost the lease on partition %d (another worker took it); dropping its keys unwritten",
+                          partition)
+                self._let_go(partition, checkpoint=False)
 
     async def _measure_lag(self) -> None:
         """Each owned partition's lag: the entries ever added to its stream (XINFO STREAM's entries-added,
@@ -205,23 +212,27 @@ class RedisSource(Source):
             except RedisUnreachable as err:
                 wait = await self._retry(err, wait)
                 continue
+            if self.should_stop():  # read but not applied: the positions have not moved past it
+                break
             replies: dict[str, list[bytes]] = {}
             checkpointer.hold()
-            try:
-                for name, entries in batch:
-                    name = name.decode() if isinstance(name, bytes) else name
-                    self._apply(name, entries, positions[name], replies)
-                while replies and not self.should_stop():
-                    try:
-                        await self._call(self._write, replies)
-                        replies = {}
-                    except RedisUnreachable as err:
-                        wait = await self._retry(err, wait)
-                if replies:
-                    log.error("stopping with the replies of %d entries not sent (Redis out of reach)",
-                              sum(map(len, replies.values())))
-            finally:
-                checkpointer.release()
+            for name, entries in batch:
+                name = name.decode() if isinstance(name, bytes) else name
+                self._apply(name, entries, positions[name], replies)
+            while replies:  # at least one attempt, even when stopping
+                try:
+                    await self._call(self._write, replies)
+                    replies = {}
+                except RedisUnreachable as err:
+                    if self.should_stop():
+                        break
+                    wait = await self._retry(err, wait)
+            if replies:  # stopping while Redis is away: the hold stays, so no checkpoint covers these events
+                self.unsent = sum(map(len, replies.values()))
+                log.error("stopping with the replies of %d entries not sent (Redis out of reach): no checkpoint "
+                          "covers them, and a restart applies and answers them again", self.unsent)
+                return
+            checkpointer.release()
             self.healthy, wait = True, FIRST_RETRY
             await asyncio.sleep(0)  # let scrapes and timers in between batches
 
@@ -255,14 +266,30 @@ class RedisSource(Source):
             raise RedisUnreachable(str(err)) from None
 
     def _read(self, ids: dict):
-        return self.client.xread(ids, count=self.settings.read_count, block=self.settings.block_ms) or []
+        block = self.settings.block_ms
+        if self.leases is not None:  # wake up in time to renew the leases
+            block = max(1, min(block, int(self.settings.lease_seconds * 1000 / 6)))
+        return self.client.xread(ids, count=self.settings.read_count, block=block) or []
 
     def _write(self, replies: dict) -> None:
+        """Append the replies; a reply Redis refuses (a ``reply_to`` that names a key of another type) is logged
+        and dropped, so that one producer's mistake does not stall the partitions."""
+        import redis
+
         pipe = self.client.pipeline(transaction=False)
+        targets = []
         for target, lines in replies.items():
             for line in lines:
                 pipe.xadd(target, {"reply": line})
-        pipe.execute()
+                targets.append(target)
+        refused = {}
+        for target, result in zip(targets, pipe.execute(raise_on_error=False)):
+            if isinstance(result, redis.ResponseError):
+                refused[target] = str(result)
+            elif isinstance(result, Exception):
+                raise result
+        for target, why in refused.items():
+            log.error("cannot append replies to %r (%s); they are dropped", target, why)
 
     async def _retry(self, err, wait: float) -> float:
         if self.healthy:

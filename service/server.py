@@ -67,6 +67,7 @@ class Server:
         self.endpoints: Endpoints | None = None
         self.metrics_url = ""
         self.redis: RedisSource | None = None
+        self.failed = False  # a source failed: exit code 1
 
     def run(self) -> int:
         return asyncio.run(self.serve())
@@ -114,11 +115,8 @@ class Server:
         c = self.config.checkpoint
         source = self.redis
 
-        def holds() -> bool:  # asked before each checkpoint; Redis out of reach: no checkpoint
-            try:
-                return source.leases.holds(partition)
-            except Exception:
-                return False
+        def holds() -> bool:  # asked before each checkpoint: not lapsed by this worker's clock (no round trip)
+            return source.leases.valid(partition)
 
         partition_dir = c.dir / f"partition-{partition}"
         store = DirectoryStore(lease_dir(partition_dir, token), c.keep, on_corrupt=self._corrupt) if c.enabled \
@@ -228,6 +226,10 @@ class Server:
             if not self.tasks and not endless:
                 log.info("every input has ended")
                 break
+            if any(getattr(s, "failed", False) for s in self.sources):
+                log.error("stopping: a source has failed")
+                self.failed = True
+                break
             now = time.monotonic()
             self.worker.checkpointer.tick()  # a background checkpoint's outcome; one every_seconds
             if progress and now - last_progress >= progress:
@@ -264,7 +266,7 @@ class Server:
                  self.worker.events, s.outcomes["rejected"], checkpointer.generation)
         if elapsed > budget:
             log.error("shutdown took %.1f s, over its bound of %.1f s", elapsed, budget)
-        return 0 if ok else 1
+        return 0 if ok and not self.failed else 1
 
     async def _close(self) -> None:
         if self.endpoints is not None:

@@ -147,10 +147,13 @@ class MemoryStore(CheckpointStore):
 class DirectoryStore(CheckpointStore):
     forkable = True
 
-    def __init__(self, root, keep: int = 3, on_corrupt: Callable[[Path, str], None] | None = None):
+    def __init__(self, root, keep: int = 3, on_corrupt: Callable[[Path, str], None] | None = None,
+                 read_only: bool = False):
         self.root = Path(root)
         self.keys = self.root / "keys"
-        self.keys.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only  # only read (``streamrnn inspect``, a take-over): no directories made, no sweep
+        if not read_only:
+            self.keys.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.on_corrupt = on_corrupt or (lambda path, why: None)
         self._refs: dict[int, tuple[set[int], set[str]]] = {}  # generation -> (shards, key files) it references
@@ -290,7 +293,7 @@ class DirectoryStore(CheckpointStore):
 
     def latest(self) -> Checkpoint | None:
         junk = [*self.root.glob(".gen-*.tmp"), *self.root.glob(".shard-*.tmp"), *self.keys.glob(".*.tmp")]
-        for path in junk:
+        for path in junk if not self.read_only else ():
             path.unlink(missing_ok=True)  # a write that a crash interrupted
         for generation in self.generations():
             path = self._path(generation)

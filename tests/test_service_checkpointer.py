@@ -286,3 +286,19 @@ def test_a_timed_checkpoint_counts_from_a_restored_one(tmp_path):
     assert again.checkpointer.generation == 1
     _tick_at(again, clock, 110.0)
     assert again.checkpointer.generation == 2
+
+
+def test_a_hold_puts_off_every_checkpoint_until_it_is_released():
+    """A source holds the checkpoints while a batch's replies go out (``service.redis_source``): neither the
+    event count, nor the timer, nor an explicit request writes one before ``release``."""
+    store, clock = _CountingStore(), Clock()
+    w = _with_clock(store, clock, **{"checkpoint.every_events": "2", "checkpoint.every_seconds": "10"})
+    w.checkpointer.hold()
+    handle(w, {"key": "a", "value": 1.0})
+    handle(w, {"key": "a", "value": 2.0})  # the count falls due
+    _tick_at(w, clock, 11.0)  # and the timer
+    assert w.checkpointer.checkpoint() and store.commits == []  # asked for: put off as well
+    w.checkpointer.release()
+    assert store.commits == [2] and not w.checkpointer.dirty()  # one checkpoint, of both events
+    w.checkpointer.release()  # nothing more fell due
+    assert store.commits == [2]
