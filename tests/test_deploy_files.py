@@ -117,6 +117,8 @@ def exported_samples() -> set[str]:
     events = lines(supervised_events(20)) + b'{"key": "tank", "value": [1.0, 2.0]}\n{"key": "tank", "value": [1.5, 2.5]}\n'
     for line in events.splitlines():
         worker.handle(line, len(line) + 1)
+    # a worker on Redis Streams also publishes its partitions' lag: the figures its reader measures
+    worker.stats.partition_lag = {0: 12, 2: 0}
     text = generate_latest(registry_for(worker.stats, worker.table, worker.checkpointer)).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -483,3 +485,23 @@ def test_systemd_analyze_verify(tmp_path):
     out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "streamrnn.service")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Unknown" not in out.stderr and "ignoring" not in out.stderr, out.stderr
+
+
+def test_redis_compose_runs_two_workers_on_leases_over_one_shared_checkpoint_volume():
+    (compose,) = load_yaml(DEPLOY / "compose.redis.yaml")
+    services = compose["services"]
+    assert set(services) == {"redis", "worker-a", "worker-b"}
+    assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
+    ids, volumes = set(), set()
+    for name in ("worker-a", "worker-b"):
+        worker = services[name]
+        assert (REPO / worker["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
+        config = settings({**image_environment(), **worker["environment"]})  # valid: Redis alone, leases
+        assert config.redis.url == "redis://redis:6379/0" and config.redis.ownership == "leases"
+        assert config.sources.tcp == [] and not config.sources.stdin
+        assert seconds(worker["stop_grace_period"]) > config.shutdown.timeout_seconds
+        ids.add(config.redis.worker_id)
+        volume, target = worker["volumes"][0].split(":")[:2]
+        assert volume in compose["volumes"] and Path(target) == config.checkpoint.dir
+        volumes.add(volume)
+    assert ids == {"worker-a", "worker-b"} and len(volumes) == 1  # distinct names, one shared volume

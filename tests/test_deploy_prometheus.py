@@ -1,6 +1,7 @@
 """Every PromQL expression deploy/ ships returns data from a real Prometheus scraping the real daemon.
 
-The daemon and a Prometheus server run on 127.0.0.1.  Prometheus reads the shipped
+The daemon, a worker on Redis Streams (for the partitions' lag) with its redis-server, and a
+Prometheus server run on 127.0.0.1.  Prometheus reads the shipped
 prometheus.yml with its targets pointed at the test's ports and its intervals at 1 s, and
 loads the shipped alerts.yml.  Events of every kind stream in (supervised with and without
 targets, forecasting, rejected lines, a loss that overflows) while each dashboard query and
@@ -26,14 +27,19 @@ from pathlib import Path
 
 import pytest
 
+from .redis_support import SERVER as REDIS_SERVER
+from .redis_support import RedisServer
 from .test_deploy_support import PROMETHEUS_DIR, alert_rules, dashboard_queries, load_yaml, selectors, with_bool, yaml
 from .test_service_support import Daemon
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 DEADLINE = 60.0  # seconds for everything to show up, generous for a loaded 2-core machine
 
-pytestmark = pytest.mark.skipif(not os.access(PROMETHEUS, os.X_OK),
-                                reason="the prometheus server is not installed (CI installs Debian's prometheus package)")
+pytestmark = [
+    pytest.mark.skipif(not os.access(PROMETHEUS, os.X_OK),
+                       reason="the prometheus server is not installed (CI installs Debian's prometheus package)"),
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (CI installs Debian's package)"),
+]
 
 
 def free_port() -> int:
@@ -42,8 +48,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape_config(daemon_port: int, prometheus_port: int) -> dict:
-    """The shipped prometheus.yml, pointed at the test's ports, scraping and evaluating every second."""
+def scrape_config(daemon_port: int, prometheus_port: int, worker_port: int | None = None) -> dict:
+    """The shipped prometheus.yml, pointed at the test's ports (the streamrnn job: the daemon, and the Redis
+    worker when there is one), scraping and evaluating every second."""
     (config,) = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
@@ -53,6 +60,8 @@ def scrape_config(daemon_port: int, prometheus_port: int) -> dict:
         job.pop("scrape_timeout", None)
         for static in job["static_configs"]:
             static["targets"] = [f"127.0.0.1:{ports[job['job_name']]}"]
+            if job["job_name"] == "streamrnn" and worker_port is not None:
+                static["targets"].append(f"127.0.0.1:{worker_port}")
     return config
 
 
@@ -132,17 +141,21 @@ def stream(daemon: Daemon, stop: threading.Event, errors: list, limit_s: float =
 
 
 def test_every_shipped_query_returns_data_from_a_real_prometheus(tmp_path):
+    redis = RedisServer(tmp_path / "redis").start()  # first: nothing else runs yet if it cannot start
     daemon = Daemon(tmp_path / "daemon", "--tcp", "127.0.0.1:0", "--no-stdin",
                     "--set", "checkpoint.every_events=150", "--set", "checkpoint.every_seconds=1")
+    worker = Daemon(tmp_path / "worker", "--no-stdin", "--redis", redis.url, "--partitions", "4")
     prometheus: Prometheus | None = None
     stop, errors = threading.Event(), []
     streamer = threading.Thread(target=stream, args=(daemon, stop, errors), daemon=True)
     try:
         daemon.ready()
+        worker.ready()
         daemon_port = int(daemon.metrics_url.split(":")[2].split("/")[0])
+        worker_port = int(worker.metrics_url.split(":")[2].split("/")[0])
         for attempt in range(3):  # a free port can be taken between the probe and the bind
             port = free_port()
-            prometheus = Prometheus(tmp_path, scrape_config(daemon_port, port), port)
+            prometheus = Prometheus(tmp_path, scrape_config(daemon_port, port, worker_port), port)
             try:
                 prometheus.wait_ready(DEADLINE)
                 break
@@ -190,3 +203,5 @@ def test_every_shipped_query_returns_data_from_a_real_prometheus(tmp_path):
         if prometheus is not None:
             prometheus.stop()
         daemon.stop()
+        worker.stop()
+        redis.stop()

@@ -82,14 +82,18 @@ def digests(client, daemon: Daemon, partitions=range(P)) -> dict:
 
 
 def ask_digest(client, daemon: Daemon, partition: int) -> str:
-    """The digest of partition ``partition``'s keys, as its worker answers (after everything before it)."""
-    before = len(client.xrange(reply_stream("streamrnn", partition)))
-    client.xadd(stream_name("streamrnn", partition), {"line": b'{"command": "digest", "id": "d"}'})
-    deadline = time.monotonic() + 30
+    """The digest of partition ``partition``'s keys, as its worker answers (after everything before it).
+
+    The command carries an id of its own: a worker restarted after a crash may still be answering the
+    events after its checkpoint again when it is asked."""
+    asked = f"digest-{time.monotonic_ns()}"
+    client.xadd(stream_name("streamrnn", partition), {"line": json.dumps({"command": "digest", "id": asked}).encode()})
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        entries = client.xrange(reply_stream("streamrnn", partition))
-        if len(entries) > before:
-            return json.loads(entries[-1][1][b"reply"])["digest"]
+        for _, fields in reversed(client.xrange(reply_stream("streamrnn", partition))):
+            reply = json.loads(fields[b"reply"])
+            if reply.get("id") == asked:
+                return reply["digest"]
         time.sleep(0.05)
     raise AssertionError(f"no digest reply:\n{daemon.log()}")
 
