@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from urllib.parse import urlsplit, urlunsplit
 
 
 class RedisUnreachable(OSError):
@@ -48,6 +49,16 @@ def key_of(line: bytes, default_key: str) -> str:
     return key if isinstance(key, str) and key else default_key
 
 
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def connect(url: str, timeout: float = 5.0):
     """A client for ``url``, checked with PING; RedisUnreachable if it does not answer."""
     import redis
@@ -57,7 +68,7 @@ def connect(url: str, timeout: float = 5.0):
         client.ping()
     except (redis.RedisError, OSError) as err:
         client.close()
-        raise RedisUnreachable(f"cannot reach Redis at {url}: {err}") from None
+        raise RedisUnreachable(f"cannot reach Redis at {redacted(url)}: {err}") from None
     return client
 
 

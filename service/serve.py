@@ -97,7 +97,12 @@ def main(argv=None) -> int:
         print(f"streamrnn serve: {err}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(config.model_dump_json(indent=2))
+        from .redis_log import redacted
+
+        shown = config.model_copy(deep=True)
+        if shown.redis.url is not None:  # a password in the URL stays out of terminals and logs
+            shown.redis.url = redacted(shown.redis.url)
+        print(shown.model_dump_json(indent=2))
         return 0
     from threadpoolctl import threadpool_limits
 

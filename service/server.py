@@ -188,8 +188,10 @@ class Server:
         return self.ready and all(getattr(s, "healthy", True) for s in self.sources)
 
     def _token(self) -> bytes | None:
-        """The socket clients' shared secret, read once at start-up (None: they do not authenticate)."""
-        path = self.config.sources.auth_token_file
+        """The socket clients' shared secret, read once at start-up (None: they do not authenticate, or
+        there is no socket source: a Redis worker in the image, whose token file is not mounted)."""
+        sources = self.config.sources
+        path = sources.auth_token_file if sources.tcp or sources.unix else None
         try:
             return None if path is None else read_token(path)
         except AuthError as err:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from .test_deploy_support import (
-    DEPLOY, PROMETHEUS_DIR, REPO, alert_rules, dashboard, dockerfile_instructions, final_stage, image_environment,
-    load_yaml, metric_names, panels, settings, shipped_queries,
+    DEPLOY, PROMETHEUS_DIR, REPO, alert_rules, container_settings, dashboard, dockerfile_instructions, final_stage,
+    image_environment, image_uid, kubernetes, kustomization, load_yaml, metric_names, panels, seconds, settings,
+    shipped_queries,
 )
 from .test_service_support import Daemon, lines, supervised_events
 
@@ -40,16 +41,6 @@ PANELS = {
     "Bounded values": {"streamrnn_bounded_values_total"},
 }
 DEFAULTS = settings({})
-
-
-def seconds(duration) -> float:
-    """'20s', '1m30s', '2min', 30 -> seconds (compose, systemd and Kubernetes spellings)."""
-    if isinstance(duration, (int, float)) or re.fullmatch(r"[\d.]+", str(duration)):
-        return float(duration)
-    units = {"ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
-    parts = re.findall(r"([\d.]+)\s*(ms|sec|min|s|m|h)", str(duration))
-    assert parts, duration
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 # ----- Grafana ------------------------------------------------------------------------------------------
@@ -140,28 +131,10 @@ def test_every_manifest_parses():
     for path in files:
         docs = load_yaml(path)
         assert docs and all(isinstance(d, dict) for d in docs), path
-    for path in (DEPLOY / "kubernetes").glob("*.yaml"):
+    for path in (DEPLOY / "kubernetes").rglob("*.yaml"):
         for doc in load_yaml(path):
             assert doc["apiVersion"] and doc["kind"], path
             assert doc["kind"] == "Kustomization" or doc["metadata"]["name"], path
-
-
-def kubernetes() -> dict[tuple[str, str], dict]:
-    out = {}
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        for doc in load_yaml(path):
-            if doc["kind"] != "Kustomization":
-                out[(doc["kind"], doc["metadata"]["name"])] = doc
-    return out
-
-
-def container_settings(container: dict):
-    """The daemon's settings in a pod: the image's environment, then the container's."""
-    return settings({**image_environment(), **{e["name"]: e["value"] for e in container["env"]}})
-
-
-def kustomization() -> dict:
-    return load_yaml(DEPLOY / "kubernetes/kustomization.yaml")[0]
 
 
 def refused_as_placeholder(path: Path) -> None:
@@ -331,11 +304,6 @@ def test_compose_wires_daemon_prometheus_and_grafana():
 # ----- the container image --------------------------------------------------------------------------------------
 
 
-def image_uid() -> int:
-    run = " ".join(rest for word, rest in final_stage(dockerfile_instructions()) if word == "RUN")
-    return int(re.search(r"useradd [^&]*--uid (\d+)", run).group(1))
-
-
 def test_dockerfile_runs_the_daemon_as_a_container_should():
     instructions = dockerfile_instructions()
     assert all(rest.split()[0] == "python:3.11-slim" for word, rest in instructions if word == "FROM")
@@ -485,23 +453,3 @@ def test_systemd_analyze_verify(tmp_path):
     out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "streamrnn.service")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Unknown" not in out.stderr and "ignoring" not in out.stderr, out.stderr
-
-
-def test_redis_compose_runs_two_workers_on_leases_over_one_shared_checkpoint_volume():
-    (compose,) = load_yaml(DEPLOY / "compose.redis.yaml")
-    services = compose["services"]
-    assert set(services) == {"redis", "worker-a", "worker-b"}
-    assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
-    ids, volumes = set(), set()
-    for name in ("worker-a", "worker-b"):
-        worker = services[name]
-        assert (REPO / worker["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
-        config = settings({**image_environment(), **worker["environment"]})  # valid: Redis alone, leases
-        assert config.redis.url == "redis://redis:6379/0" and config.redis.ownership == "leases"
-        assert config.sources.tcp == [] and not config.sources.stdin
-        assert seconds(worker["stop_grace_period"]) > config.shutdown.timeout_seconds
-        ids.add(config.redis.worker_id)
-        volume, target = worker["volumes"][0].split(":")[:2]
-        assert volume in compose["volumes"] and Path(target) == config.checkpoint.dir
-        volumes.add(volume)
-    assert ids == {"worker-a", "worker-b"} and len(volumes) == 1  # distinct names, one shared volume

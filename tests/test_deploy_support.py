@@ -179,3 +179,60 @@ def test_helpers_find_every_alert_and_panel_query():
     assert sum(k.startswith("panel ") for k in queries) >= 20
     assert all("$" not in q for q in queries.values()), "a Grafana variable is left in a query"
     assert all(metric_names(q) or "up{" in q for q in queries.values())
+
+
+# ----- compose, Kubernetes and the image -------------------------------------------------------------------
+
+KUBERNETES = DEPLOY / "kubernetes"
+
+
+def seconds(duration) -> float:
+    """'20s', '1m30s', '2min', 30 -> seconds (compose, systemd and Kubernetes spellings)."""
+    if isinstance(duration, (int, float)) or re.fullmatch(r"[\d.]+", str(duration)):
+        return float(duration)
+    units = {"ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    parts = re.findall(r"([\d.]+)\s*(ms|sec|min|s|m|h)", str(duration))
+    assert parts, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def kubernetes(directory: Path = KUBERNETES) -> dict[tuple[str, str], dict]:
+    """{(kind, name): object} of the manifests in ``directory`` (not its subdirectories)."""
+    out = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in load_yaml(path):
+            if doc["kind"] != "Kustomization":
+                out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out
+
+
+def kustomization(directory: Path = KUBERNETES) -> dict:
+    return load_yaml(directory / "kustomization.yaml")[0]
+
+
+def container_environment(container: dict, secrets: dict | None = None, pod_name: str = "pod-0") -> dict[str, str]:
+    """A container's environment as Kubernetes makes it: ``secrets`` {(secret, key): value} for
+    secretKeyRef, the pod's name for fieldRef metadata.name, and $(NAME) replaced by a variable defined
+    above it."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
+        elif "secretKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = (secrets or {})[(ref["name"], ref["key"])]
+        else:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", item
+            value = pod_name
+        env[item["name"]] = value
+    return env
+
+
+def container_settings(container: dict, **resolve):
+    """The daemon's settings in a pod: the image's environment, then the container's."""
+    return settings({**image_environment(), **container_environment(container, **resolve)})
+
+
+def image_uid() -> int:
+    run = " ".join(rest for word, rest in final_stage(dockerfile_instructions()) if word == "RUN")
+    return int(re.search(r"useradd [^&]*--uid (\d+)", run).group(1))

@@ -121,3 +121,23 @@ def test_the_library_kernel_switch_in_the_environment_is_not_a_setting():
     """STREAMRNN_KERNELS is the library's process-wide switch: the daemon starts with it set."""
     config = load(environ={"STREAMRNN_KERNELS": "0", "STREAMRNN_MODEL_UNITS": "8"}, overrides={})
     assert config.model.units == 8 and config.model.kernels is True
+
+
+def test_a_password_in_the_redis_url_stays_out_of_messages_and_printed_settings(monkeypatch, capsys):
+    from streamrnn_service.redis_log import RedisUnreachable, connect, redacted
+    from streamrnn_service.serve import main
+
+    assert redacted("redis://:s3cret-pass@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redacted("rediss://user:p%40ss@h/1") == "rediss://user:***@h/1"
+    assert redacted("redis://redis:6379/0") == "redis://redis:6379/0" and redacted("unix:///r.sock") == "unix:///r.sock"
+    with pytest.raises(RedisUnreachable) as err:  # nothing listens on port 1
+        connect("redis://:s3cret-pass@127.0.0.1:1/0", timeout=0.5)
+    assert "s3cret-pass" not in str(err.value) and "redis://:***@127.0.0.1:1/0" in str(err.value)
+    for name in [n for n in __import__("os").environ if n.startswith("STREAMRNN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STREAMRNN_REDIS_URL", "redis://:s3cret-pass@redis:6379/0")
+    assert main(["--no-stdin", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "s3cret-pass" not in printed and '"url": "redis://:***@redis:6379/0"' in printed
+    kept = load(environ={"STREAMRNN_REDIS_URL": "redis://:s3cret-pass@redis:6379/0", "STREAMRNN_SOURCES_STDIN": "false"})
+    assert kept.redis.url == "redis://:s3cret-pass@redis:6379/0"  # the settings themselves keep it

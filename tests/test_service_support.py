@@ -112,7 +112,11 @@ class Daemon:
         raise AssertionError(f"no {pattern!r} in the daemon's log within {timeout} s:\n{self.log()}")
 
     def ready(self) -> "Daemon":
-        self.wait_for(r"ready: ")
+        try:
+            self.wait_for(r"ready: ")
+        except AssertionError:  # ``with Daemon(...).ready()`` has not entered: stop it here, or it outlives the test
+            self.__exit__()
+            raise
         return self
 
     @property
