@@ -219,3 +219,21 @@ def test_a_kernel_source_or_a_constant_they_compile_in_that_changed_drops_the_ca
     monkeypatch.setattr(Path, "read_bytes", edited)
     kernels._drop_stale_cache()
     assert not (user_dir / "x.nbi").exists() and (user_dir / "kernels.sha256").read_text() != stamped
+
+
+def test_a_strided_or_listed_input_steps_as_a_contiguous_one():
+    """x as a strided view (a column of a Fortran-ordered block) or a list takes the kernel through a
+    contiguous copy, and x itself is left as it was."""
+    fast, slow = pair(Elman(4), "squared", "rtrl", "sgd")
+    X, Y = stream("squared", 30)
+    block = np.asfortranarray(np.stack([x for x in X]))
+    for t, y in enumerate(Y):
+        x = block[t]  # a row of a Fortran array: strided
+        assert not x.flags.c_contiguous
+        before = x.copy()
+        a = fast.step(x if t % 2 else list(x), y)
+        b = slow.step(np.ascontiguousarray(x), y)
+        np.testing.assert_array_equal(x, before)
+        np.testing.assert_allclose(a.prediction, b.prediction, rtol=1e-12, atol=1e-15)
+    assert fast.counters == slow.counters and fast.counters["updates"] > 10
+    assert_same(fast, slow)

@@ -10,8 +10,9 @@ The hybrid regressor's table (``hybrid_step``) holds the same slots after its ow
 
 ``slots(kernel_step)`` gives a ``KernelStep``'s arrays by slot name.  Exact RTRL
 swaps its two sensitivity buffers every step: the caller points the ``S`` and
-``S_next`` slots at the learner's current ones before each step
-(``KernelStep.point``).
+``S_next`` slots at the learner's current ones before a step
+(``KernelStep.point``), and ``model_step`` swaps the two slots after the step
+it takes, as the learner swaps its buffers.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ SLOTS = (
     ("tape.v", "f2"), ("tape.D", "f2"), ("tape.vr", "f2"), ("tape.delta", "f2"), ("counters", "i1"),
     ("e", "f1"), ("dz", "f1"),
     ("S", "f2"), ("S_next", "f2"), ("J", "f2"), ("g", "f1"),
+    ("net.ints", "i1"), ("net.numbers", "f1"),
 )
 (A_, B_, V_, X_, LEAK, Z_, FZ, D_, H_, VR, AO, O_, Y_, GRAD, APPLIED, THETA, M_, S_, COUNT, OUT,
- TV, TD, TVR, TDELTA, COUNTERS, E_, DZ, SENS, SENS_NEXT, JAC, G_) = range(len(SLOTS))
+ TV, TD, TVR, TDELTA, COUNTERS, E_, DZ, SENS, SENS_NEXT, JAC, G_, NET_INTS, NET_NUMBERS) = range(len(SLOTS))
 #: codes: which step (``BPTT`` or ``RTRL``), the activations (``dense_step``), BPTT's h and h', the optimiser
 INTS = ("step", "act", "out_code", "hwin", "hprime", "opt")
 STEP, ACT, OUT_CODE, HWIN, HPRIME, OPT = range(len(INTS))
@@ -78,6 +80,23 @@ def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr):
         rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, mat(ptr, dims, base + SENS),
                   mat(ptr, dims, base + SENS_NEXT), mat(ptr, dims, base + JAC), vec(ptr, dims, base + G_),
                   grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr)
+
+
+@njit(cache=True, error_model="numpy")
+def model_step(ptr, dims, x, y, has_y, lr):
+    """One model's step (``OnlineRNN.step``) from its input x: x into the ``x`` slot, ``step`` with the
+    codes and numbers of the ``net.ints`` and ``net.numbers`` slots (fewer arguments to check per call),
+    and for exact RTRL the ``S`` and ``S_next`` slots swapped, as the learner swaps its buffers, once the
+    step is taken (both buffers have the spare row, so the slots' shapes still hold).  The status."""
+    ints, numbers = ivec(ptr, dims, NET_INTS), vec(ptr, dims, NET_NUMBERS)
+    xs = vec(ptr, dims, X_)
+    for j in range(x.shape[0]):
+        xs[j] = x[j]
+    step(ptr, dims, 0, ints, 0, numbers, y, has_y, lr)
+    status = int(vec(ptr, dims, OUT)[0])
+    if ints[STEP] == RTRL and status != 0:
+        ptr[SENS], ptr[SENS_NEXT] = ptr[SENS_NEXT], ptr[SENS]
+    return status
 
 
 #: a slot the network does not use (BPTT has no sensitivities, RTRL no window) reads an empty array

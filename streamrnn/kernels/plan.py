@@ -67,6 +67,7 @@ class KernelStep:
             slots.update(self.sensitivities(), J=np.zeros((layer.n + 1, layer.n)), g=np.zeros(layer.n))
             a1, a2 = first[0].ctypes.data, second[0].ctypes.data
             self._parity = {id(first): (a1, a2), id(second): (a2, a1)}
+            self._aimed = None  # the S buffer this object's own table is aimed for (``step``)
             ints["step"] = nt.RTRL
         else:
             learner = model.learner
@@ -76,10 +77,11 @@ class KernelStep:
                           "tape.delta": tape.delta, "counters": learner._counters,
                           "e": np.zeros(2 * layer.n), "dz": np.zeros(layer.n)})
             ints.update(step=nt.BPTT, hwin=learner.h, hprime=learner.h_prime)
-        self.slots = slots  # by name, for a table that holds the network's slots after its own
         self.ints = np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64)
         clip = model.clip_norm if model.clip_norm is not None else 0.0
         self.numbers = np.array([clip, *((opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0))])
+        slots.update({"net.ints": self.ints, "net.numbers": self.numbers})
+        self.slots = slots  # by name, for a table that holds the network's slots after its own
         self._table = None  # made on the first step through this object (a hybrid model steps through its own)
 
     @property
@@ -109,15 +111,16 @@ class KernelStep:
         nt.forward(table.ptr, table.dims, 0, self.ints, 0)
         self.layer.refresh()
 
-    def step(self, y) -> int:
-        """Run the step for the input already in ``model._x``; the status (``dense_step``)."""
-        has_y = y is not None
+    def step(self, x: np.ndarray, y) -> int:
+        """Run the step for the input x (a C-contiguous float64 vector); the status (``dense_step``)."""
         lr = self.lr(int(self.count[0]) + 1) if self.scheduled else self.lr
-        table = self.table
-        if self.rtrl:
+        table = self._table or self.table
+        if self.rtrl and self.arrays["S"] is not self._aimed:  # first, or numpy stepped since: aim the slots
             self.point(table)
-        nt.step(table.ptr, table.dims, 0, self.ints, 0, self.numbers, y if has_y else self.y, has_y, lr)
-        if self.rtrl and self.out[0] != k.FALLBACK:
-            self.swap()
-        self.layer.refresh()  # the weights moved outside the layer's own forward
-        return int(self.out[0])
+        status = nt.model_step(table.ptr, table.dims, x, self.y if y is None else y, y is not None, lr)
+        if self.rtrl:
+            if status:
+                self.swap()  # the kernel swapped the slots: the learner's buffers follow
+            self._aimed = self.arrays["S"]
+        self.layer._copied = False  # ``refresh``, inline: the weights moved outside the layer's own forward
+        return status
