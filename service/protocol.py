@@ -70,6 +70,7 @@ ERROR_CODES = (
     "unauthenticated",  # a socket connection whose first line is not auth with the right token: closed
     "truncated",        # the connection closed in the middle of a line (no one to answer)
     "malformed_entry",  # a Redis Streams entry without a line field: acknowledged, nothing changed
+    "wrong_partition",  # a Redis Streams event whose key hashes to another partition: nothing changed
     "internal",         # a bug: logged with its traceback
 )
 ErrorCode = Literal[ERROR_CODES]

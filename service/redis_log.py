@@ -31,6 +31,21 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+class PartitionKeys:
+    """Whether a key belongs to ``partition`` of P: the test a partition's worker puts every event to."""
+
+    def __init__(self, partition: int, partitions: int, prefix: str):
+        self.partition, self.partitions, self.prefix = partition, partitions, prefix
+
+    def __call__(self, key: str) -> bool:
+        return zlib.crc32(key.encode()) % self.partitions == self.partition
+
+    def refusal(self, key: str) -> str:
+        return (f"key {key!r} belongs to partition {partition_of(key, self.partitions)} of {self.partitions} "
+                f"({stream_name(self.prefix, partition_of(key, self.partitions))}), not {self.partition}: "
+                "append each event to crc32(key) mod P with the workers' P; nothing changed")
+
+
 def stream_name(prefix: str, partition: int) -> str:
     return f"{prefix}:{partition}"
 

@@ -85,9 +85,15 @@ class RedisSource(Source):
         return self._worker(partition).checkpointer.position(self.position_name(partition))
 
     async def start(self) -> None:
+        """Connect (an unreachable Redis stops start-up).  Partitions are taken, and read, in ``begin``."""
         loop = asyncio.get_running_loop()
         self.client = await loop.run_in_executor(None, connect, self.settings.url)
         self.healthy = True
+
+    async def begin(self) -> None:
+        """Take partitions (by leases, or the static share) and start reading them: once the server is ready
+        to step events.  Before that, a first start that compiles the kernels (some 20 s) would block the
+        loop while holding leases it cannot renew, and the other workers would take them back."""
         if self.settings.ownership == "leases":
             from .leases import Leases
 

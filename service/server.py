@@ -27,6 +27,7 @@ from .metrics import registry_for
 from .partitions import WorkerGroup, lease_dir, take_over
 from .names import ModelTemplate
 from .sockets import AuthError, SocketSource, read_token
+from .redis_log import PartitionKeys
 from .redis_source import RedisSource
 from .sources import FileSource, StdinSource, Stdout
 from .checkpointer import Checkpointer
@@ -44,17 +45,18 @@ class StartupError(RuntimeError):
 
 
 def build_worker(config: Config, store, stats: Stats | None = None, template: ModelTemplate | None = None,
-                 guard=None) -> Worker:
+                 guard=None, partition: int | None = None) -> Worker:
     """The worker, the keyed streams behind it and their checkpointer, from the settings (shared with
-    ``replay``); workers of one process's partitions share ``stats`` and ``template``, and ``guard`` is
-    asked before each of their checkpoints (``Checkpointer``)."""
+    ``replay``); workers of one process's partitions share ``stats`` and ``template``, ``guard`` is
+    asked before each of their checkpoints (``Checkpointer``), and a partition's worker takes only its keys."""
     template = template or ModelTemplate(config.model, config.forecast)
     s, c = config.streams, config.checkpoint
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
     stats = stats or Stats()
     checkpointer = Checkpointer(table, stats, c.every_events if c.enabled else 0,
                                 c.every_seconds if c.enabled else 0.0, c.background, c.fork, guard=guard)
-    return Worker(table, stats, checkpointer, s.default_key)
+    owns = None if partition is None else PartitionKeys(partition, config.redis.partitions, config.redis.prefix)
+    return Worker(table, stats, checkpointer, s.default_key, owns)
 
 
 class Server:
@@ -106,7 +108,8 @@ class Server:
         self._template = template = ModelTemplate(config.model, config.forecast)
         if config.redis.ownership == "leases":  # partitions come with leases (``_adopt``)
             return WorkerGroup({}, stats)
-        workers = {p: build_worker(config, self._store(p), stats, template) for p in RedisSource.owned_by(config.redis)}
+        workers = {p: build_worker(config, self._store(p), stats, template, partition=p)
+                   for p in RedisSource.owned_by(config.redis)}
         return WorkerGroup(workers, stats)
 
     def _adopt(self, partition: int, token: int) -> Worker:
@@ -121,7 +124,7 @@ class Server:
         partition_dir = c.dir / f"partition-{partition}"
         store = DirectoryStore(lease_dir(partition_dir, token), c.keep, on_corrupt=self._corrupt) if c.enabled \
             else MemoryStore()
-        worker = build_worker(self.config, store, self.worker.stats, self._template, guard=holds)
+        worker = build_worker(self.config, store, self.worker.stats, self._template, guard=holds, partition=partition)
         if c.enabled:
             came_from = take_over(worker, partition_dir, token, DirectoryStore)
             if came_from is not None:
@@ -180,6 +183,11 @@ class Server:
         if seconds:
             log.info("compiled kernels loaded in %.2f s", seconds)
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
+        if self.redis is not None and not self.should_exit:
+            try:
+                await self.redis.begin()
+            except OSError as err:  # RedisUnreachable: Redis went away since ``start``
+                raise StartupError(f"cannot read {self.redis.name}: {err}") from None
         self.ready = True
         log.info("ready: %s", ", ".join(s.name for s in self.sources) or "no sources")
 

@@ -59,11 +59,16 @@ def _finite(value):
 
 
 class Worker:
-    def __init__(self, table: StreamTable, stats: Stats, checkpointer: Checkpointer, default_key: str = "default"):
+    """``owns(key)``, when given, says whether a key is this worker's (a partition's worker on Redis Streams):
+    an event of another key is refused with ``wrong_partition``, so no key's state is split over two."""
+
+    def __init__(self, table: StreamTable, stats: Stats, checkpointer: Checkpointer, default_key: str = "default",
+                 owns=None):
         self.table = table
         self.stats = stats
         self.checkpointer = checkpointer
         self.default_key = default_key
+        self.owns = owns
 
     @property
     def events(self) -> int:
@@ -130,6 +135,8 @@ class Worker:
         if kind is None:
             return self._command(event)
         key = event.key or self.default_key
+        if self.owns is not None and not self.owns(key):
+            raise ProtocolError("wrong_partition", self.owns.refusal(key))
         stream = self.table.get(key)
         created = stream is None
         if created:

@@ -230,11 +230,13 @@ def test_kill_9_resumes_after_the_checkpointed_entry_exactly_once(redis_server, 
 def test_bad_entries_get_error_replies_and_change_nothing(redis_server, tmp_path):
     client = redis_server.client()
     p = partition_of("default", P)
+    stray = next(k for k in KEYS if partition_of(k, P) != p)  # a producer that hashed it wrong
     bad = [
         {"nothing": b"here"},  # no line field
         {"line": b"not json"},
         {"line": b'{"x": {"a": 1.0}, "y": 1.0, "colour": "red"}'},
         {"line": b'{"x": {"a": 1.0}, "y": ' + b"1" * 300 + b"}"},  # over sources.max_line_bytes
+        {"line": json.dumps({"key": stray, "x": {"a": 1.0}, "y": 1.0}).encode()},  # another partition's key
         {"line": b'{"value": 1.0}', "reply_to": b"mine"},  # a forecast: wrong kind once the key is supervised
         {"line": b'{"value": 2.0}', "reply_to": b"a-string"},  # a reply_to that is not a stream: dropped
     ]
@@ -244,12 +246,16 @@ def test_bad_entries_get_error_replies_and_change_nothing(redis_server, tmp_path
         client.xadd(stream_name("streamrnn", p), fields)
     client.xadd(stream_name("streamrnn", p), {"line": b'{"x": {"a": 2.0}, "y": 0.5}'})
     with redis_daemon(tmp_path, redis_server, "--set", "sources.max_line_bytes=200") as daemon:
-        replies = wait_replies(client, 6, daemon)
+        replies = wait_replies(client, 7, daemon)
         mine = wait_replies_in(client, "mine", 1)
         codes = [r["error"]["code"] for r in replies if "error" in r]
-        assert codes == ["malformed_entry", "malformed_json", "unknown_field", "too_long"]
+        assert codes == ["malformed_entry", "malformed_json", "unknown_field", "too_long", "wrong_partition"]
+        assert f"key {stray!r} belongs to partition {partition_of(stray, P)} of {P}" in replies[5]["error"]["message"]
         assert mine[0]["error"]["code"] == "wrong_kind"
         assert [r["step"] for r in replies if "error" not in r] == [1, 2]  # the bad ones moved nothing
+        status = json.dumps({"command": "status", "key": stray, "id": "s"}).encode()
+        client.xadd(stream_name("streamrnn", p), {"line": status, "reply_to": b"asked"})
+        assert wait_replies_in(client, "asked", 1)[0]["step"] == 0  # the stray key was never made
         assert client.get("a-string") == b"not a stream"
         assert daemon.stop() == 0
     assert "cannot append replies to 'a-string'" in daemon.log()
@@ -543,3 +549,46 @@ def test_a_checkpoint_is_refused_once_the_lease_has_gone_to_another_worker(redis
     assert not worker.checkpointer.checkpoint()
     assert store.generations() == [1] and worker.checkpointer.refused == 1  # nothing written
     assert worker.stats.checkpoint_failures == 1
+
+
+def test_a_worker_takes_no_lease_before_it_is_ready_to_step(redis_server, tmp_path, monkeypatch):
+    """A first start compiles the kernels (some 20 s) before the worker is ready: it takes its partitions only
+    after that, so no lease it holds lapses while the compiler blocks it (in process, the warm-up slowed)."""
+    import asyncio
+
+    from streamrnn_service import server as server_module
+    from streamrnn_service.leases import owner_of
+
+    warming = {"done": False}
+
+    def slow_warm_up() -> float:
+        time.sleep(2.0)  # longer than the lease: a lease taken before this would lapse
+        warming["done"] = True
+        return 2.0
+
+    monkeypatch.setattr(server_module, "warm_up", slow_warm_up)
+    config = load(environ={"STREAMRNN_REDIS_URL": redis_server.url, "STREAMRNN_REDIS_PARTITIONS": "2",
+                           "STREAMRNN_REDIS_OWNERSHIP": "leases", "STREAMRNN_REDIS_LEASE_SECONDS": "1.0",
+                           "STREAMRNN_REDIS_WORKER_ID": "w", "STREAMRNN_SOURCES_STDIN": "false",
+                           "STREAMRNN_METRICS_ENABLED": "false", "STREAMRNN_CHECKPOINT_DIR": str(tmp_path / "ckpt")})
+    client, seen = redis_server.client(), []
+
+    async def watch(server) -> None:
+        while not server.ready:
+            seen.append((warming["done"], [owner_of(client, "streamrnn", p) for p in range(2)]))
+            await asyncio.sleep(0.05)
+        seen.append((True, [owner_of(client, "streamrnn", p) for p in range(2)]))
+        server.should_exit = True
+
+    async def main() -> int:
+        server = server_module.Server(config)
+        watcher = asyncio.create_task(watch(server))
+        code = await server.serve()
+        await watcher
+        return code
+
+    assert asyncio.run(main()) == 0
+    during = [owners for done, owners in seen if not done]
+    assert len(during) > 10 and all(owners == [None, None] for owners in during)
+    assert [o[0] for o in seen[-1][1]] == ["w", "w"]  # ready: both taken
+    assert [owner_of(client, "streamrnn", p) for p in range(2)] == [None, None]  # released on the way out

@@ -49,7 +49,8 @@ class RLS(Stateful):
             raise ValueError(f"delta must be > 0, got {delta!r}")
         self.d, self.lam, self.delta, self.huber = int(d), float(lam), float(delta), huber
         self.w = np.zeros((heads, self.d))
-        self.P = np.tile(np.eye(self.d) / self.delta, (heads, 1, 1))
+        self.P = np.zeros((heads, self.d, self.d))
+        self.P.reshape(heads, -1)[:, :: self.d + 1] = 1.0 / self.delta  # each head's diagonal: I / delta
         self.updates = np.zeros(heads)
         self.errors = [RobustScale() for _ in range(heads)] if huber else []
 
