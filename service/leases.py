@@ -4,7 +4,8 @@ Keys, for partition p:
 
     PREFIX:lease:<p>   "<worker id> <token>", expiring after redis.lease_seconds unless renewed
     PREFIX:fence:<p>   the newest token: every acquisition takes the next one (INCR), so tokens only grow
-    PREFIX:members     the live workers: a sorted set of worker id -> when its membership expires (ms)
+    PREFIX:members     the live workers: a sorted set of worker id -> when its membership expires (ms, by
+                       Redis's own clock: workers on hosts whose clocks disagree still agree on who is live)
 
 Each step is one Lua script, atomic in Redis: a lease is taken only when no
 one holds it, renewed or released only by the holder of that very token.  A
@@ -38,6 +39,16 @@ _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+_HEARTBEAT = """
+local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('time')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+return redis.call('zrange', KEYS[1], 0, -1)
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -60,7 +71,7 @@ def owner_of(client, prefix: str, partition: int) -> tuple[str, int] | None:
 class Leases:
     """This worker's leases: ``tokens`` maps each partition it holds to its fencing token."""
 
-    def __init__(self, client, prefix: str, partitions: int, worker_id: str, seconds: float, clock=time.time):
+    def __init__(self, client, prefix: str, partitions: int, worker_id: str, seconds: float, clock=None):
         self.client, self.prefix, self.partitions = client, prefix, partitions
         self.worker_id, self.ms, self.clock = worker_id, int(seconds * 1000), clock
         self.members = f"{prefix}:members"
@@ -69,18 +80,17 @@ class Leases:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
 
     def _value(self, partition: int) -> str:
         return f"{self.worker_id} {self.tokens[partition]}"
 
     def heartbeat(self) -> int:
-        """Say this worker is alive; the number of partitions it should own now (``target``)."""
-        now = int(self.clock() * 1000)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(self.members, {self.worker_id: now + self.ms})
-        pipe.zremrangebyscore(self.members, "-inf", now)
-        pipe.zrange(self.members, 0, -1)
-        names = sorted(name.decode() for name in pipe.execute()[-1])
+        """Say this worker is alive; the number of partitions it should own now (``target``).  Membership is
+        timed by Redis's clock (``TIME``), or by ``clock`` (seconds) where one was given (tests)."""
+        now = -1 if self.clock is None else int(self.clock() * 1000)
+        members = self._heartbeat(keys=[self.members], args=[self.worker_id, self.ms, now])
+        names = sorted(name.decode() for name in members)
         return self.target(len(names), names.index(self.worker_id) if self.worker_id in names else len(names))
 
     def target(self, live: int, rank: int) -> int:

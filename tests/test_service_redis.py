@@ -440,6 +440,22 @@ def test_leases_are_taken_renewed_and_released_only_by_their_holder_with_growing
     assert owner_of(client, "t", 3) is None and client.zcard("t:members") == 0
 
 
+def test_membership_is_timed_by_the_clock_of_redis_not_of_the_worker(redis_server):
+    """Workers on hosts whose clocks disagree must agree on who is live: a heartbeat's expiry is Redis's TIME
+    plus the lease (computed in the script; the worker's clock is not asked unless a test gives one)."""
+    from streamrnn_service import leases as leases_module
+
+    client = redis_server.client()
+    a = leases_module.Leases(client, "c", 4, "a", 2.0)
+    assert a.clock is None
+    assert a.heartbeat() == 4
+    seconds, micros = client.time()
+    expires = client.zscore("c:members", "a")
+    assert abs(expires - (seconds * 1000 + micros // 1000 + 2000)) < 1000
+    b = leases_module.Leases(client, "c", 4, "b", 2.0)
+    assert b.heartbeat() == 2 and a.heartbeat() == 2  # both live, by one clock
+
+
 def owners(client) -> dict:
     from streamrnn_service.leases import owner_of
 
