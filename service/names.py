@@ -30,6 +30,7 @@ from streamrnn import (
     WeightDecay,
 )
 from streamrnn import kernels
+from streamrnn.model import Scratch
 from streamrnn.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from streamrnn.cells import CELLS as CELL_KINDS
 from streamrnn.hybrid import HybridForecaster
@@ -81,6 +82,8 @@ class ModelTemplate:
         optimizer = OPTIMIZERS[s.optimizer](s, SCHEDULES[s.schedule](s))
         self.optimizer = Chain(WeightDecay(s.weight_decay), optimizer) if s.weight_decay else optimizer
         self.loss = LOSSES[s.loss]()
+        # the keys step one at a time on the event loop: their networks share their gradient buffers
+        self.scratch = Scratch()
         self.build(max(1, len(s.features)), s.outputs)  # fail now, not on the first event
         if forecast is not None:
             self.forecaster()
@@ -106,12 +109,12 @@ class ModelTemplate:
         s = self.settings
         return OnlineRNN(
             n_inputs, self.layers, Readout(outputs, s.readout), self.loss, self.learner, self.optimizer,
-            s.clip_norm, s.target_feedback, s.seed,
+            s.clip_norm, s.target_feedback, s.seed, scratch=self.scratch,
         )
 
     def regressor(self, n_features: int) -> HybridRegressor:
         """The library's hybrid regressor for one output of a supervised key (what RNNRegressor uses)."""
-        return HybridRegressor(n_features, **self._network())
+        return HybridRegressor(n_features, **self._network(), scratch=self.scratch)
 
     def forecaster(self) -> HybridForecaster:
         """The library's hybrid forecaster for one channel of a forecasting key (what RNNForecaster uses)."""

@@ -24,6 +24,32 @@ _F64 = np.dtype(np.float64)
 #: what a model counts, in ``OnlineRNN.counters``
 COUNTERS = ("steps", "updates", "skipped", "clipped")
 
+class Scratch:
+    """Buffers a step writes and nothing reads once it is over, one of each name and shape: the gradient, the
+    gradient handed to the optimiser at the last update (``OnlineRNN.gradient``), and the compiled step's
+    working arrays (the recurrent Jacobian, BPTT's errors).
+
+    Models that step one at a time, in one thread -- a daemon's thousands of keys of one configuration --
+    can share one (``OnlineRNN(..., scratch=...)``) instead of holding two parameter-sized vectors each;
+    ``gradient`` then shows the newest update of any of them.  A copy or an unpickled model gets its own.
+    """
+
+    def __init__(self):
+        self._arrays: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The shared float64 array ``name`` of this shape (zeros when first made)."""
+        array = self._arrays.get((name, shape))
+        if array is None:
+            array = self._arrays[(name, shape)] = np.zeros(shape)
+        return array
+
+
+def buffer(scratch: Scratch | None, name: str, *shape: int) -> np.ndarray:
+    """A model's working array: from ``scratch`` when it shares one, else its own zeros."""
+    return np.zeros(shape) if scratch is None else scratch.array(name, shape)
+
+
 @dataclass(slots=True)  # slots, not frozen: a fifth of the cost of making one, on every step
 class StepResult:
     """What one step gave: the prediction o_t made before learning, and L_t (None without target)."""
@@ -62,6 +88,9 @@ class OnlineRNN:
         Run each step as one compiled call where a kernel covers the model
         (``streamrnn.kernels``); None (default) follows STREAMRNN_KERNELS, which is on
         unless set to 0.  Both paths compute the same step to 1e-12 and share every array.
+    scratch
+        A ``Scratch`` to take the gradient buffers from, shared with other models that
+        step one at a time in the same thread (None: this model's own).
 
     Examples
     --------
@@ -86,6 +115,7 @@ class OnlineRNN:
         target_feedback: bool = False,
         seed: int = 0,
         kernels: bool | None = None,
+        scratch: Scratch | None = None,
     ):
         check_size("n_inputs", n_inputs)
         if isinstance(layers, Cell):
@@ -119,8 +149,11 @@ class OnlineRNN:
         self.network.init_params(self.rng)
         self.learner = learner.bind(self.network)
         self.opt_state = self.optimizer.init(self.network.n_params)
-        self.grad = np.zeros(self.network.n_params)
-        self._applied = np.zeros(self.network.n_params)  # the gradient of the last update
+        P = self.network.n_params
+        self._buffers = scratch
+        self.grad = buffer(scratch, "grad", P)
+        # the gradient of the last update (``gradient``): introspection, never read by a step
+        self._applied = buffer(scratch, "applied", P)
         self._x = np.zeros(self.network.n_inputs)  # [x_t; fed-back target]
         self._feedback = self._x[n_inputs:]
         self._x_shape, self._y_shape = (n_inputs,), (readout.outputs,)

@@ -221,7 +221,7 @@ def test_warm_up_loads_the_kernels_on_throwaway_models_and_nothing_when_they_are
     monkeypatch.setenv(kernels.ENV, "1")
     assert warm_up() > 0.0
     # every entry point an event calls has its machine code (the hybrid's two have one fixed signature each)
-    for dispatcher in (network_table.forward, network_table.step, scale_step.standardise,
+    for dispatcher in (network_table.forward, network_table.model_step, scale_step.standardise,
                        scale_step.moments_update_at, hybrid_step.predict_table, hybrid_step.learn_table):
         assert dispatcher.signatures, dispatcher.__name__
 

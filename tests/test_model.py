@@ -483,3 +483,49 @@ def test_a_big_theta_or_another_generator_is_drawn_every_time(monkeypatch):
     again = network.Network(4, (Elman(3),), Readout(1))
     again.init_params(np.random.RandomState(0))
     np.testing.assert_array_equal(again.theta, small.theta)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("learner", [lambda: RTRL(), lambda: TruncatedBPTT(5, 1)])
+def test_models_sharing_a_scratch_step_as_models_with_their_own_buffers(kernels, learner):
+    """Models that step one at a time may share their gradient buffers and the compiled step's working arrays
+    (a daemon's keys): interleaved, each equals a model with buffers of its own, bit for bit, on both paths."""
+    import pickle
+
+    from streamrnn.hybrid.regressor import HybridRegressor
+    from streamrnn.model import Scratch
+
+    scratch = Scratch()
+
+    def pair(seed):
+        return [OnlineRNN(2, (Elman(6),), learner=learner(), clip_norm=0.5, seed=seed, kernels=kernels, scratch=s)
+                for s in (scratch, None)]
+
+    nets = [pair(seed) for seed in range(3)]
+    hybrids = [[HybridRegressor(2, layers=(Elman(5),), learner=learner(), seed=seed, kernels=kernels, scratch=s)
+                for s in (scratch, None)] for seed in range(3)]
+    assert nets[0][0].grad is nets[1][0].grad and nets[0][1].grad is not nets[1][1].grad
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        for i in rng.permutation(3):
+            x, y = rng.normal(size=2), rng.normal(size=1)
+            shared, own = nets[i]
+            a, b = shared.step(x, y if t % 5 else None), own.step(x, y if t % 5 else None)
+            assert np.array_equal(a.prediction, b.prediction) and a.loss == b.loss
+            shared_h, own_h = hybrids[i]
+            z, dx = rng.normal(size=2), rng.normal(size=2)
+            assert shared_h.predict(z, dx) == own_h.predict(z, dx)
+            shared_h.learn(z, dx, float(y[0]))
+            own_h.learn(z, dx, float(y[0]))
+    for shared, own in nets:
+        for name, value in own.state_dict()[0].items():
+            assert np.array_equal(shared.state_dict()[0][name], value), name
+        assert shared.counters == own.counters and shared.counters["updates"] > 40
+    for shared_h, own_h in hybrids:
+        a, b = {}, {}
+        shared_h.state_into(a, "")
+        own_h.state_into(b, "")
+        assert a.keys() == b.keys() and len(a) > 30 and all(np.array_equal(a[k], b[k]) for k in a), \
+            [k for k in a if not np.array_equal(a[k], b[k])]
+    copy = pickle.loads(pickle.dumps(nets[0][0]))  # a copy steps on buffers of its own
+    assert copy.grad is not nets[0][0].grad and copy._applied is not nets[0][0]._applied

@@ -45,10 +45,11 @@ class RNNCorrector(Stateful):
     _growable = ("pending", "errors_seen")
 
     def __init__(self, experts: int, n_features: int, horizon: int, layers, learner, optimizer, clip_norm, seed,
-                 memory: int = 1, lam: float = 0.999, delta: float = 10.0, kernels: bool | None = None):
+                 memory: int = 1, lam: float = 0.999, delta: float = 10.0, kernels: bool | None = None,
+                 scratch=None):
         self.experts, self.memory = experts, memory
         self.rnn = OnlineRNN(experts + memory + n_features, layers, Readout(1), SquaredError(), learner, optimizer,
-                             clip_norm, False, seed, kernels=kernels)
+                             clip_norm, False, seed, kernels=kernels, scratch=scratch)
         self.rnn.params["V"][...] = 0.0  # predicts no error until it has learned one
         self.units = self.rnn.network.stack.out_size
         self.heads = RLS(1 + self.units + experts, lam, delta, heads=horizon)

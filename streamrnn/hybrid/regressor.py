@@ -55,7 +55,7 @@ class HybridRegressor(Stateful):
 
     def __init__(self, n_features: int, layers=None, learner=None, optimizer=None, clip_norm: float | None = 1.0,
                  seed: int = 0, lam: float = 0.999, delta: float = 1.0, huber: float | None = 2.0,
-                 kernels: bool | None = None):
+                 kernels: bool | None = None, scratch=None):
         self.n = int(n_features)
         self.kernels = kernels  # False: numpy only (the network too); None: as STREAMRNN_KERNELS says
         self.seen = False
@@ -76,6 +76,7 @@ class HybridRegressor(Stateful):
             self.corrector = RNNCorrector(
                 len(NAMES), self.n, 1, tuple(layers), learner if learner is not None else DEFAULT_LEARNER,
                 optimizer if optimizer is not None else DEFAULT_OPTIMIZER, clip_norm, seed, kernels=kernels,
+                scratch=scratch,
             )
 
     # the cached pass of the newest predict and the compiled step's binding are not state

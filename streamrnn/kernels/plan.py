@@ -15,6 +15,7 @@ from ..cells.dense import DenseLayer
 from ..learners.rtrl import RTRL
 from ..learners.truncated_bptt import TruncatedBPTT
 from ..losses import CrossEntropy, LogLoss, SquaredError
+from ..model import buffer
 from ..optim import SGD, Adam
 from . import dense_step as k
 from . import network_table as nt
@@ -64,7 +65,8 @@ class KernelStep:
             # exact RTRL swaps its two sensitivity buffers every step: ``point`` aims the slots before each
             self.arrays = arrays = model.learner._arrays[0]
             first, second = arrays["S"], arrays["_next"]
-            slots.update(self.sensitivities(), J=np.zeros((layer.n + 1, layer.n)), g=np.zeros(layer.n))
+            slots.update(self.sensitivities(), J=buffer(model._buffers, "J", layer.n + 1, layer.n),
+                         g=buffer(model._buffers, "g", layer.n))
             a1, a2 = first[0].ctypes.data, second[0].ctypes.data
             self._parity = {id(first): (a1, a2), id(second): (a2, a1)}
             self._aimed = None  # the S buffer this object's own table is aimed for (``step``)
@@ -75,7 +77,7 @@ class KernelStep:
             rec_t = tape.records[0]
             slots.update({"tape.v": rec_t["v"][:, 0], "tape.D": rec_t["D"][:, 0], "tape.vr": tape.vr,
                           "tape.delta": tape.delta, "counters": learner._counters,
-                          "e": np.zeros(2 * layer.n), "dz": np.zeros(layer.n)})
+                          "e": buffer(model._buffers, "e", 2 * layer.n), "dz": buffer(model._buffers, "dz", layer.n)})
             ints.update(step=nt.BPTT, hwin=learner.h, hprime=learner.h_prime)
         self.ints = np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64)
         clip = model.clip_norm if model.clip_norm is not None else 0.0
