@@ -296,3 +296,15 @@ def test_a_state_for_another_width_is_refused_and_arrays_that_do_not_fit_are_nev
     z = np.zeros(6)
     with pytest.raises(ValueError):  # and numpy's own checks refuse the event
         big.learn(z, z, 1.0)
+
+
+def test_bindings_of_one_configuration_share_their_constants_not_their_numbers():
+    """Thousands of keys: the codes and constants a kernel only reads are one array per content, while each
+    key keeps its own scalars; another configuration gets its own constants."""
+    a, b = (HybridRegressor(2, layers=(sr.Elman(4),), seed=s) for s in (0, 1))
+    other = HybridRegressor(2, layers=(sr.Elman(4),), clip_norm=0.5, lam=0.99)
+    ka, kb, ko = (m._compiled() for m in (a, b, other))
+    assert ka.cst is kb.cst and ka.ints is kb.ints and ka.numbers is kb.numbers
+    assert ka.sc is not kb.sc and ka.table.ptr is not kb.table.ptr
+    assert ko.cst is not ka.cst and ko.numbers is not ka.numbers
+    assert a.corrector.rnn._kernel.numbers is b.corrector.rnn._kernel.numbers

@@ -19,7 +19,7 @@ from ..model import buffer
 from ..optim import SGD, Adam
 from . import dense_step as k
 from . import network_table as nt
-from .table import ArrayTable, with_spare_row
+from .table import ArrayTable, constant, with_spare_row
 
 _ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "identity": 3}
 #: the canonical readout/loss pairs, where delta = dL/da = o - y
@@ -49,8 +49,8 @@ class KernelStep:
         opt, state = model.optimizer, model.opt_state
         self.lr, self.scheduled = opt.lr, callable(opt.lr)
         self.count = state["count"].reshape(1)  # a view: the kernel advances the model's own counter
-        self.out = np.zeros(6)
-        self.y = np.zeros(net.n_outputs)  # the target of a step without one (read by nothing)
+        # the step's outcome (read right after it) and the target of a step without one (read by nothing)
+        self.out, self.y = buffer(model._buffers, "out", 6), buffer(model._buffers, "y", net.n_outputs)
         rec = layer.record
         slots = {"A": layer.A, "B": net.B, "v": rec["v"][0], "x": model._x, "z": layer._z[0], "fz": layer._fz[0],
                  "D": rec["D"][0], "h": layer.new_state[0], "vr": net.vr, "a": net.a, "o": net.o, "y": self.y,
@@ -79,9 +79,9 @@ class KernelStep:
                           "tape.delta": tape.delta, "counters": learner._counters,
                           "e": buffer(model._buffers, "e", 2 * layer.n), "dz": buffer(model._buffers, "dz", layer.n)})
             ints.update(step=nt.BPTT, hwin=learner.h, hprime=learner.h_prime)
-        self.ints = np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64)
+        self.ints = constant(np.array([ints.get(name, 0) for name in nt.INTS], dtype=np.int64))
         clip = model.clip_norm if model.clip_norm is not None else 0.0
-        self.numbers = np.array([clip, *((opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0))])
+        self.numbers = constant(np.array([clip, *((opt.b1, opt.b2, opt.eps) if opt_code == 1 else (0.0, 0.0, 0.0))]))
         slots.update({"net.ints": self.ints, "net.numbers": self.numbers})
         self.slots = slots  # by name, for a table that holds the network's slots after its own
         self._table = None  # made on the first step through this object (a hybrid model steps through its own)

@@ -23,7 +23,7 @@ import numpy as np
 from . import enabled
 from . import hybrid_step as k
 from . import network_table as nt
-from .table import ArrayTable
+from .table import ArrayTable, constant
 
 
 class RegressorKernel:
@@ -36,13 +36,13 @@ class RegressorKernel:
         self.synced = False
         heads_lam = cor.heads.lam if cor is not None else 1.0
         cor_errors = cor.errors if cor is not None else None
-        self.cst = np.array([
+        self.cst = constant(np.array([
             lin.lam, lin.huber or 0.0, lc.lam, lc.huber or 0.0, heads_lam,
             model.changes.rate, model.changes.floor,
             lin.errors[0].rate if lin.huber else 0.0, lc.errors[0].rate if lc.huber else 0.0,
             cor_errors.rate if cor is not None else 0.0, cor_errors.floor if cor is not None else 1.0,
             model.level2.margin,
-        ])
+        ]))
         # the parts whose numbers travel in sc; a part the model does not have reads 0 from a stand-in
         stand_in = _StandIn()
         self.scales = (model.changes, lin.errors[0] if lin.huber else stand_in,
@@ -74,6 +74,7 @@ class RegressorKernel:
             ints[k.NET_INTS:] = net.ints
             self.numbers[:] = net.numbers
         _check_shapes(model, slots)
+        ints, self.numbers = constant(ints), constant(self.numbers)
         slots.update({"sc": self.sc, "cst": self.cst, "ints": ints, "numbers": self.numbers})
         arrays = nt.fill(slots, k.OWN_SLOTS) + nt.fill(net.slots if net is not None else {}, nt.SLOTS)
         self.table = ArrayTable(arrays, [kind for _, kind in k.SLOTS])

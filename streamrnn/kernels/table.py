@@ -84,6 +84,14 @@ _ADDRESS = {kind: njit(f"int64({dtype}[{', '.join([':'] * (int(kind[1]) - 1) + [
             for kind, dtype in (("f1", "float64"), ("f2", "float64"), ("f3", "float64"), ("i1", "int64"))}
 #: one ``dims`` array per layout of shapes
 _DIMS: dict[bytes, np.ndarray] = {}
+#: the kernels' read-only inputs (codes, constants, configuration), one array per content
+_CONSTANTS: dict[tuple, np.ndarray] = {}
+
+
+def constant(a: np.ndarray) -> np.ndarray:
+    """The one array of a's dtype, shape and content that every table uses: a daemon's thousands of keys of
+    one configuration share their codes and constants.  Only kernels read it; nothing may write it."""
+    return _CONSTANTS.setdefault((a.dtype.str, a.shape, a.tobytes()), a)
 
 
 class ArrayTable:
