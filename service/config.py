@@ -235,7 +235,9 @@ class RedisSettings(Section):
         if self.worker_index >= self.workers:
             raise ValueError(f"worker_index must be below workers ({self.workers}), got {self.worker_index}")
         if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {self.url!r}")
+            from .redis_log import redacted
+
+            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {redacted(self.url)!r}")
         return self
 
 

@@ -18,8 +18,8 @@ partition): the worker that reads it answers with the error.
 from __future__ import annotations
 
 import json
+import re
 import zlib
-from urllib.parse import urlsplit, urlunsplit
 
 
 class RedisUnreachable(OSError):
@@ -65,13 +65,10 @@ def key_of(line: bytes, default_key: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``: fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with its password, if any, replaced by ``***``: fit for logs and error messages.  Both places a
+    Redis URL can hold one are masked: ``redis://user:PASSWORD@host`` and ``?password=PASSWORD``."""
+    url = re.sub(r"^([A-Za-z][\w+.-]*://[^/?#@:]*:)[^/?#]*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
 
 
 def connect(url: str, timeout: float = 5.0):

@@ -183,7 +183,9 @@ class Server:
         if seconds:
             log.info("compiled kernels loaded in %.2f s", seconds)
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]
-        if self.redis is not None and not self.should_exit:
+        if self.should_exit:  # a signal during the warm-up: no partitions taken, never ready
+            return
+        if self.redis is not None:
             try:
                 await self.redis.begin()
             except OSError as err:  # RedisUnreachable: Redis went away since ``start``

@@ -386,6 +386,7 @@ class OnlineRNN:
         """The gradient handed to the optimiser at the last update (after clipping), by parameter.
 
         It is introspection, not state: a model loaded from a state file shows zeros until its next update.
+        A model on a shared ``Scratch`` shows the newest update of any model sharing it.
         """
         return self.network.views(self._applied)
 

@@ -155,6 +155,8 @@ def test_the_workers_reach_the_redis_service_share_one_volume_and_take_partition
     assert worker_pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # the first partitions are taken (and restored) after /healthz is up: the start-up probe waits for /readyz
+    assert worker["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert worker_pod["spec"]["terminationGracePeriodSeconds"] > config.shutdown.timeout_seconds
     assert worker_pod["spec"]["securityContext"]["runAsUser"] == image_uid()
     # Redis keeps an append-only file on its volume
@@ -246,7 +248,10 @@ def answers_events(env: dict, port: int, password: str | None, partitions: int, 
     lines = [json.dumps(e).encode() for e in supervised_events(60, keys=tuple(f"k{i}" for i in range(9)), seed=3)]
     log = client(port, password)
     assert produce(log, lines, "streamrnn", partitions) == len(lines)
-    with Daemon(workdir, env={**env, "STREAMRNN_METRICS_HOST": "127.0.0.1"}).ready() as daemon:
+    # the image's and the pod's numba cache folders would start cold here: the machine's cache (the package's)
+    env = {k: v for k, v in env.items() if k != "NUMBA_CACHE_DIR"}
+    with Daemon(workdir, env={**env, "STREAMRNN_METRICS_HOST": "127.0.0.1"}) as daemon:
+        daemon.wait_for(r"ready: ", timeout=120)  # a first compile of the kernels takes some 20-25 s
         deadline = time.monotonic() + 60
         replies = []
         while len(replies) < len(lines) and time.monotonic() < deadline:
@@ -289,7 +294,6 @@ def test_the_kubernetes_redis_and_worker_run_as_shipped(tmp_path):
         env = container_environment(worker, secrets={("streamrnn-redis", "password"): PASSWORD},
                                     pod_name="streamrnn-worker-5c7d9-x2x8q")
         env["STREAMRNN_REDIS_URL"] = env["STREAMRNN_REDIS_URL"].replace("streamrnn-redis:6379", f"127.0.0.1:{proc.port}")
-        del env["NUMBA_CACHE_DIR"]  # the pod's empty /tmp would compile the kernels afresh: this machine's cache
         answers_events({**image_environment(), **env}, proc.port, PASSWORD, worker_settings().redis.partitions,
                        tmp_path / "worker", "streamrnn-worker-5c7d9-x2x8q")
     finally:

@@ -130,6 +130,10 @@ def test_a_password_in_the_redis_url_stays_out_of_messages_and_printed_settings(
     assert redacted("redis://:s3cret-pass@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redacted("rediss://user:p%40ss@h/1") == "rediss://user:***@h/1"
     assert redacted("redis://redis:6379/0") == "redis://redis:6379/0" and redacted("unix:///r.sock") == "unix:///r.sock"
+    assert redacted("unix:///r.sock?db=0&password=s3cret-pass") == "unix:///r.sock?db=0&password=***"
+    with pytest.raises(ConfigError) as bad:  # a mistyped scheme: the message names the URL, not its password
+        load(environ={"STREAMRNN_REDIS_URL": "http://:s3cret-pass@redis:6379/0", "STREAMRNN_SOURCES_STDIN": "false"})
+    assert "s3cret-pass" not in str(bad.value) and "http://:***@redis:6379/0" in str(bad.value)
     with pytest.raises(RedisUnreachable) as err:  # nothing listens on port 1
         connect("redis://:s3cret-pass@127.0.0.1:1/0", timeout=0.5)
     assert "s3cret-pass" not in str(err.value) and "redis://:***@127.0.0.1:1/0" in str(err.value)

@@ -440,14 +440,15 @@ def test_leases_are_taken_renewed_and_released_only_by_their_holder_with_growing
     assert owner_of(client, "t", 3) is None and client.zcard("t:members") == 0
 
 
-def test_membership_is_timed_by_the_clock_of_redis_not_of_the_worker(redis_server):
+def test_membership_is_timed_by_the_clock_of_redis_not_of_the_worker(redis_server, monkeypatch):
     """Workers on hosts whose clocks disagree must agree on who is live: a heartbeat's expiry is Redis's TIME
-    plus the lease (computed in the script; the worker's clock is not asked unless a test gives one)."""
+    plus the lease (computed in the script), whatever the worker's own clock says."""
     from streamrnn_service import leases as leases_module
 
     client = redis_server.client()
+    skewed = time.time() + 3 * 3600.0  # this worker's clock: three hours fast
+    monkeypatch.setattr(leases_module.time, "time", lambda: skewed)
     a = leases_module.Leases(client, "c", 4, "a", 2.0)
-    assert a.clock is None
     assert a.heartbeat() == 4
     seconds, micros = client.time()
     expires = client.zscore("c:members", "a")

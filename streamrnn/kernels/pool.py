@@ -37,9 +37,11 @@ def single_threaded_blas() -> bool:
 
 
 def _slot_arrays(model) -> list:
-    """The model's arrays in slot order, S and S_next being the learner's current S_{t-1} and other buffer."""
+    """The model's arrays in slot order, S and S_next being the learner's current S_{t-1} and other buffer.
+    Not its codes and numbers: the pool passes its own to the batch kernels, and a model's are shared by
+    every model of its configuration (``table.constant``), so no row may be copied into them."""
     kstep = model._kernel
-    slots = dict(kstep.slots)
+    slots = {name: a for name, a in kstep.slots.items() if name not in ("net.ints", "net.numbers")}
     if kstep.rtrl:
         slots.update(kstep.sensitivities())
     return nt.fill(slots, nt.SLOTS)
