@@ -89,6 +89,9 @@ DAEMON_FIGURES = {
                                 "Unix time of the newest checkpoint written (0: none yet)."),
     "checkpoint_generation": ("checkpoint_generation", "gauge", "Newest checkpoint generation."),
     "reply_write_failures": ("reply_write_failures", "counter", "Replies that could not be written to stdout."),
+    "partition_take_failures": ("partition_take_failures", "counter",
+                                "Redis Streams: partitions whose lease this worker took but whose checkpoint it "
+                                "could not restore or write (the lease given back)."),
 }
 
 
@@ -102,6 +105,7 @@ def daemon_figures(stats: Stats, table: StreamTable, checkpointer) -> dict:
         "connections_accepted": stats.connections, "checkpoint_failures": stats.checkpoint_failures,
         "checkpoint_corrupt": stats.checkpoint_corrupt, "checkpoint_last_success": stats.checkpoint_last_success,
         "checkpoint_generation": checkpointer.generation, "reply_write_failures": stats.stdout_failures,
+        "partition_take_failures": stats.partition_take_failures,
     }
 
 

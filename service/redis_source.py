@@ -152,6 +152,7 @@ class RedisSource(Source):
             try:
                 self.worker.workers[partition] = self.adopt(partition, token)
             except Exception as err:  # its checkpoint cannot be read or written here: leave it to another
+                self.worker.stats.partition_take_failures += 1
                 log.error("cannot take partition %d (%s); giving the lease back", partition, err)
                 await self._call(leases.release, partition)
             else:

@@ -57,6 +57,7 @@ class Stats:
         self.stdout_failures = 0
         # on Redis Streams: per owned partition, entries not yet applied (behind the stream's tail)
         self.partition_lag: dict[int, int] = {}
+        self.partition_take_failures = 0  # leases taken whose partition could not be restored or written here
 
     def reject(self, code: str) -> None:
         self.outcomes["rejected"] += 1

@@ -609,3 +609,33 @@ def test_a_worker_takes_no_lease_before_it_is_ready_to_step(redis_server, tmp_pa
     assert len(during) > 10 and all(owners == [None, None] for owners in during)
     assert [o[0] for o in seen[-1][1]] == ["w", "w"]  # ready: both taken
     assert [owner_of(client, "streamrnn", p) for p in range(2)] == [None, None]  # released on the way out
+
+
+def test_a_partition_that_cannot_be_taken_is_given_back_and_counted(redis_server, tmp_path):
+    """With leases: a partition whose checkpoint directory cannot be made here (a file in its place, as an
+    unwritable shared volume would) is given back at once, tried again each round, and counted in
+    streamrnn_partition_take_failures_total; the other partitions are served."""
+    import re
+
+    from streamrnn_service.leases import owner_of
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "partition-0").write_text("not a directory")
+    client = redis_server.client()
+    lines = [line for line in event_lines(80, seed=9) if partition_of(key_of(line, "default"), P) != 0]
+    produce(client, lines, "streamrnn", P)
+    with redis_daemon(tmp_path, redis_server, *LEASES, "--set", "redis.worker_id=w") as daemon:
+        replies = wait_replies(client, len(lines), daemon)
+        assert len(replies) == len(lines) and all("step" in r for r in replies)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            failures = re.search(r"^streamrnn_partition_take_failures_total (\S+)$", daemon.get("/metrics")[1], re.M)
+            if failures and float(failures.group(1)) >= 2:  # given back, and tried again a round later
+                break
+            time.sleep(0.2)
+        assert failures and float(failures.group(1)) >= 2
+        # given back each time (a look may fall between a take and its give-back: look a few times)
+        assert any(owner_of(client, "streamrnn", 0) is None for _ in range(20) if time.sleep(0.01) is None)
+        assert sorted(partition_metric(daemon, "streamrnn_partition_owned")) == ["1", "2", "3"]
+        assert daemon.stop() == 0
+    assert "cannot take partition 0" in daemon.log()
