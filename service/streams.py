@@ -149,11 +149,11 @@ class SupervisedStream(Stream):
         else:
             space = self.space
             raw, z, dx = space.read(event.x)
-            o = [core.predict(z, dx) for core in self.cores]
             loss = None
-            if y is not None:
-                for core, target in zip(self.cores, y):
-                    core.learn(z, dx, target)
+            if y is None:
+                o = [core.predict(z, dx) for core in self.cores]
+            else:  # the outputs' models are independent: each predicts and learns in one pass
+                o = [core.predict_learn(z, dx, target) for core, target in zip(self.cores, y)]
                 loss = 0.0
                 for p, target in zip(o, y):  # against a wild target, a large finite loss
                     err = min(max(p - target, -MAX_ABS), MAX_ABS)

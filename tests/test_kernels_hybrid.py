@@ -84,6 +84,32 @@ def test_the_compiled_regressor_equals_the_numpy_one(network):
             slow.corrector.rnn.diagnostics()["loss"], rel=1e-12)
 
 
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("on", [None, False], ids=["compiled", "numpy"])
+def test_predict_learn_is_predict_then_learn_bit_for_bit(network, on, monkeypatch):
+    """The one-call predict-and-learn (the daemon's supervised event) returns what predict returns and
+    leaves the state learn leaves, to the last bit, the outlier bounded on the way included."""
+    from streamrnn.kernels import hybrid_step
+
+    predicts = []
+    real = hybrid_step.predict_table
+    monkeypatch.setattr(hybrid_step, "predict_table", lambda *a: predicts.append(1) or real(*a))
+    one, two = (HybridRegressor(3, seed=1, kernels=on, **NETWORKS[network]) for _ in range(2))
+    for z, dx, y in events(60, outlier_at=30):
+        expected = two.predict(z, dx)
+        two.learn(z, dx, y)
+        assert one.predict_learn(z, dx, y) == expected
+    assert one.bounded == two.bounded == 1
+    assert len(predicts) == (59 if on is None else 0)  # the compiled predict_learn never predicts apart
+    sa, sb = one.state(), two.state()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert np.array_equal(sa[name], sb[name]), name
+    with pytest.raises(ValueError, match="finite"):
+        one.predict_learn(z, dx, float("nan"))
+    assert all(np.array_equal(a, b) for a, b in zip(one.state().values(), sb.values()))
+
+
 def test_a_learn_without_a_predict_before_it_equals_numpy():
     fast, slow = pair(**NETWORKS["elman-bptt"])
     for t, (z, dx, y) in enumerate(events(40)):

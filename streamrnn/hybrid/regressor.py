@@ -206,7 +206,7 @@ class HybridRegressor(Stateful):
             raise ValueError(f"y must be finite, got {y!r}")
         kernel = self._compiled()
         if kernel is not None:
-            if kernel.learn(self, z, dx, float(y)):
+            if kernel.learn(self, z, dx, float(y)) is not None:
                 return
             kernel.desync()  # the numpy path below moves the numbers the kernel keeps a copy of
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
@@ -236,6 +236,20 @@ class HybridRegressor(Stateful):
             self.feature_changes.update(dx)
         self.targets.update(np.array([y]))
         self.last, self.seen = float(y), True
+
+    def predict_learn(self, z: np.ndarray, dx: np.ndarray, y: float) -> float:
+        """``predict(z, dx)``, then ``learn(z, dx, y)``: the prediction made before learning, bit for bit.
+        Where the kernels run it is one compiled call, the prediction's pass being the learning's own."""
+        if not math.isfinite(y):
+            raise ValueError(f"y must be finite, got {y!r}")
+        kernel = self._compiled() if self.targets.count[0] else None
+        if kernel is not None:
+            value = kernel.learn(self, z, dx, float(y))
+            if value is not None:
+                return value
+        value = self.predict(z, dx)
+        self.learn(z, dx, y)
+        return value
 
     def weights(self) -> dict[str, float]:
         awake = np.array([self.seen, self.targets.count[0] >= 1, self.targets.count[0] >= 2,

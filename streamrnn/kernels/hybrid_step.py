@@ -259,7 +259,9 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
                     has_cor, pending, errors_seen, heads_w, heads_P, heads_upd,
                     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb):
     """``HybridRegressor.learn`` of a finite y, up to the network's step: when one is due,
-    sc[OUT_STEP] is 1 and the network learns sc[OUT_TARGET] from ``pending`` (the caller's step)."""
+    sc[OUT_STEP] is 1 and the network learns sc[OUT_TARGET] from ``pending`` (the caller's step).
+    Returns the prediction the state made before learning (``regressor_predict``'s, bit for bit: the
+    same pass, computed before anything it reads is updated)."""
     n, K = z.shape[0], R1.shape[1]
     sc[OUT_STEP] = 0.0
     ch_ns, cor_ns = sc[CH_N : CH_N + 2], sc[COR_N : COR_N + 2]  # RobustScale numbers: (n, s) views
@@ -285,6 +287,11 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
         mlpoly_weights(R1[0], S1[0], np.empty(0), 0.0, awake, w)
         comb = _dot(w, F)
         mlpoly_learn(R1[0], S1[0], w, F, awake, y)
+    prediction = comb
+    if has_cor and not any_awake:  # no correction to learn from: the prediction's level-2 weights alone
+        w2 = np.empty(2)
+        mlpoly_weights(R2[0], S2[0], prior2, cst[L2_MARGIN], np.ones(2, dtype=np.bool_), w2)
+        prediction = w2[0] * comb + w2[1] * (comb + 0.0)
     if has_cor and any_awake:
         D, Zrow = np.empty(K), np.empty(heads_w.shape[1])
         corr = _correction(sc, cst, F, awake, comb, z, errors_seen, heads_w, pending, D, Zrow,
@@ -296,6 +303,7 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
         w2, F2 = np.empty(2), np.empty(2)
         ones = np.ones(2, dtype=np.bool_)
         mlpoly_weights(R2[0], S2[0], prior2, cst[L2_MARGIN], ones, w2)
+        prediction = w2[0] * comb + w2[1] * (comb + corr)
         F2[0], F2[1] = comb, comb + corr
         mlpoly_learn(R2[0], S2[0], w2, F2, ones, y)
         # RNNCorrector.observe: the network learns e_t / s_c from the input it just read
@@ -323,6 +331,7 @@ def regressor_learn(sc, cst, z, dx, y, t_count, t_mean, t_m2, f_count, f_mean, f
     moments_update(t_count, t_mean, t_m2, yv)
     sc[LAST] = y
     sc[SEEN] = 1.0
+    return prediction
 
 
 #: the arrays a call reads and writes, by address (``table.ArrayTable``): name and kind, in slot order;
@@ -354,7 +363,7 @@ NET_INTS = 3
 _F1, _I1 = types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C")
 _DIMS = types.Array(types.int64, 2, "C", readonly=True)
 _PREDICT = types.float64(_F1, _F1, _I1, _DIMS)
-_LEARN = types.void(_F1, _F1, types.float64, _I1, _DIMS, types.float64)
+_LEARN = types.float64(_F1, _F1, types.float64, _I1, _DIMS, types.float64)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -389,13 +398,14 @@ def predict_table(z, dx, ptr, dims):
 def learn_table(z, dx, y, ptr, dims, lr):
     """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
     network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
-    number, 0 when none ran or it must run on numpy).  An event it refuses changes nothing."""
+    number, 0 when none ran or it must run on numpy).  Returns the prediction made before learning
+    (``predict_table``'s); an event it refuses changes nothing (NaN, and sc[OUT_REFUSED] = 1)."""
     sc, cst, ints, numbers = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_), \
         vec(ptr, dims, NUMBERS_)
     if _refused(sc, z, dx, y, dims):
-        return
+        return math.nan
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
-    regressor_learn(
+    prediction = regressor_learn(
         sc, cst, z, dx, y, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
         vec(ptr, dims, F_COUNT), vec(ptr, dims, F_MEAN), vec(ptr, dims, F_M2),
         mat(ptr, dims, LIN_W), cube(ptr, dims, LIN_P), vec(ptr, dims, LIN_UPD),
@@ -406,11 +416,12 @@ def learn_table(z, dx, y, ptr, dims, lr):
         A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb,
     )
     if ints[HAS_COR] != 1:
-        return
+        return prediction
     out = vec(ptr, dims, NET + nt.OUT)
     out[0] = 0.0
     if sc[OUT_STEP] == 0.0:
-        return
+        return prediction
     target = vec(ptr, dims, TARGET)
     target[0] = sc[OUT_TARGET]
     nt.step(ptr, dims, ints[NET_SLOTS_AT], ints, ints[NET_CODES_AT], numbers, target, sc[OUT_STEP] != 0.0, lr)
+    return prediction

@@ -124,9 +124,10 @@ class RegressorKernel:
             self.rnn._pending = True
         return value
 
-    def learn(self, m, z: np.ndarray, dx: np.ndarray, y: float) -> bool:
-        """``HybridRegressor.learn`` of a finite y by the model m (the one bound); False, and nothing
-        changed, for an event the kernel leaves to numpy (as ``predict``)."""
+    def learn(self, m, z: np.ndarray, dx: np.ndarray, y: float) -> float | None:
+        """``HybridRegressor.learn`` of a finite y by the model m (the one bound), returning what ``predict``
+        would have returned just before (once m has learned a target); None, and nothing changed, for an
+        event the kernel leaves to numpy (as ``predict``)."""
         sc = self._pack(m)
         net, table = self.net, self.table
         lr = 0.0
@@ -135,11 +136,11 @@ class RegressorKernel:
             if net.rtrl:
                 net.point(table, k.NET)
         try:
-            k.learn_table(z, dx, y, table.ptr, table.dims, lr)
+            prediction = k.learn_table(z, dx, y, table.ptr, table.dims, lr)
         except TypeError:
-            return False
+            return None
         if sc[k.OUT_REFUSED]:
-            return False
+            return None
         seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step, _ = \
             sc.tolist()
         m.seen, m.last, m.lo, m.hi, m.bounded = True, last, lo, hi, int(bounded)
@@ -163,7 +164,7 @@ class RegressorKernel:
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
-        return True
+        return prediction
 
 
 def _check_shapes(model, slots: dict) -> None:
