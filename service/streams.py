@@ -147,8 +147,9 @@ class SupervisedStream(Stream):
                 raise ProtocolError("invalid_value", str(err)) from None
             o, loss = result.prediction, result.loss
         else:
-            space = self.space
-            raw, z, dx = space.read(event.x)
+            space = self.space  # x's names were checked above: read it once, with no memo for a second read
+            raw = space.raw(event.x)
+            z, dx = space.scale(raw)
             loss = None
             if y is None:
                 o = [core.predict(z, dx) for core in self.cores]

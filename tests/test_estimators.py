@@ -8,6 +8,8 @@ import itertools
 import math
 import pickle
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -597,3 +599,27 @@ def test_the_feature_memo_answers_new_for_the_event_read_and_leaves_bad_values_t
             space.new(bad)  # learning from it raises
     space.add(space.new(event), event)
     assert space.names == ["a", "b", "z"] and space._memo is None  # the space grew: nothing remembered
+
+
+def test_the_estimators_load_on_first_use_so_the_daemon_never_imports_river():
+    """The daemon reads its features with ``streamrnn.estimators.features``: importing it (and the whole
+    daemon) must not import river, whose time series module alone takes seconds; the estimators still
+    come from the package by name."""
+    code = (
+        "import sys\n"
+        "import streamrnn_service.serve, streamrnn_service.server, streamrnn.estimators.features\n"
+        "print(sorted(m for m in sys.modules if m in ('river', 'scipy.stats')))\n"
+        "import streamrnn.estimators as e\n"
+        "from streamrnn.estimators import RNNForecaster\n"
+        "print(e.RNNRegressor.__module__, RNNForecaster.__module__, 'river' in sys.modules)\n"
+        "try:\n"
+        "    e.RNNNothing\n"
+        "except AttributeError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "[]",
+        "streamrnn.estimators.regressor streamrnn.estimators.forecaster True",
+        "module 'streamrnn.estimators' has no attribute 'RNNNothing'",
+    ]

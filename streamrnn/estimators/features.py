@@ -138,21 +138,23 @@ class FeatureSpace(Stateful):
     def add(self, names: list, x: dict | None = None) -> int:
         """Give ``names`` their columns (their kind read from ``x``, or from the value passed to
         ``new``); returns how many columns were added."""
-        before = self.width
-        if names:
-            self._memo = None
+        if not names:
+            return 0
+        self._memo = None
+        before, scaled = self.width, []  # the new columns: standardised (numbers) or not (calendar phases)
         for name in names:
             is_time = x is not None and timestamp(x.get(name)) is not None
-            self.index[name] = self.width
+            self.index[name] = before + len(scaled)
             self.names.append(name)
             self.kinds.append("time" if is_time else "number")
-            k = N_CALENDAR if is_time else 1
-            self.moments.grow(k)
-            self.scaled = np.concatenate([self.scaled, np.full(k, not is_time)])
-            self.last = np.concatenate([self.last, np.zeros(k)])
+            scaled += [not is_time] * (N_CALENDAR if is_time else 1)
             if is_time and self.clock_name is None:
                 self.clock_name = name
-        return self.width - before
+        k = len(scaled)  # every array grows once (a daemon makes a space for each new key)
+        self.moments.grow(k)
+        self.scaled = np.concatenate([self.scaled, np.array(scaled, dtype=bool)])
+        self.last = np.concatenate([self.last, np.zeros(k)])
+        return k
 
     def _raw(self, x: dict, unknown: list | None = None) -> np.ndarray:
         """x's raw values; the (name, value) pairs it does not know go into ``unknown``."""
@@ -194,12 +196,7 @@ class FeatureSpace(Stateful):
             return memo[2]
         unknown: list = []
         raw = self._raw(x, unknown)
-        if self._compiled:
-            m = self.moments
-            out = (raw, np.empty(raw.shape[0]), np.empty(raw.shape[0]))
-            _scale_step().standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last, *out[1:])
-        else:
-            out = (raw, self.vector(x, raw), self.change(x, raw))
+        out = (raw, *self.scale(raw))
         names: list | None = []
         try:  # what new() will answer for this event (a bad value there is new()'s to raise)
             for name, item in unknown:
@@ -210,6 +207,16 @@ class FeatureSpace(Stateful):
             names = None
         self._memo = (id(x), dict(x), out, names)
         return out
+
+    def scale(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vector, change) of raw values in column order (``raw``'s): what ``read`` returns after raw,
+        for a caller that checked the event's names itself and reads each event once (the daemon)."""
+        if self._compiled:
+            m = self.moments
+            out = (np.empty(raw.shape[0]), np.empty(raw.shape[0]))
+            _scale_step().standardise(raw, m.count, m.mean, m.m2, self.scaled, self.last, self.has_last, *out)
+            return out
+        return self.vector({}, raw), self.change({}, raw)
 
     def _memo_of(self, x: dict):
         """(id, copy of x, (raw, vector, change), its unknown names or None if one has a bad value) of the
