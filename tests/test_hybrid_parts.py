@@ -316,3 +316,13 @@ def test_linear_ar_rolls_its_forecasts_forward_as_lags():
     np.testing.assert_allclose(got, path[3:], rtol=1e-12)
     truth = continue_(y, H)[-H:]
     np.testing.assert_allclose(got, truth, atol=0.01 * np.ptp(y))
+
+
+def test_a_new_corrector_predicts_no_error_until_it_has_learned_one():
+    import streamrnn as sr
+    from streamrnn.hybrid.corrector import RNNCorrector
+
+    corrector = RNNCorrector(4, 3, 1, (sr.Elman(5),), sr.RTRL(), sr.Adam(1e-3), 1.0, seed=0)
+    params = corrector.rnn.params
+    assert not params["V"].any() and params["U0"].any()  # the read-out is zero, the recurrent weights are not
+    assert corrector.rnn.predict(np.ones(corrector.rnn.n_inputs)).tolist() == [0.0]

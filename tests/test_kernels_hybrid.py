@@ -110,6 +110,22 @@ def test_predict_learn_is_predict_then_learn_bit_for_bit(network, on, monkeypatc
     assert all(np.array_equal(a, b) for a, b in zip(one.state().values(), sb.values()))
 
 
+@pytest.mark.parametrize("network", ["elman-rtrl", "elman-bptt"])
+def test_a_model_switching_paths_every_few_events_equals_numpy(network):
+    """Strided features (which the kernel refuses) send every third event through numpy: the network's
+    step then swaps RTRL's buffers outside the compiled call, which must aim its slots again."""
+    fast, slow = pair(**NETWORKS[network])
+    calls = []
+    for t, (z, dx, y) in enumerate(events(40)):
+        if t % 3 == 2:
+            z = np.repeat(z, 2)[::2]  # equal values, not contiguous
+        calls.append(fast.predict_learn(z, dx, y))
+        slow.learn(z, dx, y)
+    assert fast.corrector.rnn.counters == slow.corrector.rnn.counters
+    assert fast.corrector.rnn.counters["updates"] >= 30
+    assert_same_state(fast, slow)
+
+
 def test_a_learn_without_a_predict_before_it_equals_numpy():
     fast, slow = pair(**NETWORKS["elman-bptt"])
     for t, (z, dx, y) in enumerate(events(40)):

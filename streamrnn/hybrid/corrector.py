@@ -50,7 +50,7 @@ class RNNCorrector(Stateful):
         self.experts, self.memory = experts, memory
         self.rnn = OnlineRNN(experts + memory + n_features, layers, Readout(1), SquaredError(), learner, optimizer,
                              clip_norm, False, seed, kernels=kernels, scratch=scratch)
-        self.rnn.params["V"][...] = 0.0  # predicts no error until it has learned one
+        self.rnn.network.V[...] = 0.0  # predicts no error until it has learned one (``params`` would build every view)
         self.units = self.rnn.network.stack.out_size
         self.heads = RLS(1 + self.units + experts, lam, delta, heads=horizon)
         self.errors = RobustScale()

@@ -423,5 +423,8 @@ def learn_table(z, dx, y, ptr, dims, lr):
         return prediction
     target = vec(ptr, dims, TARGET)
     target[0] = sc[OUT_TARGET]
-    nt.step(ptr, dims, ints[NET_SLOTS_AT], ints, ints[NET_CODES_AT], numbers, target, sc[OUT_STEP] != 0.0, lr)
+    base, ib = ints[NET_SLOTS_AT], ints[NET_CODES_AT]
+    nt.step(ptr, dims, base, ints, ib, numbers, target, sc[OUT_STEP] != 0.0, lr)
+    if ints[ib + nt.STEP] == nt.RTRL and out[0] != 0.0:  # S_t went into S_next: swap the slots, as model_step
+        ptr[base + nt.SENS], ptr[base + nt.SENS_NEXT] = ptr[base + nt.SENS_NEXT], ptr[base + nt.SENS]
     return prediction

@@ -62,6 +62,7 @@ class RegressorKernel:
         self._y = np.zeros(1)  # the network's target, when the call takes its step
         slots["target"] = self._y
         self.net = net = cor.rnn._kernel if cor is not None else None
+        self._aimed = None  # RTRL: the S buffer the table's S slots are aimed for (``learn`` swaps them)
         self.rnn = cor.rnn if cor is not None else None
         self.layer = net.layer if net is not None else None
         self.numbers = np.zeros(len(nt.NUMBERS))
@@ -133,8 +134,9 @@ class RegressorKernel:
         lr = 0.0
         if net is not None:
             lr = float(net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr)
-            if net.rtrl:
+            if net.rtrl and net.arrays["S"] is not self._aimed:  # first, or numpy stepped since: aim them
                 net.point(table, k.NET)
+                self._aimed = net.arrays["S"]
         try:
             prediction = k.learn_table(z, dx, y, table.ptr, table.dims, lr)
         except TypeError:
@@ -157,8 +159,9 @@ class RegressorKernel:
                 self.layer.refresh()
                 status = int(net.out[0])
                 if status:  # the network stepped in the call: its bookkeeping, as OnlineRNN.step does it
-                    if net.rtrl:
+                    if net.rtrl:  # the call swapped the table's S slots: the learner's buffers follow
                         net.swap()
+                        self._aimed = net.arrays["S"]
                     self.rnn._pending = False
                     self.rnn._kernel_stepped(status, True)
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
