@@ -124,12 +124,7 @@ class Source:
 
     def take(self, splitter: LineSplitter, chunk: bytes, position: Position | None) -> bytes:
         """Handle the complete lines in ``chunk``; stop after the line in hand if the daemon stops."""
-        handle, should_stop, out = self.worker.handle, self.should_stop, []
-        for line, size in splitter.feed(chunk):
-            out.append(handle(line, size, position))
-            if should_stop():
-                break
-        return b"".join(out)
+        return self.worker.handle_lines(splitter.feed(chunk), position, self.should_stop)
 
 
 class StdinSource(Source):

@@ -532,3 +532,51 @@ def test_every_event_whose_loss_overflows_is_counted_as_skipped():
         for _ in range(2):
             assert handle(w, {"key": "p", "x": SMALL, "y": 1e300})["loss"] is None
     assert w.stats.outcomes["skipped"] == 2 and w.stats.outcomes["learned"] == 1
+
+
+def _mixed_lines(n=150) -> list:
+    """Events of several keys and kinds, with commands, refusals, malformed and over-long lines among them."""
+    lines = [json.dumps(e).encode() for e in supervised_events(n, keys=("a", "b", "c"))]
+    extra = [b'{"command": "status", "id": 7}', b'{not json', None, b'{"key": "f", "value": 1.5, "id": "v"}',
+             b'{"key": "a", "value": 2.0}', b'{"key": "f", "value": [1.0, 2.0]}', b'', b'{"command": "digest"}']
+    for i, line in enumerate(extra):
+        lines.insert(13 * i + 5, line)
+    return [(line, 5000 if line is None else len(line) + 1) for line in lines]
+
+
+def test_a_batch_of_lines_is_answered_exactly_as_line_by_line():
+    """``handle_lines`` parses a batch, applies it, then encodes it: the replies, positions, counts, latency
+    observations and state are those of ``handle`` on each line in turn, across batch boundaries."""
+    from streamrnn_service.checkpointer import Position
+
+    lines = _mixed_lines()
+    one, many = worker(), worker()
+    p1, p2 = Position(), Position()
+    expected = b"".join(one.handle(line, size, p1) for line, size in lines)
+    got = many.handle_lines(lines, p2)
+    assert len(lines) > 2 * many.BATCH
+    assert got == expected
+    assert p1.as_dict() == p2.as_dict()
+    assert one.stats.rejected == many.stats.rejected and one.stats.outcomes == many.stats.outcomes
+    applied = one.stats.outcomes["learned"] + one.stats.outcomes["predicted"] + one.stats.outcomes["skipped"]
+    assert sum(one.stats.latency.counts) == sum(many.stats.latency.counts) == applied > 100  # events, not commands
+    assert one.table.digest() == many.table.digest() and one.events == many.events
+    assert many.handle_lines([]) == b""
+
+
+def test_a_batch_stops_after_the_line_in_hand_when_the_daemon_stops():
+    from streamrnn_service.checkpointer import Position
+
+    lines = _mixed_lines()
+    w, p = worker(), Position()
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) == 100
+
+    replies = w.handle_lines(lines, p, should_stop).splitlines()
+    reference, q = worker(), Position()
+    expected = [reference.handle(line, size, q).rstrip(b"\n") for line, size in lines[:100]]
+    assert replies == expected and len(asked) == 100  # nothing after the hundredth line was applied or counted
+    assert p.as_dict() == q.as_dict() and w.table.digest() == reference.table.digest()
