@@ -5,7 +5,7 @@ They load on first use, so that what reads only this package's feature space
 series module alone takes about 2 s to import.
 """
 
-import importlib
+import importlib as _importlib
 
 _MODULES = {
     "RNNRegressor": "regressor",
@@ -24,5 +24,6 @@ def __dir__():
 
 def __getattr__(name):
     if name in _MODULES:
-        return getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+        value = globals()[name] = getattr(_importlib.import_module(f".{_MODULES[name]}", __name__), name)
+        return value  # kept: later lookups find it without asking again
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
