@@ -145,8 +145,8 @@ class OnlineRNN:
         self.seed = seed
         n_feedback = readout.outputs if self.target_feedback else 0
         self.network = Network(n_inputs + n_feedback, tuple(layers), readout)
-        self.rng = np.random.default_rng(seed)
-        self.network.init_params(self.rng)
+        # the generator theta was drawn from, made on first use (``rng``); until then its state after the draw
+        self._rng, self._rng_state = self.network.init_params_seeded(seed)
         self.learner = learner.bind(self.network)
         self.opt_state = self.optimizer.init(self.network.n_params)
         P = self.network.n_params
@@ -167,6 +167,31 @@ class OnlineRNN:
         self.grad_norm_clipped = 0.0
         use = kernel_switch.enabled() if kernels is None else bool(kernels)
         self._kernel = kernel_switch.step_for(self) if use and kernel_switch.AVAILABLE else None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator theta was drawn from, where the draw left it (made on first use)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng()
+            self._rng.bit_generator.state = self._rng_state
+        return self._rng
+
+    @property
+    def rng_state(self) -> dict:
+        """``rng.bit_generator.state`` (a copy), without making the generator; assigning it sets the generator."""
+        if self._rng is not None:
+            return self._rng.bit_generator.state
+        state = self._rng_state
+        return {**state, "state": dict(state["state"])} if isinstance(state.get("state"), dict) else dict(state)
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        if self._rng is not None:
+            self._rng.bit_generator.state = state
+        else:
+            probe = np.random.default_rng()  # a state the generator refuses is refused now, not on first use
+            probe.bit_generator.state = state
+            self._rng_state = probe.bit_generator.state
 
     # ----- input checks -----------------------------------------------------
     def _vector(self, name: str, value, width: int) -> np.ndarray:

@@ -123,6 +123,14 @@ _INITIAL_BYTES = 256 << 10
 _INITIAL_LOCK = threading.Lock()
 
 
+def _keep(key, theta: np.ndarray, after: dict) -> None:
+    """Remember a first draw (and the generator's state after it), dropping the oldest beyond the bound."""
+    with _INITIAL_LOCK:
+        while len(_INITIAL) >= _INITIAL_KEPT:
+            del _INITIAL[next(iter(_INITIAL))]
+        _INITIAL[key] = (theta.copy(), after)
+
+
 def _frozen(value):
     """A generator's state as a hashable value, arrays by their bytes (a repr may elide them)."""
     if isinstance(value, dict):
@@ -204,15 +212,36 @@ class Network:
                 rng.bit_generator.state = after
                 self.stack.refresh()
                 return
+        self._draw(rng)
+        if key is not None:
+            _keep(key, self.theta, rng.bit_generator.state)
+
+    def _draw(self, rng: np.random.Generator) -> None:
         self.stack.init_params(rng)
         n_top = self.B.shape[1] - 1
         self.V[...] = rng.standard_normal(self.V.shape) * (0.1 / math.sqrt(n_top))
         self.c[...] = 0.0
-        if key is not None:
+
+    def init_params_seeded(self, seed) -> tuple[np.random.Generator | None, dict]:
+        """``init_params(np.random.default_rng(seed))`` for an integer seed: (the generator, or None when the
+        draw was copied and no generator was made, and its state after the draw).  Making a generator costs
+        more than copying a small draw (tens of µs for a daemon's new key): the caller makes it when needed."""
+        key = None
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and self.theta.nbytes <= _INITIAL_BYTES:
+            key = (self._layout, "seed", int(seed))
             with _INITIAL_LOCK:
-                while len(_INITIAL) >= _INITIAL_KEPT:
-                    del _INITIAL[next(iter(_INITIAL))]
-                _INITIAL[key] = (self.theta.copy(), rng.bit_generator.state)
+                drawn = _INITIAL.get(key)
+            if drawn is not None:
+                theta, after = drawn
+                self.theta[...] = theta
+                self.stack.refresh()
+                return None, after
+        rng = np.random.default_rng(seed)
+        self._draw(rng)
+        after = rng.bit_generator.state
+        if key is not None:
+            _keep(key, self.theta, after)
+        return rng, after
 
     @property
     def _layout(self) -> tuple:

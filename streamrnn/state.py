@@ -74,7 +74,7 @@ def model_state(model, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         "last_loss": model.last_loss,
         "grad_norm": model.grad_norm,
         "grad_norm_clipped": model.grad_norm_clipped,
-        "rng": model.rng.bit_generator.state,
+        "rng": model.rng_state,
     }
     return arrays, header
 
@@ -130,7 +130,7 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
     model.learner.load_state_arrays(learner)
     for k, v in opt.items():
         model.opt_state[k][...] = v
-    model.rng.bit_generator.state = header["rng"]
+    model.rng_state = header["rng"]
     model.counters = {k: int(v) for k, v in header["counters"].items()}
     model.last_loss = header["last_loss"]
     model.grad_norm = header["grad_norm"]

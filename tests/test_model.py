@@ -453,7 +453,10 @@ def test_a_repeated_first_draw_is_copied_and_equals_drawing_again(layers, monkey
     copied = OnlineRNN(3, layers, seed=11)
     assert len(network._INITIAL) == 1
     np.testing.assert_array_equal(copied.network.theta, drawn.network.theta)
+    assert copied._rng is None  # a copied draw makes no generator until one is asked for
+    assert copied.rng_state == drawn.rng.bit_generator.state == drawn.rng_state
     assert copied.rng.bit_generator.state == drawn.rng.bit_generator.state
+    np.testing.assert_array_equal(copied.rng.standard_normal(4), drawn.rng.standard_normal(4))
     x = np.array([0.3, -0.1, 0.2])
     np.testing.assert_array_equal(copied.step(x, [0.5]).prediction, drawn.step(x, [0.5]).prediction)
     other = OnlineRNN(3, layers, seed=12)

@@ -131,7 +131,7 @@ class Pool:
         self.last_loss[b] = np.nan if model.last_loss is None else model.last_loss
         self.grad_norm[b], self.grad_norm_clipped[b] = model.grad_norm, model.grad_norm_clipped
         self.h_sq_norm[b] = model.network.stack.h_sq_norms[0]
-        self._rng[b] = model.rng.bit_generator.state
+        self._rng[b] = model.rng_state
         self._seeds[b] = model.seed
 
     def model(self, b: int, parity: bool | None = None):
@@ -151,7 +151,7 @@ class Pool:
         model.last_loss = None if loss != loss else loss
         model.grad_norm, model.grad_norm_clipped = float(self.grad_norm[b]), float(self.grad_norm_clipped[b])
         model.network.stack.h_sq_norms = [float(self.h_sq_norm[b])]
-        model.rng.bit_generator.state = self._rng[b]
+        model.rng_state = self._rng[b]
         return model
 
     # ----- steps ------------------------------------------------------------------

@@ -21,7 +21,7 @@ literals, to the functions they call.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit
+from numba import carray, literal_unroll, njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -77,11 +77,41 @@ def _address_of(a):
     return a.ctypes.data
 
 
-#: the address of an array of each kind, compiled for exactly that kind: a writeable C-contiguous array of
-#: the slot's dtype and dimensions (anything else raises TypeError).  A compiled call checks an array's type
-#: faster than numpy's flags and ctypes attributes do: a new key's table costs tens of µs, not hundreds.
-_ADDRESS = {kind: njit(f"int64({dtype}[{', '.join([':'] * (int(kind[1]) - 1) + ['::1'])}])", cache=True)(_address_of)
-            for kind, dtype in (("f1", "float64"), ("f2", "float64"), ("f3", "float64"), ("i1", "int64"))}
+#: the numba type of each slot kind: a writeable C-contiguous array of its dtype and dimensions
+_KIND_TYPES = {kind: types.Array(dtype, int(kind[1]), "C")
+               for kind, dtype in (("f1", types.float64), ("f2", types.float64), ("f3", types.float64),
+                                   ("i1", types.int64))}
+#: the address of one array of each kind, compiled for exactly that kind (anything else raises TypeError):
+#: what names the slot that does not fit when a whole table is refused
+_ADDRESS = {kind: njit(types.int64(t), cache=True)(_address_of) for kind, t in _KIND_TYPES.items()}
+
+
+def _addresses_and_shapes(arrays):
+    """(addresses, shapes padded with 1 to 3-d) of a tuple of arrays, in one call."""
+    ptr = np.empty(len(arrays), dtype=np.int64)
+    dims = np.ones((len(arrays), 3), dtype=np.int64)
+    i = 0
+    for a in literal_unroll(arrays):
+        ptr[i] = a.ctypes.data
+        for d in range(a.ndim):
+            dims[i, d] = a.shape[d]
+        i += 1
+    return ptr, dims
+
+
+#: ``_addresses_and_shapes`` compiled for one sequence of slot kinds (a table layout), made on first use.
+#: numba checks the whole tuple's types in C, where checking each array in a call of its own costs a
+#: dispatch per slot: a new key's table costs a few µs, not tens (a daemon makes one per new key)
+_TABLE_CALLS: dict[tuple, object] = {}
+
+
+def _table_call(kinds: tuple):
+    call = _TABLE_CALLS.get(kinds)
+    if call is None:
+        signature = types.Tuple((types.int64[::1], types.int64[:, ::1]))(
+            types.Tuple(tuple(_KIND_TYPES[kind] for kind in kinds)))
+        call = _TABLE_CALLS[kinds] = njit(signature, cache=True)(_addresses_and_shapes)
+    return call
 #: one ``dims`` array per layout of shapes
 _DIMS: dict[bytes, np.ndarray] = {}
 #: the kernels' read-only inputs (codes, constants, configuration), one array per content
@@ -109,16 +139,15 @@ class ArrayTable:
         if len(arrays) != len(kinds):
             raise ValueError(f"{len(arrays)} arrays for {len(kinds)} slots")
         self.arrays = tuple(arrays)
-        ptr, rows = [], []
-        for i, (a, kind) in enumerate(zip(self.arrays, kinds)):
-            try:
-                ptr.append(_ADDRESS[kind](a))
-            except TypeError:
-                raise ValueError(f"slot {i}: {self._refusal(a, kind)}") from None
-            shape = a.shape
-            rows.append(shape + (1,) * (3 - len(shape)))
-        self.ptr = np.array(ptr, dtype=np.int64)
-        dims = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+        try:
+            self.ptr, dims = _table_call(tuple(kinds))(self.arrays)
+        except TypeError:  # an array that does not fit its slot: name the first
+            for i, (a, kind) in enumerate(zip(self.arrays, kinds)):
+                try:
+                    _ADDRESS[kind](a)
+                except TypeError:
+                    raise ValueError(f"slot {i}: {self._refusal(a, kind)}") from None
+            raise
         # the kernels only read dims: tables of one layout share one array (a daemon holds thousands)
         self.dims = _DIMS.setdefault(dims.tobytes(), dims)
         self.dims.flags.writeable = False
