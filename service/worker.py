@@ -131,20 +131,17 @@ class Worker:
 
     def _apply(self, event, size: int, position: Position | None) -> tuple[dict, bool]:
         """(the reply to a parsed line, whether it was an event applied); counts the line's position."""
-        if isinstance(event, Exception):  # a line that is not an event still was read
-            if position is not None:
-                position.lines += 1
-                position.bytes += size
+        command = type(event) is Command
+        if position is not None and not command:  # commands are questions, not part of the stream: they never
+            position.lines += 1  # move it; a line that is not an event still was read
+            position.bytes += size
+        if isinstance(event, Exception):
             if isinstance(event, ProtocolError):
                 self.stats.reject(event.code)
                 return error(event.code, event.message, event.id), False
             log.error("internal error on a line", exc_info=event)
             self.stats.reject("internal")
             return error("internal", f"internal error: {type(event).__name__}", None), False
-        command = type(event) is Command
-        if position is not None and not command:
-            position.lines += 1  # commands are questions, not part of the stream: they never move it
-            position.bytes += size
         try:
             reply = self.respond(event)
         except ProtocolError as err:

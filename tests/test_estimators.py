@@ -623,3 +623,27 @@ def test_the_estimators_load_on_first_use_so_the_daemon_never_imports_river():
         "streamrnn.estimators.regressor streamrnn.estimators.forecaster True",
         "module 'streamrnn.estimators' has no attribute 'RNNNothing'",
     ]
+
+
+def test_a_feature_space_that_cannot_grow_keeps_no_half_added_feature(monkeypatch):
+    """Names are recorded only once their columns exist: a failure while growing changes nothing."""
+    import datetime as dt
+
+    from streamrnn.estimators.features import FeatureSpace
+
+    space = FeatureSpace()
+    space.add(["a"])
+    event = {"a": 1.0, "b": 2.0, "when": dt.datetime(2024, 1, 1)}
+    before = (list(space.names), dict(space.index), list(space.kinds), space.width, space.clock_name)
+
+    def fail(k):
+        raise MemoryError("no room for the moments")
+
+    monkeypatch.setattr(space.moments, "grow", fail)
+    with pytest.raises(MemoryError):
+        space.add(space.new(event), event)
+    assert (list(space.names), dict(space.index), list(space.kinds), space.width, space.clock_name) == before
+    monkeypatch.undo()
+    assert space.add(space.new(event), event) == 1 + 6
+    assert space.names == ["a", "b", "when"] and space.index == {"a": 0, "b": 1, "when": 2} and space.width == 8
+    assert space.clock_name == "when" and space.kinds == ["number", "number", "time"]

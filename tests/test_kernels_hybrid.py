@@ -115,6 +115,10 @@ def test_a_model_switching_paths_every_few_events_equals_numpy(network):
     step then swaps RTRL's buffers outside the compiled call, which must aim its slots again."""
     fast, slow = pair(**NETWORKS[network])
     twin = HybridRegressor(3, seed=1, **NETWORKS[network])  # compiled, with contiguous features throughout
+    asked, kernel = [], fast._compiled()
+    for name in ("learn", "predict"):
+        real = getattr(kernel, name)
+        setattr(kernel, name, lambda *a, _real=real, _name=name: asked.append(_name) or _real(*a))
     for t, (z, dx, y) in enumerate(events(40)):
         contiguous = z
         if t % 3 == 2:
@@ -126,6 +130,7 @@ def test_a_model_switching_paths_every_few_events_equals_numpy(network):
         slow.learn(z, dx, y)
     assert fast.corrector.rnn.counters == slow.corrector.rnn.counters
     assert fast.corrector.rnn.counters["updates"] >= 30
+    assert asked == ["learn"] * 40  # one question per event: numpy takes a refused one without asking again
     assert_same_state(fast, slow)
 
 

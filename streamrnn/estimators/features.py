@@ -141,19 +141,21 @@ class FeatureSpace(Stateful):
         if not names:
             return 0
         self._memo = None
-        before, scaled = self.width, []  # the new columns: standardised (numbers) or not (calendar phases)
-        for name in names:
-            is_time = x is not None and timestamp(x.get(name)) is not None
-            self.index[name] = before + len(scaled)
+        times = [x is not None and timestamp(x.get(name)) is not None for name in names]
+        scaled = []  # the new columns: standardised (numbers) or not (calendar phases)
+        for is_time in times:
+            scaled += [not is_time] * (N_CALENDAR if is_time else 1)
+        at, k = self.width, len(scaled)  # every array grows once (a daemon makes a space for each new key)
+        grown = (np.concatenate([self.scaled, np.array(scaled, dtype=bool)]), np.concatenate([self.last, np.zeros(k)]))
+        self.moments.grow(k)
+        self.scaled, self.last = grown
+        for name, is_time in zip(names, times):  # the names last: nothing above left a name without columns
+            self.index[name] = at
             self.names.append(name)
             self.kinds.append("time" if is_time else "number")
-            scaled += [not is_time] * (N_CALENDAR if is_time else 1)
+            at += N_CALENDAR if is_time else 1
             if is_time and self.clock_name is None:
                 self.clock_name = name
-        k = len(scaled)  # every array grows once (a daemon makes a space for each new key)
-        self.moments.grow(k)
-        self.scaled = np.concatenate([self.scaled, np.array(scaled, dtype=bool)])
-        self.last = np.concatenate([self.last, np.zeros(k)])
         return k
 
     def _raw(self, x: dict, unknown: list | None = None) -> np.ndarray:

@@ -194,6 +194,9 @@ class HybridRegressor(Stateful):
             value = kernel.predict(self, z, dx)
             if value is not None:
                 return value
+        return self._predict_numpy(z, dx)
+
+    def _predict_numpy(self, z: np.ndarray, dx: np.ndarray) -> float:
         *_, comb, corr, _, _ = self._combined(z, dx, advance=False)
         if self.corrector is None:
             return comb
@@ -208,7 +211,10 @@ class HybridRegressor(Stateful):
         if kernel is not None:
             if kernel.learn(self, z, dx, float(y)) is not None:
                 return
-            kernel.desync()  # the numpy path below moves the numbers the kernel keeps a copy of
+            kernel.desync()  # the numpy path moves the numbers the kernel keeps a copy of
+        self._learn_numpy(z, dx, y)
+
+    def _learn_numpy(self, z: np.ndarray, dx: np.ndarray, y: float) -> None:
         lo, hi = limits(self.lo, self.hi) if self.seen else (-MAX_ABS, MAX_ABS)
         if not lo <= y <= hi:  # a target far outside everything seen teaches a bounded lesson
             y = min(max(y, lo), hi)
@@ -242,13 +248,17 @@ class HybridRegressor(Stateful):
         Where the kernels run it is one compiled call, the prediction's pass being the learning's own."""
         if not math.isfinite(y):
             raise ValueError(f"y must be finite, got {y!r}")
-        kernel = self._compiled() if self.targets.count[0] else None
+        if not self.targets.count[0]:  # nothing learned yet: the prediction is 0
+            self.learn(z, dx, y)
+            return 0.0
+        kernel = self._compiled()
         if kernel is not None:
             value = kernel.learn(self, z, dx, float(y))
             if value is not None:
                 return value
-        value = self.predict(z, dx)
-        self.learn(z, dx, y)
+            kernel.desync()  # refused (the event is numpy's): not asked again for the same event
+        value = self._predict_numpy(z, dx)
+        self._learn_numpy(z, dx, y)
         return value
 
     def weights(self) -> dict[str, float]:

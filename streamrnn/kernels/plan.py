@@ -107,6 +107,22 @@ class KernelStep:
         arrays["S"], arrays["_next"] = arrays["_next"], arrays["S"]
         arrays["_own"], arrays["_own_next"] = arrays["_own_next"], arrays["_own"]
 
+    def aim(self, table, base: int, aimed):
+        """RTRL, before a compiled step on ``table`` (this network's slots from ``base``): aim its S slots at
+        the learner's buffers unless they still are (``aimed``: what this or ``stepped`` returned for that
+        table last; a numpy step swaps the buffers).  Returns the buffer the slots are aimed at."""
+        S = self.arrays["S"]
+        if S is not aimed:
+            self.point(table, base)
+        return S
+
+    def stepped(self, status: int):
+        """RTRL, after a compiled step: a step that ran (status not 0) swapped the table's S slots, and the
+        learner's buffers follow.  Returns the buffer the slots are aimed at (for ``aim``)."""
+        if status:
+            self.swap()
+        return self.arrays["S"]
+
     def forward(self) -> None:
         """The forward pass for the input in ``model._x``, into the network's buffers (a predict)."""
         table = self.table
@@ -117,12 +133,10 @@ class KernelStep:
         """Run the step for the input x (a C-contiguous float64 vector); the status (``dense_step``)."""
         lr = self.lr(int(self.count[0]) + 1) if self.scheduled else self.lr
         table = self._table or self.table
-        if self.rtrl and self.arrays["S"] is not self._aimed:  # first, or numpy stepped since: aim the slots
-            self.point(table)
+        if self.rtrl:
+            self._aimed = self.aim(table, 0, self._aimed)
         status = nt.model_step(table.ptr, table.dims, x, self.y if y is None else y, y is not None, lr)
         if self.rtrl:
-            if status:
-                self.swap()  # the kernel swapped the slots: the learner's buffers follow
-            self._aimed = self.arrays["S"]
+            self._aimed = self.stepped(status)
         self.layer._copied = False  # ``refresh``, inline: the weights moved outside the layer's own forward
         return status

@@ -134,9 +134,8 @@ class RegressorKernel:
         lr = 0.0
         if net is not None:
             lr = float(net.lr(int(net.count[0]) + 1) if net.scheduled else net.lr)
-            if net.rtrl and net.arrays["S"] is not self._aimed:  # first, or numpy stepped since: aim them
-                net.point(table, k.NET)
-                self._aimed = net.arrays["S"]
+            if net.rtrl:
+                self._aimed = net.aim(table, k.NET, self._aimed)
         try:
             prediction = k.learn_table(z, dx, y, table.ptr, table.dims, lr)
         except TypeError:
@@ -159,9 +158,8 @@ class RegressorKernel:
                 self.layer.refresh()
                 status = int(net.out[0])
                 if status:  # the network stepped in the call: its bookkeeping, as OnlineRNN.step does it
-                    if net.rtrl:  # the call swapped the table's S slots: the learner's buffers follow
-                        net.swap()
-                        self._aimed = net.arrays["S"]
+                    if net.rtrl:
+                        self._aimed = net.stepped(status)
                     self.rnn._pending = False
                     self.rnn._kernel_stepped(status, True)
                 else:  # a step the kernel leaves to numpy (a non-finite state or loss)
