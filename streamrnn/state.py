@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "streamrnn-state"
+#: 4: a learner's arrays that follow from the others are left out, and listed in the header's ``derived``
+#:    (a BPTT tape's vr and D for one tanh, relu or identity Elman layer)
 #: 3: the last applied gradient (``grad``) is no longer kept: continuing never reads it
 #: 2: the BPTT tape no longer holds each step's recurrent Jacobian (tape.JT*), which version 1 had
-VERSION = 3
+VERSION = 4
 #: versions this code loads; a version-1 state's tape.JT* arrays are ignored (recomputed from D and U),
 #: and an older state's ``grad`` is read back into ``OnlineRNN.gradient``
-READABLE = (1, 2, 3)
+READABLE = (1, 2, 3, 4)
 HEADER = "__header__"
 
 
@@ -64,7 +66,11 @@ def model_state(model, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     for l in range(len(net.stack.layers)):
         arrays[f"h{l}"] = take(net.stack.hidden(l))
     arrays["feedback"] = take(model._feedback)
-    arrays.update({f"learner.{k}": take(v) for k, v in model.learner.state_arrays().items()})
+    learner = model.learner.state_arrays()
+    # what follows from the rest is left out where it holds exactly what would be computed on load
+    derived = [name for name, value in model.learner.derived(net, learner, net.stack.hidden(0)).items()
+               if value.shape == learner[name].shape and value.tobytes() == learner[name].tobytes()]
+    arrays.update({f"learner.{k}": take(v) for k, v in learner.items() if k not in derived})
     arrays.update({f"optimizer.{k}": np.array(v) if copy else np.asarray(v) for k, v in model.opt_state.items()})
     header = {
         "format": FORMAT,
@@ -76,6 +82,8 @@ def model_state(model, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         "grad_norm_clipped": model.grad_norm_clipped,
         "rng": model.rng_state,
     }
+    if derived:
+        header["derived"] = sorted(f"learner.{k}" for k in derived)
     return arrays, header
 
 
@@ -86,6 +94,22 @@ def _take(arrays, name, shape):
     if a.shape != tuple(shape):
         raise StateError(f"state array {name!r} has shape {a.shape}, expected {tuple(shape)}")
     return a
+
+
+def _derived(model, learner: dict, h: np.ndarray, names) -> dict[str, np.ndarray]:
+    """The learner arrays a state left out (its header's ``derived``), computed from the others."""
+    if not names:
+        return {}
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.startswith("learner.") for n in names):
+        raise StateError(f"state header's derived must list learner arrays, got {names!r}")
+    try:
+        made = model.learner.derived(model.network, learner, h)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise StateError(f"state arrays {names} cannot be derived from the rest: {err!r}") from None
+    missing = [n for n in names if n[len("learner."):] not in made]
+    if missing:
+        raise StateError(f"state leaves out {missing}, which do not follow from the rest for this model")
+    return {n[len("learner."):]: made[n[len("learner."):]] for n in names}
 
 
 def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None:
@@ -109,6 +133,7 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
     grad = _take(arrays, "grad", model._applied.shape) if "grad" in arrays else np.zeros_like(model._applied)
     opt = {k: _take(arrays, f"optimizer.{k}", v.shape) for k, v in model.opt_state.items()}
     learner = {k[len("learner.") :]: v for k, v in arrays.items() if k.startswith("learner.")}
+    learner.update(_derived(model, learner, hidden[0], header.get("derived", [])))
     probe = model.learner.bind(net)  # validate the learner state on a scratch copy first
     try:
         probe.load_state_arrays(learner)

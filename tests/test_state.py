@@ -227,10 +227,10 @@ def test_every_state_error_says_what_is_wrong(tmp_path):
         with pytest.raises(StateError, match=match):
             model.load_state_dict(dict(arrays), dict(header))
 
-    refused(re.escape("state format must be 'streamrnn-state' version 3 (this version of streamrnn also reads 1, 2), "
-                      "got 'streamrnn-state' version 4"), header=dict(header, version=4))
-    refused(re.escape("state format must be 'streamrnn-state' version 3 (this version of streamrnn also reads 1, 2), "
-                      "got 'other' version 3"), header=dict(header, format="other"))
+    refused(re.escape("state format must be 'streamrnn-state' version 4 (this version of streamrnn also reads 1, 2, "
+                      "3), got 'streamrnn-state' version 5"), header=dict(header, version=5))
+    refused(re.escape("state format must be 'streamrnn-state' version 4 (this version of streamrnn also reads 1, 2, "
+                      "3), got 'other' version 4"), header=dict(header, format="other"))
     other = dict(header["config"], clip_norm=3.0)
     refused(re.escape(f"state was saved by a model configured differently: saved {other!r}, "
                       f"this model {header['config']!r}"), header=dict(header, config=other))
@@ -330,8 +330,8 @@ def test_a_version_1_state_loads_and_continues_and_another_version_is_refused_na
     for x, y in events(20, seed=1):
         assert twin.step(x, y).loss == model.step(x, y).loss
     before = twin.state_dict()[0]
-    with pytest.raises(StateError, match=r"version 3 .*got 'streamrnn-state' version 4"):
-        twin.load_state_dict(arrays, dict(header, version=4))
+    with pytest.raises(StateError, match=r"version 4 .*got 'streamrnn-state' version 5"):
+        twin.load_state_dict(arrays, dict(header, version=5))
     after = twin.state_dict()[0]
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
@@ -343,7 +343,7 @@ def test_the_last_gradient_is_not_kept_and_an_older_state_that_kept_it_loads():
     for x, y in events(30):
         model.step(x, y)
     arrays, header = model.state_dict()
-    assert header["version"] == 3 and "grad" not in arrays
+    assert header["version"] == 4 and "grad" not in arrays
     last = {k: v.copy() for k, v in model.gradient.items()}
     older, fresh = make(TruncatedBPTT(5, 1), Adam(0.01)), make(TruncatedBPTT(5, 1), Adam(0.01))
     older.load_state_dict(dict(arrays, grad=model._applied.copy()), dict(header, version=2))
@@ -381,3 +381,67 @@ def test_checkpoints_written_before_the_cell_contract_load_and_continue(name):
     model = OnlineRNN.from_file(BEFORE_CELLS / f"{name}.npz")
     got = [model.step(x, y).prediction[0] for x, y in zip(X[30:], Y[30:])]
     np.testing.assert_allclose(got, np.load(BEFORE_CELLS / f"{name}.preds.npy"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels", "numpy"])
+def test_a_bptt_tape_saves_only_what_its_states_do_not_give(activation, kernels, tmp_path):
+    """For one Elman layer whose f' follows from f, the tape's read-out inputs [h_s; 1] and D_s = f'(z_s)
+    are h_s (the next row's v head, or h_t) and a function of it: the state leaves them out, and a model
+    loaded from it holds the very same tape and continues bit for bit, filling the window or wrapped."""
+    def fresh():
+        return OnlineRNN(2, (Elman(5, activation),), Readout(1), learner=TruncatedBPTT(4, 1),
+                         optimizer=Adam(0.01), clip_norm=1.0, seed=3, kernels=kernels)
+
+    rng = np.random.default_rng(2)
+    model = fresh()
+    for steps in (0, 2, 7):  # an empty window, a partly filled one, one that has wrapped
+        for _ in range(steps):
+            model.step(rng.normal(size=2), rng.normal(size=1))
+        arrays, header = model.state_dict()
+        assert header["derived"] == ["learner.tape.D0", "learner.tape.vr"]
+        assert "learner.tape.vr" not in arrays and "learner.tape.D0" not in arrays
+        model.save(tmp_path / "m.npz")
+        loaded = fresh()  # on the path the model ran on
+        loaded.load_state_dict(*state_io.load(tmp_path / "m.npz"))
+        for name, a in model.learner.state_arrays().items():
+            assert a.tobytes() == loaded.learner.state_arrays()[name].tobytes(), name
+    x, y = rng.normal(size=(20, 2)), rng.normal(size=(20, 1))
+    assert [loaded.step(a, b).loss for a, b in zip(x, y)] == [model.step(a, b).loss for a, b in zip(x, y)]
+
+
+def test_tape_arrays_that_do_not_follow_from_the_states_are_saved():
+    """A leaky unit's f(z) (so f') cannot be recovered from h bit for bit, nor a stack's read-out input from
+    layer 0's v; and once the hidden state is zeroed behind the learner's back, the newest row's h is not
+    h_t: all keep their tape, and load back to the bit."""
+    rng = np.random.default_rng(4)
+    for layers in ((Leaky(5, beta=0.5),), (Elman(5, "sigmoid"),), (Elman(4), Elman(3))):
+        model = OnlineRNN(2, layers, Readout(1), learner=TruncatedBPTT(4, 1), seed=3)
+        for _ in range(6):
+            model.step(rng.normal(size=2), rng.normal(size=1))
+        arrays, header = model.state_dict()
+        assert "derived" not in header and "learner.tape.vr" in arrays and "learner.tape.D0" in arrays
+    model = OnlineRNN(2, (Elman(5),), Readout(1), learner=TruncatedBPTT(4, 1), seed=3)
+    for _ in range(6):
+        model.step(rng.normal(size=2), rng.normal(size=1))
+    model.network.stack.reset()  # the state alone, not the learner's tape
+    arrays, header = model.state_dict()
+    assert "derived" not in header and "learner.tape.vr" in arrays and "learner.tape.D0" in arrays
+    twin = OnlineRNN(2, (Elman(5),), Readout(1), learner=TruncatedBPTT(4, 1), seed=3)
+    twin.load_state_dict(arrays, header)
+    for name, a in model.learner.state_arrays().items():
+        assert a.tobytes() == twin.learner.state_arrays()[name].tobytes(), name
+
+
+def test_a_state_that_leaves_out_what_cannot_be_derived_is_refused():
+    model = OnlineRNN(2, (Leaky(5, beta=0.5),), Readout(1), learner=TruncatedBPTT(4, 1), seed=3)
+    model.step([0.1, 0.2], [0.3])
+    arrays, header = model.state_dict()
+    before = model.state_dict()[0]
+    bad = {k: v for k, v in arrays.items() if k != "learner.tape.vr"}
+    with pytest.raises(StateError, match=r"leaves out \['learner.tape.vr'\], which do not follow"):
+        model.load_state_dict(bad, dict(header, derived=["learner.tape.vr"]))
+    with pytest.raises(StateError, match="derived must list learner arrays"):
+        model.load_state_dict(arrays, dict(header, derived=["U0"]))
+    after = model.state_dict()[0]
+    assert all(np.array_equal(before[k], after[k]) for k in before)

@@ -30,6 +30,10 @@ model (``streamrnn.grow``) and checkpoints need no knowledge of the learner:
   delta): new outputs are appended, at 0;
 * ``"fixed"`` -- neither new inputs nor new outputs change it.
 
+``derived(net, arrays, h)`` names the state arrays that follow from the others
+and the network's state h_t, with their values: a saved state leaves out those
+that equal what they hold, and loading computes them again (``streamrnn.state``).
+
 A learner registers itself by subclassing with a ``name``: ``REGISTRY[name]``
 is its class, and ``settings()`` lists its constructor's arguments with their
 types and defaults, which is all a configuration needs to build it (the
@@ -101,6 +105,10 @@ class Learner:
     def layouts(self) -> dict[str, str]:
         """The layout of each state array: "theta", "inputs0", "outputs" or "fixed" (see the module)."""
         raise NotImplementedError
+
+    def derived(self, net, arrays: dict[str, np.ndarray], h: np.ndarray) -> dict[str, np.ndarray]:
+        """The state arrays that follow from the others in ``arrays`` and the state h_t (see the module)."""
+        return {}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore state saved by ``state_arrays``; ValueError on a missing or misshapen array."""

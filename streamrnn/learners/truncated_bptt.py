@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import check_size
+from ..cells.dense import DenseLayer
 from .base import Learner
 from .tape import Tape, backprop
+
+
+#: f'(z) from h = f(z), computed as the forward pass computes it (so equal to the bit)
+_F_PRIME_OF_F = {
+    "tanh": lambda h: 1.0 - h * h,
+    "relu": lambda h: (h > 0.0).astype(float),
+    "identity": lambda h: np.ones_like(h),
+}
 
 
 class TruncatedBPTT(Learner):
@@ -61,6 +70,27 @@ class TruncatedBPTT(Learner):
 
     def layouts(self):
         return {"counters": "fixed", **self._tape.layouts("tape.")}
+
+    def derived(self, net, arrays, h):
+        """For one Elman layer whose f' is a function of f (tanh, relu, identity), the tape's read-out
+        inputs vr_s = [h_s; 1] and D_s = f'(z_s), from h_s: the next row's head of v = [h_s; x_{s+1}; 1],
+        or h_t for the newest row; rows never written are 0.  Nothing for other networks (a leaky unit's
+        f(z) is not recoverable from h bit for bit, nor a stack's read-out input from layer 0's v)."""
+        layers = net.stack.layers
+        f_prime = _F_PRIME_OF_F.get(getattr(layers[0].cell, "activation", None))
+        if len(layers) != 1 or type(layers[0]) is not DenseLayer or layers[0].beta is not None or f_prime is None:
+            return {}
+        v, counters = arrays["tape.v0"], arrays["counters"]
+        rows, n = v.shape[0], layers[0].n
+        newest, filled = int(counters[0]), min(int(counters[1]), rows)
+        written = [(newest - j) % rows for j in range(filled)]  # newest first
+        vr, D = np.zeros((rows, n + 1)), np.zeros((rows, n))
+        for j, row in enumerate(written):
+            vr[row, :n] = h if j == 0 else v[(row + 1) % rows, :n]
+            vr[row, n] = 1.0
+        if written:
+            D[written] = f_prime(vr[written, :n])
+        return {"tape.vr": vr, "tape.D0": D}
 
     def config(self):
         return {"kind": "TruncatedBPTT", "h": self.h, "h_prime": self.h_prime}
