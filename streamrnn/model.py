@@ -181,8 +181,8 @@ class OnlineRNN:
         """``rng.bit_generator.state`` (a copy), without making the generator; assigning it sets the generator."""
         if self._rng is not None:
             return self._rng.bit_generator.state
-        state = self._rng_state
-        return {**state, "state": dict(state["state"])} if isinstance(state.get("state"), dict) else dict(state)
+        # the kept state may be shared (a copied first draw's): a copy, its nested dicts too
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self._rng_state.items()}
 
     @rng_state.setter
     def rng_state(self, state: dict) -> None:

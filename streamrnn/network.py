@@ -204,17 +204,24 @@ class Network:
         key = None
         if isinstance(rng, np.random.Generator) and self.theta.nbytes <= _INITIAL_BYTES:
             key = (self._layout, _frozen(rng.bit_generator.state))
-            with _INITIAL_LOCK:
-                drawn = _INITIAL.get(key)
-            if drawn is not None:
-                theta, after = drawn
-                self.theta[...] = theta
+            after = self._copy_drawn(key)
+            if after is not None:
                 rng.bit_generator.state = after
-                self.stack.refresh()
                 return
         self._draw(rng)
         if key is not None:
             _keep(key, self.theta, rng.bit_generator.state)
+
+    def _copy_drawn(self, key) -> dict | None:
+        """The generator's state after the draw kept under ``key``, that draw copied into theta; None if none is."""
+        with _INITIAL_LOCK:
+            drawn = _INITIAL.get(key)
+        if drawn is None:
+            return None
+        theta, after = drawn
+        self.theta[...] = theta
+        self.stack.refresh()
+        return after
 
     def _draw(self, rng: np.random.Generator) -> None:
         self.stack.init_params(rng)
@@ -229,12 +236,8 @@ class Network:
         key = None
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and self.theta.nbytes <= _INITIAL_BYTES:
             key = (self._layout, "seed", int(seed))
-            with _INITIAL_LOCK:
-                drawn = _INITIAL.get(key)
-            if drawn is not None:
-                theta, after = drawn
-                self.theta[...] = theta
-                self.stack.refresh()
+            after = self._copy_drawn(key)
+            if after is not None:
                 return None, after
         rng = np.random.default_rng(seed)
         self._draw(rng)

@@ -97,6 +97,68 @@ def test_shared_rls_equals_one_rls_per_output():
     np.testing.assert_allclose(shared.W, np.vstack([s.w[0] for s in single]), rtol=1e-10)
 
 
+def _trained_symmetric_parts():
+    """An RLS (with Huber weights and forgetting), a three-head RLS, a SharedRLS and an OnlineLogistic,
+    each after 200 updates (past the every-64 symmetrisation) on random data with outliers."""
+    rls, heads = RLS(4, lam=0.99, huber=2.0), RLS(3, lam=0.995, heads=3)
+    shared, logistic = SharedRLS(3, outputs=2, lam=0.99), OnlineLogistic(2)
+    logistic.add_class()
+    logistic.add_class()
+    for i in range(200):
+        z = RNG.normal(size=4) * (30.0 if i % 50 == 7 else 1.0)
+        rls.update(0, z, float(z @ [1.0, -2.0, 0.5, 3.0]))
+        heads.update_heads(RNG.normal(size=(3, 3)), RNG.normal(size=3))
+        shared.update(z[:3], z[1:3])
+        logistic.learn(z[:2], i % 2)
+    return rls, heads, shared, logistic
+
+
+def test_rls_inverses_stay_symmetric_bit_for_bit_and_are_saved_as_triangles():
+    for part in _trained_symmetric_parts():
+        P = part.P
+        assert P.shape[-1] > 1 and not np.array_equal(P, np.eye(P.shape[-1]) * P[..., :1, :1])  # it learned
+        assert np.array_equal(P.view(np.uint64), np.swapaxes(P, -1, -2).view(np.uint64))
+        state = part.state()
+        d = P.shape[-1]
+        assert "P" not in state and state["P_upper"].shape == P.shape[:-2] + (d * (d + 1) // 2,)
+        fresh = type(part).__new__(type(part))
+        fresh.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in part.__dict__.items()})
+        fresh.P = np.zeros_like(P)
+        fresh.load(state)
+        assert np.array_equal(fresh.P.view(np.uint64), P.view(np.uint64))  # the same bits, mirrored back
+
+
+def test_a_saved_rls_continues_bit_for_bit_and_an_unsymmetric_inverse_is_saved_whole():
+    rls = _trained_symmetric_parts()[0]
+    copy = RLS(4, lam=0.99, huber=2.0)
+    copy.load(rls.state())
+    for _ in range(100):
+        z = RNG.normal(size=4)
+        rls.update(0, z, float(z.sum()))
+        copy.update(0, z, float(z.sum()))
+    assert np.array_equal(copy.w, rls.w) and np.array_equal(copy.P, rls.P)
+    # a state saved before the symmetric update (P a little off symmetric) is kept whole and loads as it was
+    rls.P[0, 0, 1] = np.nextafter(rls.P[0, 0, 1], 1.0)
+    state = rls.state()
+    assert "P_upper" not in state and np.array_equal(state["P"], rls.P)
+    copy.load(state)
+    assert np.array_equal(copy.P, rls.P)
+    # ... and is made symmetric by the next update that is a multiple of 64
+    while copy.updates[0] % 64:
+        copy.update(0, RNG.normal(size=4), 0.0)
+    assert np.array_equal(copy.P, np.swapaxes(copy.P, -1, -2))
+
+
+def test_a_triangle_of_the_wrong_length_is_refused_and_changes_nothing():
+    rls = _trained_symmetric_parts()[0]
+    state = rls.state()
+    before = {k: v.copy() for k, v in state.items()}
+    for bad in (state["P_upper"][:, :-1], state["P_upper"][:, :6]):  # no triangle; a triangle of another d
+        with pytest.raises(StateError, match="P"):
+            rls.load({**state, "P_upper": bad})
+        assert all(np.array_equal(v, rls.state()[k]) for k, v in before.items())
+
+
 # ----- scales and history -------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ class OnlineLogistic(Stateful):
 
     _state = ("w", "P")
     _growable = _state
+    _symmetric = ("P",)  # the update subtracts outer(Px, Px) times a number: symmetric bit for bit
 
     def __init__(self, n_features: int, delta: float = 1.0):
         self.delta = float(delta)

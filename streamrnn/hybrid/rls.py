@@ -7,8 +7,11 @@ After the samples (z_1, t_1) ... (z_n, t_n) the weights w_n minimise
 and P_n is the inverse of that problem's Gram matrix.  One sample updates
 them in O(d^2) (Sherman-Morrison):
 
-    e = t - w . z;   k = omega P z / (lam + omega z' P z)
-    w <- w + k e;    P <- (P - k (P z)') / lam
+    e = t - w . z;   g = omega / (lam + omega z' P z);   k = g P z
+    w <- w + k e;    P <- (P - g (P z)(P z)') / lam
+
+P is updated in that symmetric form, (P z)_i (P z)_j g, so it stays symmetric
+bit for bit and is saved as a triangle (``Stateful._symmetric``).
 
 ``lam`` = 1 is the exact least-squares fit of everything seen (with ridge
 ``delta``); lam < 1 forgets with a time constant of 1 / (1 - lam) samples.
@@ -41,6 +44,7 @@ class RLS(Stateful):
 
     _state = ("w", "P", "updates")
     _growable = _state
+    _symmetric = ("P",)
 
     def __init__(self, d: int, lam: float = 1.0, delta: float = 1.0, huber: float | None = None, heads: int = 1):
         if not 0.0 < lam <= 1.0:
@@ -90,16 +94,16 @@ class RLS(Stateful):
         den = self.lam + omega * float(z.dot(Pz))
         if not (e - e == 0.0 and den - den == 0.0 and den > 0.0):  # NaN or infinite
             return False
-        k = Pz * (omega / den)
+        g = omega / den
         if self.huber:
             self.errors[head].update(e)
-        w += k * e
-        P -= k[:, None] * Pz
+        w += Pz * g * e
+        P -= (Pz[:, None] * Pz) * g
         if self.lam != 1.0:
             P *= 1.0 / self.lam
         count = self.updates[head] + 1
         self.updates[head] = count
-        if count % 64 == 0:  # keep P symmetric against rounding
+        if count % 64 == 0:  # a P saved before the symmetric update: made symmetric (a no-op on one that is)
             P += P.T
             P *= 0.5
         return True
@@ -123,9 +127,8 @@ class RLS(Stateful):
         if not ok.all():
             e, den = np.where(ok, e, 0.0), np.where(ok, den, 1.0)
             Pz = Pz * ok[:, None]
-        k = Pz / den[:, None]
-        w += k * e[:, None]
-        P -= k[:, :, None] * Pz[:, None, :]
+        w += Pz / den[:, None] * e[:, None]
+        P -= (Pz[:, :, None] * Pz[:, None, :]) / den[:, None, None]
         if self.lam != 1.0:
             P *= 1.0 / self.lam
         self.updates[:n] += ok
@@ -141,6 +144,12 @@ class RLS(Stateful):
             out[prefix + "error_s"] = np.array([e.s for e in self.errors])
 
     def _plan(self, arrays):
+        arrays = self._mirrored(arrays)
+        w, P = np.shape(arrays.get("w", ())), np.shape(arrays.get("P", ()))
+        if len(w) == 2 and P != (w[0], w[1], w[1]):  # the weights may have grown: the inverse must match them
+            from ..state import StateError
+
+            raise StateError(f"RLS state array 'P' has shape {P}, not {(w[0], w[1], w[1])} as its weights {w}")
         apply = super()._plan(arrays)
         if not self.huber:
             return apply
@@ -166,6 +175,7 @@ class SharedRLS(Stateful):
 
     _state = ("W", "P")
     _growable = _state
+    _symmetric = ("P",)
 
     def __init__(self, d: int, outputs: int = 0, lam: float = 1.0, delta: float = 1.0):
         self.lam, self.delta = float(lam), float(delta)
@@ -195,7 +205,7 @@ class SharedRLS(Stateful):
             return False
         k = Pz / den
         self.W += e[:, None] * k
-        self.P -= k[:, None] * Pz
+        self.P -= (Pz[:, None] * Pz) / den  # symmetric bit for bit, as RLS's
         if self.lam != 1.0:
             self.P *= 1.0 / self.lam
         return True

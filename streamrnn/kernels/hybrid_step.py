@@ -98,10 +98,9 @@ def rls_update(w, P, updates, z, t, lam, huber, ns, rate):
     if huber > 0.0:
         robust_update(ns, e, rate)
     for i in range(d):
-        k = Pz[i] * g
-        w0[i] += k * e
+        w0[i] += Pz[i] * g * e
         for j in range(d):
-            P0[i, j] -= k * Pz[j]
+            P0[i, j] -= (Pz[i] * Pz[j]) * g  # symmetric bit for bit, as RLS.update
     if lam != 1.0:
         r = 1.0 / lam
         for i in range(d):
@@ -109,7 +108,7 @@ def rls_update(w, P, updates, z, t, lam, huber, ns, rate):
                 P0[i, j] *= r
     count = updates[0] + 1.0
     updates[0] = count
-    if count % 64.0 == 0.0:  # keep P symmetric against rounding
+    if count % 64.0 == 0.0:  # a P saved before the symmetric update: made symmetric (a no-op on one that is)
         for i in range(d):
             for j in range(i, d):
                 m = (P0[i, j] + P0[j, i]) * 0.5
