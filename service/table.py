@@ -8,7 +8,8 @@ Bounds, so that no stream of events can exhaust memory or disk:
 
 * a new key whose state is over ``max_key_bytes`` (measured after its first
   event) is refused (``too_large``), so memory stays under about
-  ``max_keys * max_key_bytes``;
+  ``2.5 * max_keys * max_key_bytes`` (a live key holds its covariances in
+  full, where its state has their triangles, and its Python objects);
 * at most ``max_stored_keys`` keys are checkpointed out.  When that many are
   stored and the live table is full, a new key is refused
   (``too_many_keys``, policy ``refuse``), or the stored key that has gone
