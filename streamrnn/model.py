@@ -188,10 +188,8 @@ class OnlineRNN:
     def rng_state(self, state: dict) -> None:
         if self._rng is not None:
             self._rng.bit_generator.state = state
-        else:
-            probe = np.random.default_rng()  # a state the generator refuses is refused now, not on first use
-            probe.bit_generator.state = state
-            self._rng_state = probe.bit_generator.state
+        else:  # a state the generator refuses is refused now, not on first use
+            self._rng_state = state_io.generator_state(state)
 
     # ----- input checks -----------------------------------------------------
     def _vector(self, name: str, value, width: int) -> np.ndarray:
@@ -438,8 +436,18 @@ class OnlineRNN:
         return state_io.model_state(self)
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], header: dict) -> None:
-        state_io.load_model_state(self, arrays, header)
-        self._pending = False
+        self.plan_state(arrays, header)()
+
+    def plan_state(self, arrays: dict[str, np.ndarray], header: dict):
+        """``load_state_dict`` in two steps: StateError now, and nothing changed, if (arrays, header) do not
+        fit; else the function that loads them (for a model whose state is part of a larger one)."""
+        write = state_io.plan_model_state(self, arrays, header)
+
+        def load() -> None:
+            write()
+            self._pending = False
+
+        return load
 
     @classmethod
     def from_config(cls, config: dict, seed: int = 0, kernels: bool | None = None) -> "OnlineRNN":

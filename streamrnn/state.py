@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -87,6 +88,19 @@ def model_state(model, copy: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, header
 
 
+_PROBE = np.random.PCG64(0)  # what ``generator_state`` checks a state with (under its lock)
+_PROBE_LOCK = threading.Lock()
+
+
+def generator_state(state) -> dict:
+    """A generator's state as numpy reads it back (a new dict): ValueError, TypeError or KeyError if
+    numpy's default generator (PCG64) refuses it.  Checked on one kept generator, not a new one, which
+    would gather entropy from the system first (about 20 µs a model restored)."""
+    with _PROBE_LOCK:
+        _PROBE.state = state
+        return _PROBE.state
+
+
 def _take(arrays, name, shape):
     if name not in arrays:
         raise StateError(f"state has no array {name!r}")
@@ -114,6 +128,13 @@ def _derived(model, learner: dict, h: np.ndarray, names) -> dict[str, np.ndarray
 
 def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None:
     """Restore ``model`` from (arrays, header); StateError and no change if they do not fit."""
+    plan_model_state(model, arrays, header)()
+
+
+def plan_model_state(model, arrays: dict[str, np.ndarray], header: dict):
+    """Check (arrays, header) against ``model`` and return the function that writes them into it: StateError,
+    and nothing changed, if they do not fit (a network inside a larger state is checked with the rest of it
+    before anything is written)."""
     if header.get("format") != FORMAT or header.get("version") not in READABLE:
         raise StateError(
             f"state format must be {FORMAT!r} version {VERSION} (this version of streamrnn also reads "
@@ -139,27 +160,32 @@ def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None
         probe.load_state_arrays(learner)
     except ValueError as err:
         raise StateError(str(err)) from None
-    rng = np.random.default_rng()
     try:
-        rng.bit_generator.state = header["rng"]
+        rng = generator_state(header["rng"])
     except (KeyError, TypeError, ValueError) as err:
         raise StateError(f"state has no valid random generator state: {err}") from None
+    try:
+        counters = {k: int(v) for k, v in header["counters"].items()}
+        numbers = header["last_loss"], header["grad_norm"], header["grad_norm_clipped"]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise StateError(f"state header has no valid counters and norms: {err!r}") from None
 
-    for name, view in net.params().items():
-        view[...] = params[name]
-    net.stack.refresh()
-    for l, h in enumerate(hidden):
-        net.stack.hidden(l)[...] = h
-    model._feedback[...] = feedback
-    model._applied[...] = grad
-    model.learner.load_state_arrays(learner)
-    for k, v in opt.items():
-        model.opt_state[k][...] = v
-    model.rng_state = header["rng"]
-    model.counters = {k: int(v) for k, v in header["counters"].items()}
-    model.last_loss = header["last_loss"]
-    model.grad_norm = header["grad_norm"]
-    model.grad_norm_clipped = header["grad_norm_clipped"]
+    def write() -> None:
+        for name, view in net.params().items():
+            view[...] = params[name]
+        net.stack.refresh()
+        for l, h in enumerate(hidden):
+            net.stack.hidden(l)[...] = h
+        model._feedback[...] = feedback
+        model._applied[...] = grad
+        model.learner.load_state_arrays(learner)
+        for k, v in opt.items():
+            model.opt_state[k][...] = v
+        model.rng_state = rng
+        model.counters = counters
+        model.last_loss, model.grad_norm, model.grad_norm_clipped = numbers
+
+    return write
 
 
 # ----- arrays <-> file ----------------------------------------------------------

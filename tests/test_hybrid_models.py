@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -70,6 +71,37 @@ def test_loading_a_state_for_another_configuration_changes_nothing():
     with pytest.raises(StateError):
         forecaster(periods=12).load_state_dict(arrays, header)
     assert other.forecast(1).tolist() == before
+
+
+def test_a_regressor_state_with_a_bad_network_part_is_refused_and_changes_nothing():
+    """The corrector's network is checked with the rest of the state before anything is written: a wrong
+    network array or header leaves every part, network included, as it was."""
+    rng = np.random.default_rng(1)
+    data = [(rng.normal(size=3), rng.normal(size=3)) for _ in range(60)]
+    a, b = HybridRegressor(3, layers=(sr.Elman(8),)), HybridRegressor(3, layers=(sr.Elman(8),), seed=5)
+    for z, dx in data[:40]:
+        a.learn(z, dx, float(z.sum()))
+        b.learn(z, dx, float(z[0]))
+    good, before = a.state(), b.state()
+    header = json.loads(good["corrector.rnn.__header__"].tobytes())
+    bad_states = [
+        {**good, "corrector.rnn.U0": good["corrector.rnn.U0"][:, :-1]},  # a network array of the wrong shape
+        {**good, "corrector.rnn.__header__": np.frombuffer(  # a network header without its counters
+            json.dumps({k: v for k, v in header.items() if k != "counters"}).encode(), dtype=np.uint8)},
+        {**good, "corrector.rnn.__header__": np.frombuffer(
+            json.dumps(dict(header, rng={"bit_generator": "PCG64"})).encode(), dtype=np.uint8)},
+    ]
+    for bad in bad_states:
+        with pytest.raises(StateError):
+            b.load(bad)
+        after = b.state()
+        assert after.keys() == before.keys()
+        assert all(np.array_equal(after[k], before[k]) for k in before)
+    b.load(good)  # and the good state still loads, and continues as the original
+    for z, dx in data[40:]:
+        assert b.predict(z, dx) == a.predict(z, dx)
+        a.learn(z, dx, 1.0)
+        b.learn(z, dx, 1.0)
 
 
 def test_bad_values_raise_and_change_nothing():

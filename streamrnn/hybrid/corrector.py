@@ -152,10 +152,10 @@ class RNNCorrector(Stateful):
         own = {k[4:]: v for k, v in arrays.items() if k.startswith("rnn.") and k != HEADER}
         if header.get("config") != self.rnn.config():
             raise StateError("corrector network was saved with another configuration")
-        OnlineRNN.from_config(self.rnn.config()).load_state_dict(own, header)  # StateError if it does not fit
+        load = self.rnn.plan_state(own, header)  # StateError if it does not fit
 
         def both():
             apply()
-            self.rnn.load_state_dict(own, header)
+            load()
 
         return both

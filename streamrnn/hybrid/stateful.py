@@ -117,19 +117,28 @@ class Stateful:
             if isinstance(current, np.ndarray):
                 if given.ndim != current.ndim or (name not in self._growable and given.shape != current.shape):
                     raise StateError(f"state array {name!r} has shape {given.shape}, expected {current.shape}")
-                values[name] = np.array(given, dtype=current.dtype, copy=True)
+                value = np.array(given, dtype=current.dtype, copy=True)
+                finite = value.dtype.kind != "f" or np.isfinite(value).all()
             elif given.ndim != 0:
                 raise StateError(f"state value {name!r} must be a number, got shape {given.shape}")
             else:
                 kind = type(current) if isinstance(current, (bool, int, float)) else float
-                values[name] = kind(given.item())
-            if np.asarray(values[name]).dtype.kind == "f" and not np.isfinite(values[name]).all():
+                value = kind(given.item())
+                finite = not isinstance(value, float) or math.isfinite(value)
+            if not finite:
                 raise StateError(f"state array {name!r} is not finite")
+            values[name] = value
         applies = []
-        for part in self._parts:
-            child = getattr(self, part)
-            if child is not None:
-                applies.append(child._plan(unprefixed(arrays, f"{part}.")))
+        if self._parts:
+            by_part: dict[str, dict] = {}  # each part's arrays, in one pass over them (not one per part)
+            for name, value in arrays.items():
+                head, dot, rest = name.partition(".")
+                if dot:
+                    by_part.setdefault(head, {})[rest] = value
+            for part in self._parts:
+                child = getattr(self, part)
+                if child is not None:
+                    applies.append(child._plan(by_part.get(part, {})))
 
         def apply():
             for name, value in values.items():

@@ -83,12 +83,12 @@ class TruncatedBPTT(Learner):
         v, counters = arrays["tape.v0"], arrays["counters"]
         rows, n = v.shape[0], layers[0].n
         newest, filled = int(counters[0]), min(int(counters[1]), rows)
-        written = [(newest - j) % rows for j in range(filled)]  # newest first
+        written = (newest - np.arange(filled)) % rows  # newest first
         vr, D = np.zeros((rows, n + 1)), np.zeros((rows, n))
-        for j, row in enumerate(written):
-            vr[row, :n] = h if j == 0 else v[(row + 1) % rows, :n]
-            vr[row, n] = 1.0
-        if written:
+        if filled:
+            vr[written[0], :n] = h
+            vr[written[1:], :n] = v[(written[1:] + 1) % rows, :n]
+            vr[written, n] = 1.0
             D[written] = f_prime(vr[written, :n])
         return {"tape.vr": vr, "tape.D0": D}
 
