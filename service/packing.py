@@ -18,6 +18,8 @@ Byte for byte: unpacked arrays equal the packed ones in dtype, shape and bits.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: every array starts at a multiple of 8 bytes, so the views unpack hands out are aligned
@@ -54,18 +56,26 @@ def pack(states) -> tuple[np.ndarray, dict]:
 
 def unpack(data: np.ndarray, table: dict) -> dict[str, tuple[dict, dict]]:
     """Every key's (arrays, header) from ``pack``'s output; ValueError if they do not fit together."""
-    layouts = [[(name, np.dtype(dtype), None if shape is None else tuple(shape)) for name, dtype, shape in layout]
+    layouts = [[(name, np.dtype(dtype), None if shape is None else _shape(name, shape)) for name, dtype, shape in layout]
                for layout in table["layouts"]]
     out = {}
     for key, index, offset, lengths, header in table["keys"]:
         arrays, variable = {}, iter(lengths)
         for name, dtype, shape in layouts[index]:
             if shape is None:
-                shape = (next(variable),)
-            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                shape = _shape(name, (next(variable),))
+            size = math.prod(shape) * dtype.itemsize  # Python ints: exact, and no numpy call per array
             if offset + size > data.shape[0]:
                 raise ValueError(f"key {key!r}: array {name!r} runs past the end of the data")
             arrays[name] = data[offset: offset + size].view(dtype).reshape(shape)
             offset += size + (-size % ALIGN)
         out[key] = (arrays, header)
     return out
+
+
+def _shape(name: str, dims) -> tuple[int, ...]:
+    """A packed array's shape, checked once: whole numbers, none negative (ValueError otherwise)."""
+    shape = tuple(dims)
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"array {name!r}: shape {list(dims)!r} is not a list of whole numbers >= 0")
+    return shape

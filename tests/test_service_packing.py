@@ -56,6 +56,19 @@ def test_nothing_packs_to_nothing_and_a_short_buffer_is_refused():
         packing.unpack(data[:-8], table)
 
 
+@pytest.mark.parametrize("where, bad", [("layout", [2.0]), ("layout", [-1, 2]), ("layout", ["2"]),
+                                        ("length", 3.0), ("length", -4)])
+def test_a_table_whose_shapes_are_not_whole_numbers_is_refused(where, bad):
+    data, table = packing.pack([("a", {"w": np.arange(2.0), "__header__": np.zeros(3, dtype=np.uint8)}, {})])
+    assert packing.unpack(data, table)["a"][0]["w"].tolist() == [0.0, 1.0]
+    if where == "layout":
+        table["layouts"][0][0][2] = bad
+    else:
+        table["keys"][0][3] = [bad]
+    with pytest.raises(ValueError, match="is not a list of whole numbers"):
+        packing.unpack(data, table)
+
+
 def test_the_bytes_are_pinned_arrays_on_8_byte_boundaries_zero_padded():
     """The on-disk layout itself: a reader in another language (or version) relies on it."""
     arrays = {"a": np.arange(3, dtype=np.int16), "h": np.frombuffer(b"{}", np.uint8), "b": np.array([1.5])}
