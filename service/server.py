@@ -32,7 +32,7 @@ from .redis_source import RedisSource
 from .sources import FileSource, StdinSource, Stdout
 from .checkpointer import Checkpointer
 from .stats import Stats
-from .store import DirectoryStore, MemoryStore
+from .store import DirectoryStore, MemoryStore, NewerCheckpoint
 from .table import StreamTable
 from .worker import Worker
 
@@ -212,6 +212,8 @@ class Server:
         checkpointer = worker.checkpointer
         try:
             restored = checkpointer.restore()
+        except NewerCheckpoint as err:
+            raise StartupError(f"cannot restore the checkpoint in {c.dir}: {err}") from None
         except (StateError, KeyError, ValueError) as err:
             raise StartupError(f"the checkpoint in {c.dir} does not fit this configuration ({err}); "
                                f"restore the settings it was written with, or move it away") from None

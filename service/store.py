@@ -74,6 +74,11 @@ DATA = "data"
 log = logging.getLogger("streamrnn.store")
 
 
+class NewerCheckpoint(StateError):
+    """A checkpoint of a newer format than this code reads: restoring stops (an older generation would lose
+    what the newest holds, and a quarantine would hide it from the version that can read it)."""
+
+
 @dataclass
 class Checkpoint:
     generation: int
@@ -299,6 +304,8 @@ class DirectoryStore(CheckpointStore):
             path = self._path(generation)
             try:
                 return self._read(path)
+            except NewerCheckpoint:  # not damage: neither quarantined nor passed over for an older one
+                raise
             except StateError as err:
                 log.error("checkpoint %s is unusable (%s); trying the previous one", path.name, err)
                 self.on_corrupt(path, str(err))
@@ -306,7 +313,12 @@ class DirectoryStore(CheckpointStore):
 
     def _read(self, path: Path) -> Checkpoint:
         arrays, header = state.load(path)
-        if header.get("format") != FORMAT or header.get("version") not in READABLE:
+        version = header.get("version")
+        if header.get("format") == FORMAT and type(version) is int and version > VERSION:
+            raise NewerCheckpoint(f"{path.name} was written by a newer streamrnn (checkpoint version {version}; "
+                                  f"this one reads {' or '.join(map(str, READABLE))}): run that version, or move "
+                                  "the checkpoints away")
+        if header.get("format") != FORMAT or version not in READABLE:
             raise StateError(f"{path} is not a {FORMAT} file of version {' or '.join(map(str, READABLE))}")
         try:
             generation, stored = int(header["generation"]), dict(header["stored"])

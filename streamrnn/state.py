@@ -101,13 +101,18 @@ def generator_state(state) -> dict:
         return _PROBE.state
 
 
-def _take(arrays, name, shape):
+def _take(arrays, name, like: np.ndarray) -> np.ndarray:
+    """The named array as a copy of like's shape and dtype: StateError if it is missing, of another shape,
+    or of values that are no numbers (checked here, so that writing it later cannot fail half-way)."""
     if name not in arrays:
         raise StateError(f"state has no array {name!r}")
     a = np.asarray(arrays[name])
-    if a.shape != tuple(shape):
-        raise StateError(f"state array {name!r} has shape {a.shape}, expected {tuple(shape)}")
-    return a
+    if a.shape != like.shape:
+        raise StateError(f"state array {name!r} has shape {a.shape}, expected {like.shape}")
+    try:
+        return np.array(a, dtype=like.dtype)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise StateError(f"state array {name!r} does not hold {like.dtype} values: {err}") from None
 
 
 def _derived(model, learner: dict, h: np.ndarray, names) -> dict[str, np.ndarray]:
@@ -118,7 +123,7 @@ def _derived(model, learner: dict, h: np.ndarray, names) -> dict[str, np.ndarray
         raise StateError(f"state header's derived must list learner arrays, got {names!r}")
     try:
         made = model.learner.derived(model.network, learner, h)
-    except (KeyError, IndexError, TypeError, ValueError) as err:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as err:
         raise StateError(f"state arrays {names} cannot be derived from the rest: {err!r}") from None
     missing = [n for n in names if n[len("learner."):] not in made]
     if missing:
@@ -148,21 +153,21 @@ def plan_model_state(model, arrays: dict[str, np.ndarray], header: dict):
         )
     net = model.network
     # check everything before writing anything
-    params = {name: _take(arrays, name, view.shape) for name, view in net.params().items()}
-    hidden = [_take(arrays, f"h{l}", (layer.s,)) for l, layer in enumerate(net.stack.layers)]
-    feedback = _take(arrays, "feedback", model._feedback.shape)
-    grad = _take(arrays, "grad", model._applied.shape) if "grad" in arrays else np.zeros_like(model._applied)
-    opt = {k: _take(arrays, f"optimizer.{k}", v.shape) for k, v in model.opt_state.items()}
+    params = {name: _take(arrays, name, view) for name, view in net.params().items()}
+    hidden = [_take(arrays, f"h{l}", net.stack.hidden(l)) for l in range(len(net.stack.layers))]
+    feedback = _take(arrays, "feedback", model._feedback)
+    grad = _take(arrays, "grad", model._applied) if "grad" in arrays else np.zeros_like(model._applied)
+    opt = {k: _take(arrays, f"optimizer.{k}", np.asarray(v)) for k, v in model.opt_state.items()}
     learner = {k[len("learner.") :]: v for k, v in arrays.items() if k.startswith("learner.")}
     learner.update(_derived(model, learner, hidden[0], header.get("derived", [])))
     probe = model.learner.bind(net)  # validate the learner state on a scratch copy first
     try:
         probe.load_state_arrays(learner)
-    except ValueError as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise StateError(str(err)) from None
     try:
         rng = generator_state(header["rng"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise StateError(f"state has no valid random generator state: {err}") from None
     try:
         counters = {k: int(v) for k, v in header["counters"].items()}

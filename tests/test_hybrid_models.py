@@ -84,8 +84,12 @@ def test_a_regressor_state_with_a_bad_network_part_is_refused_and_changes_nothin
         b.learn(z, dx, float(z[0]))
     good, before = a.state(), b.state()
     header = json.loads(good["corrector.rnn.__header__"].tobytes())
+    counters = good["corrector.rnn.learner.counters"]
     bad_states = [
         {**good, "corrector.rnn.U0": good["corrector.rnn.U0"][:, :-1]},  # a network array of the wrong shape
+        {**good, "corrector.rnn.U0": np.full(good["corrector.rnn.U0"].shape, "x")},  # of the right shape, no numbers
+        {**good, "corrector.rnn.optimizer.count": np.array("many")},
+        {**good, "corrector.rnn.learner.counters": np.full(counters.shape, 1e30)},  # no counter of a window
         {**good, "corrector.rnn.__header__": np.frombuffer(  # a network header without its counters
             json.dumps({k: v for k, v in header.items() if k != "counters"}).encode(), dtype=np.uint8)},
         {**good, "corrector.rnn.__header__": np.frombuffer(

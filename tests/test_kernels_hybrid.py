@@ -77,6 +77,9 @@ def test_the_compiled_regressor_equals_the_numpy_one(network):
     assert (fast.seen, fast.last, fast.lo, fast.hi) == (slow.seen, slow.last, slow.lo, slow.hi)
     assert fast.changes.n == slow.changes.n and fast.linear.errors[0].n == slow.linear.errors[0].n
     assert_same_state(fast, slow)
+    # the compiled RLS updates keep every inverse symmetric bit for bit, as numpy's: saved as triangles
+    triangles = {"linear.P_upper", "linear_change.P_upper"}
+    assert triangles | ({"corrector.heads.P_upper"} if fast.corrector is not None else set()) <= fast.state().keys()
     assert fast.weights() == pytest.approx(slow.weights(), rel=1e-12)
     if fast.corrector is not None:
         assert fast.corrector.rnn.counters["updates"] >= 20

@@ -55,6 +55,27 @@ def test_corrupt_newest_falls_back_to_the_previous(tmp_path, damage):
     assert again.table.digest() == first and again.events == 30
 
 
+def test_a_checkpoint_of_a_newer_version_stops_the_restore_and_is_neither_quarantined_nor_passed_over(tmp_path):
+    from streamrnn import state
+    from streamrnn_service.store import VERSION, NewerCheckpoint
+
+    w, _ = _worker(tmp_path)
+    _feed(w, supervised_events(30, keys=("a", "b", "c")))
+    w.checkpointer.checkpoint()
+    _feed(w, supervised_events(30, keys=("a", "b", "c"), seed=1))
+    w.checkpointer.checkpoint()
+    newest = sorted(tmp_path.glob("gen-*.npz"))[-1]
+    arrays, header = state.load(newest)
+    header.pop("checksum", None)
+    state.save(newest, arrays, dict(header, version=VERSION + 1))  # as a later streamrnn would write it
+    files = sorted(p.name for p in tmp_path.rglob("*.npz"))
+    again, corrupt = _worker(tmp_path)
+    with pytest.raises(NewerCheckpoint, match=f"newer streamrnn \\(checkpoint version {VERSION + 1}"):
+        again.checkpointer.restore()
+    assert corrupt == [] and not again.table.live and again.events == 0
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == files  # nothing moved, nothing deleted
+
+
 def test_old_generations_and_unreferenced_key_files_are_removed(tmp_path):
     w, _ = _worker(tmp_path)
     for seed in range(5):
@@ -149,7 +170,8 @@ def test_unusable_checkpoints_are_logged_and_reported_with_why_and_leftovers_swe
     store = DirectoryStore(tmp_path, keep=5, on_corrupt=lambda path, why: whys.append((path.name, why)))
     store.commit(Checkpoint(1, {"events": 1}))
     base = {"format": "streamrnn-checkpoint", "meta": {"events": 2}, "streams": [], "stored": {}}
-    state.save(store._path(2), {}, dict(base, version=3, generation=2))  # the right format, another version
+    # the right format, a version this code never read (a newer one stops the restore: see the test above)
+    state.save(store._path(2), {}, dict(base, version=0, generation=2))
     state.save(store._path(3), {}, {k: v for k, v in dict(base, version=1, generation=3).items() if k != "streams"})
     (store.keys / ".0123.npz.abc.tmp").write_bytes(b"half a key file")
     with caplog.at_level("ERROR", logger="streamrnn.store"):

@@ -43,7 +43,7 @@ def _triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
 
 def upper(a: np.ndarray) -> np.ndarray | None:
     """The upper triangles (row by row) of a stack of square float64 matrices, or None unless every one is
-    symmetric bit for bit (a NaN, or 0.0 facing -0.0, is not)."""
+    symmetric bit for bit (0.0 facing -0.0 is not; a NaN facing the same NaN bits is)."""
     if a.dtype != np.float64 or a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         return None
     d = a.shape[-1]
