@@ -64,6 +64,23 @@ def test_rls_refuses_a_sample_that_is_not_finite():
     assert all(np.array_equal(before[k], v) for k, v in rls.state().items())
 
 
+def test_heads_updated_together_leave_a_head_whose_sample_is_refused_as_it_was():
+    together, alone = RLS(2, lam=0.9, heads=3), RLS(2, lam=0.9, heads=3)
+    Z = RNG.normal(size=(3, 2))
+    for rls in (together, alone):
+        rls.update_heads(Z, np.ones(3))
+    before = together.state()
+    Z[1, 0] = np.nan
+    together.update_heads(Z, np.array([1.0, 2.0, 3.0]))
+    for h, t in ((0, 1.0), (2, 3.0)):
+        alone.update(h, Z[h], t)
+    after = together.state()
+    for name in ("w", "P_upper", "updates"):  # head 1 as it was; heads 0 and 2 as if updated on their own
+        assert np.array_equal(after[name][1], before[name][1])
+        np.testing.assert_allclose(after[name][[0, 2]], alone.state()[name][[0, 2]], rtol=1e-12)
+    assert RLS(3, heads=0).state()["P_upper"].shape == (0, 6)  # no heads yet (they grow): nothing to fail on
+
+
 def test_rls_inserted_features_start_as_if_never_seen_and_heads_update_together():
     rls, wide = RLS(2, delta=2.0, heads=3), RLS(4, delta=2.0, heads=3)
     Z = RNG.normal(size=(30, 3, 2))

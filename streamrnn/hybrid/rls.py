@@ -54,7 +54,8 @@ class RLS(Stateful):
         self.d, self.lam, self.delta, self.huber = int(d), float(lam), float(delta), huber
         self.w = np.zeros((heads, self.d))
         self.P = np.zeros((heads, self.d, self.d))
-        self.P.reshape(heads, -1)[:, :: self.d + 1] = 1.0 / self.delta  # each head's diagonal: I / delta
+        diagonal = np.arange(self.d)
+        self.P[:, diagonal, diagonal] = 1.0 / self.delta  # each head's: I / delta
         self.updates = np.zeros(heads)
         self.errors = [RobustScale() for _ in range(heads)] if huber else []
 
@@ -126,11 +127,14 @@ class RLS(Stateful):
         ok = np.isfinite(e) & np.isfinite(den) & (den > 0.0)
         if not ok.all():
             e, den = np.where(ok, e, 0.0), np.where(ok, den, 1.0)
-            Pz = Pz * ok[:, None]
+            Pz = np.where(ok[:, None], Pz, 0.0)  # a NaN times 0 would still be NaN
         w += Pz / den[:, None] * e[:, None]
         P -= (Pz[:, :, None] * Pz[:, None, :]) / den[:, None, None]
-        if self.lam != 1.0:
-            P *= 1.0 / self.lam
+        if self.lam != 1.0:  # forgetting, as update(): only on the heads whose sample was taken
+            if ok.all():
+                P *= 1.0 / self.lam
+            else:
+                P[ok] *= 1.0 / self.lam
         self.updates[:n] += ok
         if int(self.updates[0]) % 64 == 0:
             P += np.transpose(P, (0, 2, 1))
