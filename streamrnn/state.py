@@ -131,11 +131,6 @@ def _derived(model, learner: dict, h: np.ndarray, names) -> dict[str, np.ndarray
     return {n[len("learner."):]: made[n[len("learner."):]] for n in names}
 
 
-def load_model_state(model, arrays: dict[str, np.ndarray], header: dict) -> None:
-    """Restore ``model`` from (arrays, header); StateError and no change if they do not fit."""
-    plan_model_state(model, arrays, header)()
-
-
 def plan_model_state(model, arrays: dict[str, np.ndarray], header: dict):
     """Check (arrays, header) against ``model`` and return the function that writes them into it: StateError,
     and nothing changed, if they do not fit (a network inside a larger state is checked with the rest of it

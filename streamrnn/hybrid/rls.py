@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..state import StateError
 from .scale import RobustScale
 from .stateful import Stateful
 
@@ -99,7 +100,9 @@ class RLS(Stateful):
         if self.huber:
             self.errors[head].update(e)
         w += Pz * g * e
-        P -= (Pz[:, None] * Pz) * g
+        outer = Pz[:, None] * Pz  # (Pz)_i (Pz)_j, then times g: symmetric bit for bit
+        outer *= g
+        P -= outer
         if self.lam != 1.0:
             P *= 1.0 / self.lam
         count = self.updates[head] + 1
@@ -129,7 +132,9 @@ class RLS(Stateful):
             e, den = np.where(ok, e, 0.0), np.where(ok, den, 1.0)
             Pz = np.where(ok[:, None], Pz, 0.0)  # a NaN times 0 would still be NaN
         w += Pz / den[:, None] * e[:, None]
-        P -= (Pz[:, :, None] * Pz[:, None, :]) / den[:, None, None]
+        outer = Pz[:, :, None] * Pz[:, None, :]
+        outer /= den[:, None, None]
+        P -= outer
         if self.lam != 1.0:  # forgetting, as update(): only on the heads whose sample was taken
             if ok.all():
                 P *= 1.0 / self.lam
@@ -151,16 +156,12 @@ class RLS(Stateful):
         arrays = self._mirrored(arrays)
         w, P = np.shape(arrays.get("w", ())), np.shape(arrays.get("P", ()))
         if len(w) == 2 and P != (w[0], w[1], w[1]):  # the weights may have grown: the inverse must match them
-            from ..state import StateError
-
             raise StateError(f"RLS state array 'P' has shape {P}, not {(w[0], w[1], w[1])} as its weights {w}")
         apply = super()._plan(arrays)
         if not self.huber:
             return apply
         n, s = np.asarray(arrays.get("error_n", ())), np.asarray(arrays.get("error_s", ()))
         if n.shape != (self.heads,) or s.shape != (self.heads,):
-            from ..state import StateError
-
             raise StateError(f"RLS state needs error_n and error_s of shape ({self.heads},)")
 
         def both():
@@ -209,7 +210,9 @@ class SharedRLS(Stateful):
             return False
         k = Pz / den
         self.W += e[:, None] * k
-        self.P -= (Pz[:, None] * Pz) / den  # symmetric bit for bit, as RLS's
+        outer = Pz[:, None] * Pz  # symmetric bit for bit, as RLS's
+        outer /= den
+        self.P -= outer
         if self.lam != 1.0:
             self.P *= 1.0 / self.lam
         return True
