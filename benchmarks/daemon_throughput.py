@@ -17,7 +17,9 @@ The same supervised events (4 features, a target on every event, one key) go
 3. through the daemon on TCP: one connection, lines written while replies are read.
 
 With ``--keys N`` the events go to N keys drawn uniformly at random (seeded),
-and the table gives the daemon's rate on stdin beside the library's, the time
+and the table gives the daemon's rate on stdin beside the library's (and, for a
+hybrid model on BPTT, the library's with the keys as rows of one ``RegressorPool``,
+stepped many at a time on one thread and on both cores), the time
 its checkpoints took (from its own histogram), its peak resident memory, and
 the bytes of state per key in its newest checkpoint.
 
@@ -96,6 +98,43 @@ def library(xs, ys, keys=None) -> tuple[float, list[float]]:
         stream.apply(event)
         steps.append(clock() - t)
     return len(xs) / (clock() - start), steps
+
+
+def library_pool(xs, ys, keys, parallel: bool) -> tuple[float, int] | None:
+    """(events per second, bytes of a row) of the same keys as rows of one ``RegressorPool`` (None where the
+    model cannot be pooled: a bare network, or RTRL).  Each call takes the next events of distinct keys in
+    input order, up to 64 (the cut the daemon's batches are to make); features are read from the dicts."""
+    from streamrnn.kernels.regressor_pool import RegressorPool
+
+    config = load(environ=SETTINGS)
+    template = ModelTemplate(config.model, config.forecast)
+    n = len(FEATURES)
+    if not template.hybrid or config.model.outputs != 1:
+        return None
+    try:
+        pool = RegressorPool(lambda: template.regressor(n), n, parallel=parallel)
+    except ValueError:
+        return None
+    parsed = [SupervisedEvent.model_construct(key=k, id=None, x=dict(zip(FEATURES, x)), y=y[0])
+              for x, y, k in zip(xs, ys, keys)]
+    row_of: dict = {}
+    clock = time.perf_counter
+    start = clock()
+    at, total = 0, len(parsed)
+    while at < total:
+        rows, U, Y, taken = [], [], [], set()
+        while at < total and len(rows) < 64 and parsed[at].key not in taken:
+            event = parsed[at]
+            r = row_of.get(event.key)
+            if r is None:
+                r = row_of[event.key] = pool.add()
+            taken.add(event.key)
+            rows.append(r)
+            U.append([event.x[name] for name in FEATURES])
+            Y.append(event.y)
+            at += 1
+        pool.learn(rows, U, Y)
+    return len(xs) / (clock() - start), pool.row
 
 
 class Daemon:
@@ -291,9 +330,16 @@ def main() -> None:
 def many_keys(data, xs, ys, keys, args) -> None:
     n, med = len(xs), statistics.median
     lib, std, ck_sum, ck_count, peak, per_key, rss_key, key_bytes = [], [], [], [], [], [], [], []
+    rows = {False: [], True: []}  # the keys as rows of a RegressorPool, on one thread and on both cores
+    row_bytes = 0
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.repeats):
             lib.append(library(xs, ys, keys)[0])
+            for parallel, rates in rows.items():
+                pooled = library_pool(xs, ys, keys, parallel)
+                if pooled is not None:
+                    rates.append(pooled[0])
+                    row_bytes = pooled[1]
             facts = {}
             rate, metrics = stdin_run(work, data, n, facts)
             std.append(rate)
@@ -311,13 +357,19 @@ def many_keys(data, xs, ys, keys, args) -> None:
           "peak RSS growth per key (KB) | a key's state in a shard (KB) | checkpoint files per live key (KB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| library alone (the keys' models in-process) | {med(lib):,.0f} | 1.00 | - | - | - | - | - | - |")
+    for parallel, rates in rows.items():
+        if rates:
+            print(f"| library, the keys as rows of a RegressorPool ({'both cores' if parallel else 'one thread'}) | "
+                  f"{med(rates):,.0f} | {med(rates) / med(lib):.2f} | - | - | - | {row_bytes / 1e3:.1f} (a row) | - | - |")
     print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | {med(ck_count):.0f} | "
           f"{med(ck_sum):.1f} | {med(peak) / 1e6:,.0f} | {med(rss_key) / 1e3:.1f} | {med(key_bytes) / 1e3:.1f} | "
           f"{med(per_key) / 1e3:.1f} |")
     print("\nCheckpoints: every 10,000 events and every 60 s, each writing the keys that changed (the final "
           "one, on the way out, is not counted).  A key's state: the newest shard's bytes per key in it (goal "
           "<= 16 KB); the checkpoint files also hold older copies of keys written again since, until they are "
-          "collected.  Goal: >= 50,000 events/s with 10,000 keys.")
+          "collected.  Goal: >= 50,000 events/s with 10,000 keys.  The pool's rows (BPTT only) step the next "
+          "events of distinct keys, up to 64, in one compiled call, a new key being a copy of the template's row; "
+          "the daemon does not use them yet.")
 
 
 if __name__ == "__main__":

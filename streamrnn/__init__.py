@@ -35,11 +35,11 @@ __all__ = [
     "SGD", "Momentum", "RMSProp", "Adam", "WeightDecay", "ClipGlobalNorm", "Chain",
     "ExponentialDecay", "InverseTimeDecay", "StateError",
     "RNNRegressor", "RNNMultiTargetRegressor", "RNNClassifier", "RNNForecaster", "RNNAnomalyDetector",
-    "DiagnosticsCollector",
+    "DiagnosticsCollector", "RegressorPool",
 ]
 
-# river estimators and the prometheus collector import river / prometheus_client:
-# they load on first use so that the engine itself needs only numpy.
+# river estimators, the prometheus collector and the pool of compiled regressors import river /
+# prometheus_client / numba: they load on first use so that the engine itself needs only numpy.
 _LAZY = {
     "RNNRegressor": "streamrnn.estimators",
     "RNNMultiTargetRegressor": "streamrnn.estimators",
@@ -47,6 +47,7 @@ _LAZY = {
     "RNNForecaster": "streamrnn.estimators",
     "RNNAnomalyDetector": "streamrnn.estimators",
     "DiagnosticsCollector": "streamrnn.metrics",
+    "RegressorPool": "streamrnn.kernels.regressor_pool",
 }
 
 

@@ -377,12 +377,10 @@ def _refused(sc, z, dx, y, dims):
     return not ok
 
 
-@njit(_PREDICT, cache=True, error_model="numpy")
-def predict_table(z, dx, ptr, dims):
-    """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
-    sc, cst, ints = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_)
-    if _refused(sc, z, dx, 0.0, dims):
-        return math.nan
+@njit(cache=True, error_model="numpy", inline="always")
+def predict_in(z, dx, ptr, dims, sc, cst, ints):
+    """``regressor_predict`` on the arrays of a table whose ``sc``, ``cst`` and ``ints`` are given (the
+    body of ``predict_table``, and of a pool row's predict: ``regressor_rows``)."""
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
     return regressor_predict(
         sc, cst, z, dx, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
@@ -393,16 +391,19 @@ def predict_table(z, dx, ptr, dims):
     )
 
 
-@njit(_LEARN, cache=True, error_model="numpy")
-def learn_table(z, dx, y, ptr, dims, lr):
-    """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
-    network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
-    number, 0 when none ran or it must run on numpy).  Returns the prediction made before learning
-    (``predict_table``'s); an event it refuses changes nothing (NaN, and sc[OUT_REFUSED] = 1)."""
-    sc, cst, ints, numbers = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_), \
-        vec(ptr, dims, NUMBERS_)
-    if _refused(sc, z, dx, y, dims):
+@njit(_PREDICT, cache=True, error_model="numpy")
+def predict_table(z, dx, ptr, dims):
+    """``regressor_predict`` on the arrays of a table (NaN and sc[OUT_REFUSED] = 1 for an event it refuses)."""
+    sc, cst, ints = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_)
+    if _refused(sc, z, dx, 0.0, dims):
         return math.nan
+    return predict_in(z, dx, ptr, dims, sc, cst, ints)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def learn_in(z, dx, y, ptr, dims, lr, sc, cst, ints, numbers):
+    """The body of ``learn_table`` (and of a pool row's learn, ``regressor_rows``), on a table whose
+    ``sc``, ``cst``, ``ints`` and ``numbers`` are given, for an event it does not refuse."""
     A, B, v, x, leak, act, zb, fz, Db, h, vr, a, o, out_code, yb = nt.head(ptr, dims, NET, ints, NET_INTS)
     prediction = regressor_learn(
         sc, cst, z, dx, y, vec(ptr, dims, T_COUNT), vec(ptr, dims, T_MEAN), vec(ptr, dims, T_M2),
@@ -427,3 +428,16 @@ def learn_table(z, dx, y, ptr, dims, lr):
     if ints[ib + nt.STEP] == nt.RTRL and out[0] != 0.0:  # S_t went into S_next: swap the slots, as model_step
         ptr[base + nt.SENS], ptr[base + nt.SENS_NEXT] = ptr[base + nt.SENS_NEXT], ptr[base + nt.SENS]
     return prediction
+
+
+@njit(_LEARN, cache=True, error_model="numpy")
+def learn_table(z, dx, y, ptr, dims, lr):
+    """``regressor_learn`` on the arrays of a table and then, when a corrector step is due, the
+    network's step on sc[OUT_TARGET] (``network_table.step``: its status in the ``out`` slot's first
+    number, 0 when none ran or it must run on numpy).  Returns the prediction made before learning
+    (``predict_table``'s); an event it refuses changes nothing (NaN, and sc[OUT_REFUSED] = 1)."""
+    sc, cst, ints, numbers = vec(ptr, dims, SC_), vec(ptr, dims, CST_), ivec(ptr, dims, INTS_), \
+        vec(ptr, dims, NUMBERS_)
+    if _refused(sc, z, dx, y, dims):
+        return math.nan
+    return learn_in(z, dx, y, ptr, dims, lr, sc, cst, ints, numbers)

@@ -64,19 +64,26 @@ def _owners(arrays) -> tuple[list, list]:
     return owners, where
 
 
+def row_layout(arrays, kinds) -> tuple:
+    """(dims, each slot's (owner, byte offset in it), owners' sizes, owners' byte offsets in a row, row bytes):
+    the slot arrays' owners laid end to end, each on a cache line."""
+    dims = ArrayTable(arrays, kinds).dims
+    owners, where = _owners(arrays)
+    sizes = [o.nbytes for o in owners]
+    offsets, row = [], 0
+    for size in sizes:
+        offsets.append(row)
+        row += size + (-size % _ALIGN)
+    return dims, where, sizes, offsets, row
+
+
 class Pool:
     def __init__(self, models, config: dict, parallel: bool):
         first = models[0]
         self.config = config
         self.parallel = parallel and len(models) > 1
         arrays = _slot_arrays(first)
-        self.dims = ArrayTable(arrays, [kind for _, kind in nt.SLOTS]).dims
-        owners, self._where = _owners(arrays)
-        self._sizes = [o.nbytes for o in owners]
-        self._offsets, row = [], 0
-        for size in self._sizes:
-            self._offsets.append(row)
-            row += size + (-size % _ALIGN)
+        self.dims, self._where, self._sizes, self._offsets, row = row_layout(arrays, [kind for _, kind in nt.SLOTS])
         self.row = row
         self.size = B = len(models)
         self.data = np.zeros((B, max(row, _ALIGN) // 8), dtype=np.float64)  # 8-byte words, 64-byte aligned rows

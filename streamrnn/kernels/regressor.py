@@ -142,18 +142,8 @@ class RegressorKernel:
             return None
         if sc[k.OUT_REFUSED]:
             return None
-        seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step, _ = \
-            sc.tolist()
-        m.seen, m.last, m.lo, m.hi, m.bounded = True, last, lo, hi, int(bounded)
-        ch, lin, lc, cor = self.scales
-        ch.n, ch.s, lin.n, lin.s, lc.n, lc.s, cor.n, cor.s = int(ch_n), ch_s, int(lin_n), lin_s, int(lc_n), lc_s, \
-            int(cor_n), cor_s
-        self.pending_of.has_pending = bool(pending)
-        m.level1._cache = {}
-        m.targets._stale = m.feature_changes._stale = True
-        m._last_pass = None  # a numpy predict's pass (an event refused here) is of the state before
+        target, step = self.unpack(m)
         if net is not None:
-            m.level2._cache = {}
             if step:
                 self.layer.refresh()
                 status = int(net.out[0])
@@ -166,6 +156,25 @@ class RegressorKernel:
                     self._y[0] = target
                     self.rnn.step(m.corrector.pending, self._y)
         return prediction
+
+
+    def unpack(self, m) -> tuple[float, float]:
+        """The numbers a call wrote into ``sc`` written back into the model m (the one bound) and its parts,
+        and the caches of the state before dropped; returns sc's (OUT_TARGET, OUT_STEP)."""
+        seen, last, lo, hi, bounded, ch_n, ch_s, lin_n, lin_s, lc_n, lc_s, cor_n, cor_s, pending, target, step, _ = \
+            self.sc.tolist()
+        m.seen, m.last, m.lo, m.hi, m.bounded = bool(seen), last, lo, hi, int(bounded)
+        ch, lin, lc, cor = self.scales
+        ch.n, ch.s, lin.n, lin.s, lc.n, lc.s, cor.n, cor.s = int(ch_n), ch_s, int(lin_n), lin_s, int(lc_n), lc_s, \
+            int(cor_n), cor_s
+        self.pending_of.has_pending = bool(pending)
+        self.synced = True
+        m.level1._cache = {}
+        m.targets._stale = m.feature_changes._stale = True
+        m._last_pass = None  # a numpy predict's pass (an event refused here) is of the state before
+        if self.net is not None:
+            m.level2._cache = {}
+        return target, step
 
 
 def _check_shapes(model, slots: dict) -> None:

@@ -1,0 +1,301 @@
+"""Many supervised streams' hybrid regressors as rows of one pool, their events stepped by row in one call.
+
+A stream here is what the daemon keeps for a supervised key with one output:
+a ``FeatureSpace`` of numbers and the ``HybridRegressor`` reading it.  A row
+lays out every array of the model's compiled step and of the space (the
+owners of ``regressor_rows.ROW_SLOTS``, each on a cache line, as
+``pool.Pool`` lays out a network's), so a stream is one contiguous block and
+its table is its row's address plus ``offsets``: no Python object per
+stream, and a new stream is a copy of the template's row.  Rows come in
+chunks that never move.  The bookkeeping a model keeps in
+Python (the parts' numbers) travels in the row's ``sc``; its network's
+counters, norms and last loss are kept per row in arrays.
+
+``learn(rows, U, Y)`` steps one event of each of the given (distinct) rows
+by exactly the code a single model's compiled call runs: a row's result is
+bit for bit what its objects give on the kernel path, whichever rows share
+the call.  An event the kernel leaves to numpy (a non-finite state, or a
+network step it declines) is run on the row's objects, made for it and
+written back (``get``/``put``).  Only BPTT(h; h') correctors (or none) are
+pooled: exact RTRL swaps its sensitivity buffers every step.
+
+    pool = RegressorPool(lambda: HybridRegressor(4, layers=(Elman(16),), learner=TruncatedBPTT(10)), 4)
+    r = pool.add()                           # a new stream: the template's state
+    pool.learn([r], U, Y)                    # U (k, 4) raw features (FeatureSpace.raw); Y (k,), NaN: none
+    space, model = pool.get(r)               # stream r as objects of its own (a copy)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..estimators.features import FeatureSpace
+from ..hybrid.scale import MAX_ABS
+from ..model import COUNTERS
+from . import NONFINITE, UPDATED
+from . import hybrid_step as k
+from . import network_table as nt
+from . import regressor_rows as rr
+from .pool import _ALIGN, _owners, row_layout, single_threaded_blas
+
+#: slots every model of one configuration shares (``table.constant``): copied into rows, never out of them
+_CONSTANT_SLOTS = {i for i, (name, _) in enumerate(rr.ROW_SLOTS)
+                   if name in ("cst", "ints", "numbers", "net.ints", "net.numbers")}
+
+
+class RegressorPool:
+    def __init__(self, new_model: Callable, n_features: int, chunk: int = 256, parallel: bool | None = None):
+        """``new_model()`` makes a fresh ``HybridRegressor`` of the pool's configuration (every stream's); the
+        rows are allocated ``chunk`` at a time (growing copies nothing, and no row ever moves)."""
+        self._new = new_model
+        self.n = int(n_features)
+        space, model = self._fresh()
+        binding = self._binding(model, space)
+        arrays = self._arrays(binding, space)
+        self.dims, self._where, self._sizes, self._offsets, row = row_layout(arrays, [kind for _, kind in rr.ROW_SLOTS])
+        self.row = max(row, _ALIGN)
+        self.offsets = np.array([self._offsets[i] + off if i >= 0 else 0 for i, off in self._where], dtype=np.int64)
+        self._constants = {self._where[i][0] for i in _CONSTANT_SLOTS if self._where[i][0] >= 0}
+        net = binding.net
+        self.has_network = net is not None
+        self._lr, self._scheduled = (net.lr, net.scheduled) if net is not None else (0.0, False)
+        self.parallel = single_threaded_blas() if parallel is None else bool(parallel)
+        self._scaled = np.ones(self.n, dtype=bool)
+        self.errors: dict[int, str] = {}  # the events of the newest ``learn`` a stream refused: index -> why
+        self.size = 0
+        self.chunk = max(int(chunk), 1)
+        self._chunks: list[np.ndarray] = []  # (chunk, row / 8) float64 each: 64-byte aligned rows of words
+        self._starts = np.zeros(0, dtype=np.int64)  # each chunk's address
+        self.counters = np.zeros((0, len(COUNTERS)), dtype=np.int64)  # per row: steps, updates, skipped, clipped
+        self._numbers = np.zeros((0, 5))  # per row: last loss, grad norm, clipped grad norm, ||h||^2, whether a loss
+        self._used = np.zeros(0, dtype=bool)
+        self._rng: list = []
+        self._seeds: list = []
+        self._template = np.zeros(self.row, dtype=np.uint8)  # a new stream's row
+        self._copy_in(self._template, self._owners_of(arrays))
+        self._template_rng = model.corrector.rnn.rng_state if net is not None else None
+        self._template_seed = model.corrector.rnn.seed if net is not None else 0
+
+    # ----- layout -------------------------------------------------------------------
+    def _fresh(self) -> tuple[FeatureSpace, object]:
+        space = FeatureSpace()
+        space.add([f"x{i}" for i in range(self.n)])
+        return space, self._new()
+
+    @staticmethod
+    def _binding(model, space):
+        """The model's compiled binding, or ValueError naming why the pair cannot be a row."""
+        if space.clock_name is not None or not space.scaled.all():
+            raise ValueError("only a feature space of numbers can be pooled (no calendar columns)")
+        binding = model._compiled()
+        if binding is None:
+            raise ValueError("the model has no compiled step (kernels off, or a corrector they do not cover)")
+        if binding.net is not None and binding.net.rtrl:
+            raise ValueError("a corrector learning by exact RTRL cannot be pooled (only BPTT(h; h'))")
+        return binding
+
+    @staticmethod
+    def _arrays(binding, space, flags=None) -> list:
+        """The pair's arrays in ``ROW_SLOTS`` order (``flags``: the space's [has_last])."""
+        if flags is None:
+            flags = np.array([1.0 if space.has_last else 0.0])
+        m = space.moments
+        return list(binding.table.arrays) + [m.count, m.mean, m.m2, space.last, flags]
+
+    def _owners_of(self, arrays) -> list:
+        owners, where = _owners(arrays)
+        if where != self._where or [o.nbytes for o in owners] != self._sizes:
+            raise ValueError("the model's arrays are laid out differently from the pool's "
+                             f"(a model of another configuration, or not {self.n} features)")
+        return owners
+
+    def _copy_in(self, row: np.ndarray, owners) -> None:
+        for at, o in zip(self._offsets, owners):
+            row[at: at + o.nbytes] = o.reshape(-1).view(np.uint8)
+
+    def _grow(self) -> None:
+        """One more chunk of rows."""
+        c = self.chunk
+        self._chunks.append(np.zeros((c, self.row // 8), dtype=np.float64))
+        self._starts = np.array([a.ctypes.data for a in self._chunks], dtype=np.int64)
+        self.counters = np.concatenate([self.counters, np.zeros((c, len(COUNTERS)), dtype=np.int64)])
+        self._numbers = np.concatenate([self._numbers, np.zeros((c, 5))])
+        self._used = np.concatenate([self._used, np.zeros(c, dtype=bool)])
+        self._rng += [None] * c
+        self._seeds += [0] * c
+
+    def _bytes(self, r: int) -> np.ndarray:
+        """Row r's bytes (a view)."""
+        return self._chunks[r // self.chunk][r % self.chunk].view(np.uint8)
+
+    def _addresses(self, rows: np.ndarray) -> np.ndarray:
+        return self._starts[rows // self.chunk] + (rows % self.chunk) * self.row
+
+    # ----- rows -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def capacity(self) -> int:
+        return len(self._used)
+
+    def add(self, space: FeatureSpace | None = None, model=None) -> int:
+        """A new row holding a copy of (space, model), or of a fresh stream: its number."""
+        free = np.flatnonzero(~self._used)
+        if not free.size:
+            self._grow()
+            free = np.flatnonzero(~self._used)
+        r = int(free[0])
+        if model is None:
+            self._bytes(r)[...] = self._template
+            self.counters[r], self._numbers[r] = 0, 0.0
+            self._rng[r], self._seeds[r] = self._template_rng, self._template_seed
+        else:
+            self._put(r, space, model)
+        self._used[r] = True
+        self.size += 1
+        return r
+
+    def remove(self, r: int) -> None:
+        self._check_row(r)
+        self._used[r] = False
+        self.size -= 1
+
+    def put(self, r: int, space: FeatureSpace, model) -> None:
+        """Row r becomes (space, model)'s state, byte for byte."""
+        self._check_row(r)
+        self._put(r, space, model)
+
+    def _put(self, r: int, space, model) -> None:
+        if space.width != self.n or model.n != self.n:
+            raise ValueError(f"the pool's streams have {self.n} features, not {space.width}")
+        binding = self._binding(model, space)
+        binding.desync()
+        binding._pack(model)  # the model's Python numbers into its sc
+        self._copy_in(self._bytes(r), self._owners_of(self._arrays(binding, space)))
+        if self.has_network:
+            rnn = model.corrector.rnn
+            self.counters[r] = [rnn.counters[name] for name in COUNTERS]
+            loss = rnn.last_loss
+            self._numbers[r] = (0.0 if loss is None else loss, rnn.grad_norm, rnn.grad_norm_clipped,
+                                rnn.network.stack.h_sq_norms[0], loss is not None)
+            self._rng[r], self._seeds[r] = rnn.rng_state, rnn.seed
+
+    def get(self, r: int) -> tuple[FeatureSpace, object]:
+        """Row r as (space, model) of their own, as they stand now (copies: the pool does not see their changes)."""
+        self._check_row(r)
+        space, model = self._fresh()
+        binding = self._binding(model, space)
+        flags = np.zeros(1)
+        owners = self._owners_of(self._arrays(binding, space, flags))
+        row = self._bytes(r)
+        for i, (at, o) in enumerate(zip(self._offsets, owners)):
+            if i not in self._constants:
+                o.reshape(-1).view(np.uint8)[...] = row[at: at + o.nbytes]
+        binding.unpack(model)
+        space.has_last = bool(flags[0])
+        space.moments._stale = True
+        if self.has_network:
+            rnn = model.corrector.rnn
+            binding.layer.refresh()
+            rnn.counters = dict(zip(COUNTERS, self.counters[r].tolist()))
+            loss, rnn.grad_norm, rnn.grad_norm_clipped, h_sq, has_loss = self._numbers[r].tolist()
+            rnn.last_loss = loss if has_loss else None
+            rnn.network.stack.h_sq_norms = [h_sq]
+            rnn.seed, rnn.rng_state = self._seeds[r], self._rng[r]
+        return space, model
+
+    def _check_row(self, r: int) -> None:
+        if not (0 <= r < self.capacity and self._used[r]):
+            raise IndexError(f"row {r} is not a stream of this pool")
+
+    # ----- events -------------------------------------------------------------------
+    def _rates(self, rows: np.ndarray) -> np.ndarray:
+        if not self._scheduled:
+            return np.full(len(rows), float(self._lr))
+        word = self.offsets[k.NET + nt.COUNT] // 8
+        return np.array([self._lr(int(self._bytes(r).view(np.int64)[word]) + 1) for r in rows.tolist()])
+
+    def _events(self, rows, U, Y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, U, Y) checked: ValueError naming what is wrong, before anything changes."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        for r in rows.tolist():
+            self._check_row(r)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("a row appears twice in one call: a stream takes one event per call")
+        try:
+            U = np.ascontiguousarray(U, dtype=np.float64)
+            Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError("U and Y must be arrays of numbers") from None
+        if U.shape != (len(rows), self.n) or Y.shape != (len(rows),):
+            raise ValueError(f"U must have shape ({len(rows)}, {self.n}) and Y ({len(rows)},), "
+                             f"got {U.shape} and {Y.shape}")
+        bad = ~(np.abs(U) <= MAX_ABS).all(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"U row {i} must be raw features, finite and within +-{MAX_ABS:g}: {U[i].tolist()}")
+        if np.isinf(Y).any():
+            raise ValueError(f"Y[{int(np.argmax(np.isinf(Y)))}] is infinite (NaN means no target)")
+        return rows, U, Y
+
+    def learn(self, rows, U, Y) -> np.ndarray:
+        """One event for each of ``rows`` (distinct): raw features U[i] (``FeatureSpace.raw``) and target Y[i]
+        (NaN: none, a prediction only).  Returns the predictions, each made before its stream learned, as
+        the daemon's supervised key predicts and learns.  An event a stream's objects refuse (a state
+        holding non-finite values) leaves that stream as it was: NaN, and why in ``errors[i]``."""
+        rows, U, Y = self._events(rows, U, Y)
+        has = ~np.isnan(Y)
+        out, res = np.empty(len(rows)), np.empty((len(rows), len(rr.RESULTS)))
+        call = rr.events_parallel if self.parallel and len(rows) > 1 else rr.events
+        call(self._addresses(rows), self.offsets, self.dims, U, np.where(has, Y, 0.0), has, self._rates(rows),
+             self._scaled, out, res)
+        self.errors = {}
+        refused = res[:, rr.R_REFUSED] != 0.0
+        for i in np.flatnonzero(refused).tolist():  # numpy's events, on the row's objects
+            try:
+                out[i] = self._on_objects(int(rows[i]), U[i], Y[i] if has[i] else None)
+            except ValueError as err:  # a state that cannot take it (non-finite): the stream did not move
+                out[i] = np.nan
+                self.errors[i] = str(err)
+        if self.has_network:
+            self._network_steps(rows, has & ~refused & (res[:, rr.R_STEP] != 0.0), res)
+        return out
+
+    def _on_objects(self, r: int, u: np.ndarray, y: float | None) -> float:
+        space, model = self.get(r)
+        z, dx = space.scale(u)
+        p = model.predict(z, dx) if y is None else model.predict_learn(z, dx, y)
+        space.learn({}, u.copy())
+        self._put(r, space, model)
+        return p
+
+    def _network_steps(self, rows, due, res) -> None:
+        """The bookkeeping ``OnlineRNN`` keeps of the corrector steps the call took (``_kernel_stepped``), and
+        the steps it left to numpy run on the row's objects."""
+        out = res[:, rr.R_STATUS:]
+        status = out[:, 0].astype(np.int64)
+        stepped = due & (status != 0)
+        r = rows[stepped]
+        updated = status[stepped] == UPDATED
+        c = self.counters
+        c[r, 0] += 1
+        c[r, 1] += updated
+        c[r, 2] += status[stepped] == NONFINITE
+        c[r, 3] += updated & (out[stepped, 5] != 0.0)
+        numbers = self._numbers
+        numbers[r, 0], numbers[r, 3], numbers[r, 4] = out[stepped, 1], out[stepped, 4], 1.0
+        numbers[r[updated], 1], numbers[r[updated], 2] = out[stepped][updated, 2], out[stepped][updated, 3]
+        for row in r[status[stepped] == NONFINITE].tolist():  # traces holding non-finite values restart
+            space, model = self.get(row)
+            learner = model.corrector.rnn.learner
+            if not all(np.isfinite(a).all() for a in learner.state_arrays().values()):
+                learner.reset()
+                self._put(row, space, model)
+        for i in np.flatnonzero(due & (status == 0)).tolist():  # a step the kernel left to numpy
+            row = int(rows[i])
+            space, model = self.get(row)
+            model.corrector.rnn.step(model.corrector.pending, np.array([res[i, rr.R_TARGET]]))
+            self._put(row, space, model)

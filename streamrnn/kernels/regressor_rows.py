@@ -1,0 +1,96 @@
+"""Many hybrid regressors' events in one compiled call, each model a row of a pool (``regressor_pool``).
+
+A row holds every array of one ``HybridRegressor``'s compiled step
+(``hybrid_step.SLOTS``, the corrector network's included) and of the
+``FeatureSpace`` its features are read with (``SPACE_SLOTS``), at the same
+offsets in every row: the model whose row starts at address a has the table
+``a + offsets``.
+An event is what the daemon does for a supervised key, in its order:
+
+    z, dx = the space's standardised features and their changes (u raw)
+    prediction = learn(z, dx, y)  (predict(z, dx) without a target)
+    the space learns u
+
+by the very code a single model's compiled call runs (``learn_in``,
+``predict_in``), on its own row only: a model's result does not depend on
+which others share the call, nor on whether the events are shared out over
+threads (``events_parallel``).  The rows of one call must be distinct.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import hybrid_step as k
+from . import network_table as nt
+from .scale_step import moments_update_at, standardise
+from .table import ivec, vec
+
+#: the feature space's arrays, after the model's: its running moments, the previous raw values, and
+#: ``flags`` = [has_last]
+SPACE_SLOTS = (("space.count", "f1"), ("space.mean", "f1"), ("space.m2", "f1"), ("space.last", "f1"),
+               ("space.flags", "f1"))
+ROW_SLOTS = k.SLOTS + SPACE_SLOTS
+SP_COUNT, SP_MEAN, SP_M2, SP_LAST, SP_FLAGS = range(len(k.SLOTS), len(ROW_SLOTS))
+
+
+#: per event, what the Python side keeps of it: whether it was refused (``_refused``: the row did not move),
+#: sc's OUT_STEP and OUT_TARGET (a network step due, on that target), then the network's ``out`` slot (its
+#: status, loss, gradient norm, clipped norm, ||h||^2 and whether it clipped; zeros without a network)
+RESULTS = ("refused", "step", "target", "status", "loss", "norm", "clipped_norm", "h_sq", "clipped")
+R_REFUSED, R_STEP, R_TARGET, R_STATUS = range(4)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _event(address, offsets, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
+    """One event of the model whose row starts at ``address``; its prediction (NaN for an event
+    ``_refused`` leaves to numpy: then the row has not moved) and its results into res."""
+    for i in range(offsets.shape[0]):
+        ptr[i] = address + offsets[i]
+    sc, cst, ints, numbers = vec(ptr, dims, k.SC_), vec(ptr, dims, k.CST_), ivec(ptr, dims, k.INTS_), \
+        vec(ptr, dims, k.NUMBERS_)
+    count, mean, m2 = vec(ptr, dims, SP_COUNT), vec(ptr, dims, SP_MEAN), vec(ptr, dims, SP_M2)
+    last, flags = vec(ptr, dims, SP_LAST), vec(ptr, dims, SP_FLAGS)
+    for j in range(res.shape[0]):
+        res[j] = 0.0
+    standardise(u, count, mean, m2, scaled, last, flags[0] != 0.0, z, dx)
+    if k._refused(sc, z, dx, y if has_y else 0.0, dims):
+        res[R_REFUSED] = 1.0
+        return math.nan
+    learned = vec(ptr, dims, k.T_COUNT)[0] != 0.0  # HybridRegressor: nothing learned yet, the prediction is 0
+    if has_y:
+        p = k.learn_in(z, dx, y, ptr, dims, lr, sc, cst, ints, numbers)
+        res[R_STEP], res[R_TARGET] = sc[k.OUT_STEP], sc[k.OUT_TARGET]
+        if ints[k.HAS_COR] == 1:
+            out = vec(ptr, dims, k.NET + nt.OUT)
+            for j in range(6):
+                res[R_STATUS + j] = out[j]
+    else:
+        p = k.predict_in(z, dx, ptr, dims, sc, cst, ints) if learned else 0.0
+    moments_update_at(count, mean, m2, u, scaled)
+    for i in range(u.shape[0]):
+        last[i] = u[i]
+    flags[0] = 1.0
+    return p if learned else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def events(addresses, offsets, dims, U, Y, has_y, lr, scaled, out, res):
+    """Event i is that of the model whose row starts at addresses[i], with raw features U[i] and target Y[i]
+    (when has_y[i]), at rate lr[i]: its prediction into out[i], its results into res[i] (``RESULTS``)."""
+    n = U.shape[1]
+    ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
+    for i in range(addresses.shape[0]):
+        out[i] = _event(addresses[i], offsets, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z, dx, res[i])
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def events_parallel(addresses, offsets, dims, U, Y, has_y, lr, scaled, out, res):
+    """``events`` with the events shared out over numba's threads (their rows must be distinct)."""
+    n = U.shape[1]
+    for i in prange(addresses.shape[0]):
+        ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
+        out[i] = _event(addresses[i], offsets, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z, dx, res[i])
