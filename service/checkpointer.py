@@ -124,6 +124,14 @@ class Checkpointer:
         elif self._deferred:
             self.settle()  # begins the deferred checkpoint once the child has exited
 
+    def room(self) -> int | None:
+        """How many events can be applied before a checkpoint falls due by count (at least 1; None: no limit).
+        Events stepped together (``Worker``) stay within it, so a checkpoint covers whole batches.  A
+        checkpoint deferred while a forked child writes the one before begins after a batch, not inside it."""
+        if self._holding or self._due is None or self._deferred:
+            return None
+        return max(self._due - self.events, 1)
+
     def tick(self) -> None:
         """A moment without events (the server's loop): the outcome of a checkpoint being written, and
         one every ``every_seconds`` when anything moved."""

@@ -173,6 +173,8 @@ class StreamSettings(Section):
     max_key_bytes: int = Field(16 << 20, ge=1024, description="state of one key, at most (a new key over it "
                                "is refused: too_large)")
     default_key: str = Field("default", min_length=1, max_length=256)
+    batch: int = Field(64, ge=1, le=4096, description="events of distinct supervised keys stepped in one "
+                       "compiled call, at most (keys held as rows of a pool: hybrid, one output, BPTT)")
 
 
 class SourceSettings(Section):

@@ -84,6 +84,7 @@ class ModelTemplate:
         self.loss = LOSSES[s.loss]()
         # the keys step one at a time on the event loop: their networks share their gradient buffers
         self.scratch = Scratch()
+        self._pools: dict = {}  # n_features -> the RegressorPool of such supervised keys, or None (``pool``)
         self.build(max(1, len(s.features)), s.outputs)  # fail now, not on the first event
         if forecast is not None:
             self.forecaster()
@@ -115,6 +116,25 @@ class ModelTemplate:
     def regressor(self, n_features: int) -> HybridRegressor:
         """The library's hybrid regressor for one output of a supervised key (what RNNRegressor uses)."""
         return HybridRegressor(n_features, **self._network(), scratch=self.scratch)
+
+    def pool(self, n_features: int):
+        """The ``RegressorPool`` whose rows are the supervised keys of ``n_features`` features, made on first use;
+        None where keys stay objects: no hybrid regressor, several outputs, a corrector on exact RTRL, or the
+        kernels off."""
+        if n_features in self._pools:
+            return self._pools[n_features]
+        pool = None
+        if self.hybrid and self.settings.outputs == 1 and kernels.enabled():
+            from streamrnn.kernels.regressor_pool import RegressorPool
+
+            try:
+                # one thread: while a forked checkpoint child lives, every first write to a page copies it, and
+                # with two threads each copy also stops the other (measured: 2.5 times slower, not faster)
+                pool = RegressorPool(lambda: self.regressor(n_features), n_features, parallel=False)
+            except ValueError:  # what a row cannot hold (RTRL's swapped buffers)
+                pool = None
+        self._pools[n_features] = pool
+        return pool
 
     def forecaster(self) -> HybridForecaster:
         """The library's hybrid forecaster for one channel of a forecasting key (what RNNForecaster uses)."""

@@ -200,6 +200,7 @@ class RedisSource(Source):
         if checkpoint:
             worker.checkpointer.checkpoint()
         worker.checkpointer.close()
+        worker.table.close()
 
     # ----- reading -----------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 
-from streamrnn.kernels.warm import warm_up
+from streamrnn.kernels.warm import warm_pool, warm_up
 from streamrnn.state import StateError
 
 from .config import Config
@@ -56,7 +56,7 @@ def build_worker(config: Config, store, stats: Stats | None = None, template: Mo
     checkpointer = Checkpointer(table, stats, c.every_events if c.enabled else 0,
                                 c.every_seconds if c.enabled else 0.0, c.background, c.fork, guard=guard)
     owns = None if partition is None else PartitionKeys(partition, config.redis.partitions, config.redis.prefix)
-    return Worker(table, stats, checkpointer, s.default_key, owns)
+    return Worker(table, stats, checkpointer, s.default_key, owns, s.batch)
 
 
 class Server:
@@ -102,10 +102,10 @@ class Server:
     def _build(self):
         """One worker, or on Redis Streams a worker per owned partition (``service.partitions``)."""
         config = self.config
-        if config.redis.url is None:
-            return build_worker(config, self._store())
-        stats = Stats()
         self._template = template = ModelTemplate(config.model, config.forecast)
+        if config.redis.url is None:
+            return build_worker(config, self._store(), template=template)
+        stats = Stats()
         if config.redis.ownership == "leases":  # partitions come with leases (``_adopt``)
             return WorkerGroup({}, stats)
         workers = {p: build_worker(config, self._store(p), stats, template, partition=p)
@@ -180,6 +180,8 @@ class Server:
         # the compiled kernels, loaded now rather than on the first event (compiled, where no cache has
         # them yet): on a thread, so that /healthz answers and a signal is heard meanwhile; not ready before
         seconds = await loop.run_in_executor(None, warm_up)
+        width = max(1, len(config.model.features))  # the pool supervised keys are rows of, where they are
+        seconds += await loop.run_in_executor(None, lambda: warm_pool(self._template.pool(width)))
         if seconds:
             log.info("compiled kernels loaded in %.2f s", seconds)
         self.tasks = [asyncio.create_task(s.run(), name=s.name) for s in self.sources if s.finite]

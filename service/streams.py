@@ -69,6 +69,9 @@ class Stream:
     def bounded(self) -> int:
         return 0
 
+    def release(self) -> None:
+        """The key leaves memory (evicted, or its table closed): what it holds outside itself is let go."""
+
     def health(self) -> dict:
         """The first network's diagnostics, and the component weights where there are any."""
         nets = self.networks()
@@ -103,6 +106,11 @@ class SupervisedStream(Stream):
         features = template.settings.features or sorted(event.x)
         if not features:
             raise ProtocolError("missing_feature", "the first event of a key needs at least one feature in x")
+        pool = template.pool(len(features)) if template.hybrid else None
+        if pool is not None:  # a row of the template's pool (``pooled``)
+            from .pooled import PooledStream
+
+            return PooledStream(pool, list(features), pool.add())
         return cls(template, features)
 
     def layout(self) -> tuple:
@@ -187,6 +195,11 @@ class SupervisedStream(Stream):
         else:
             stream.model.load_state_dict(arrays, header["model"])
         stream.events = int(header["events"])
+        pool = template.pool(len(stream.features)) if stream.hybrid else None
+        if pool is not None:
+            from .pooled import PooledStream
+
+            return PooledStream.adopt(pool, stream)
         return stream
 
 

@@ -196,6 +196,7 @@ class StreamTable:
         self._live_digests.pop(key, None)
         self._changed.discard(key)
         self._retire(stream, +1)
+        stream.release()
         self.evictions += 1
         return True
 
@@ -248,7 +249,15 @@ class StreamTable:
 
     def load(self, checkpoint: Checkpoint) -> None:
         """Replace everything with the checkpoint's keys (StateError if one does not fit)."""
-        live = OrderedDict((key, streams.restore(self.template, *snap)) for key, snap in checkpoint.live.items())
+        live = OrderedDict()
+        try:
+            for key, snap in checkpoint.live.items():
+                live[key] = streams.restore(self.template, *snap)
+        except BaseException:
+            for stream in live.values():
+                stream.release()
+            raise
+        self.close()
         self.live, self.stored = live, dict(checkpoint.stored)
         self._live_digests = {}
         self._changed, self._writing = set(), set()
@@ -258,6 +267,12 @@ class StreamTable:
         self.retired = {name: int(retired.get(name, 0)) for name in COUNTERS}
         while len(self.live) > self.max_keys and self._evict():
             pass
+
+    def close(self) -> None:
+        """Let every live key go from memory (the table is done with, or replaced): their rows are freed."""
+        for stream in self.live.values():
+            stream.release()
+        self.live = OrderedDict()
 
     def digest(self) -> str:
         """SHA-256 over every key's state, live or stored: equal digests, equal daemons.

@@ -16,7 +16,8 @@ import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
 from .checkpointer import Checkpointer, Position
-from .protocol import Command, ProtocolError, error, parse
+from .pooled import PooledStream, loss_of, plain, target
+from .protocol import Command, ProtocolError, SupervisedEvent, error, parse
 from .stats import Stats
 from .streams import KINDS
 from .table import KeyCorrupt, KeyRefused, KeyUnavailable, StreamTable
@@ -60,15 +61,22 @@ def _finite(value):
 
 class Worker:
     """``owns(key)``, when given, says whether a key is this worker's (a partition's worker on Redis Streams):
-    an event of another key is refused with ``wrong_partition``, so no key's state is split over two."""
+    an event of another key is refused with ``wrong_partition``, so no key's state is split over two.
+
+    ``batch``: the most events of distinct pooled keys (``pooled``) stepped in one call.  A batch is cut
+    from the input in input order, never by timing: it takes the next events while each is a supervised
+    event of a key held as a row of the same pool (or a new such key the live table has room for), with
+    plain numbers for features, no key twice, and no checkpoint falling due before its last event.  Its
+    replies, counts and state are those of the same events applied one by one."""
 
     def __init__(self, table: StreamTable, stats: Stats, checkpointer: Checkpointer, default_key: str = "default",
-                 owns=None):
+                 owns=None, batch: int = 64):
         self.table = table
         self.stats = stats
         self.checkpointer = checkpointer
         self.default_key = default_key
         self.owns = owns
+        self.batch = batch
 
     @property
     def events(self) -> int:
@@ -102,14 +110,20 @@ class Worker:
             for line, size in batch:
                 started = clock()
                 parsed.append((self._parse(line, size), clock() - started))
-            replies, stop = [], False
-            for (_, size), (event, seconds) in zip(batch, parsed):
-                started = clock()
-                reply, timed = self._apply(event, size, position)
-                replies.append((reply, timed, seconds + clock() - started))
-                if should_stop is not None and should_stop():
-                    stop = True
-                    break
+            replies, stop, i = [], False, 0
+            while i < len(batch) and not stop:
+                run = self._run(parsed, i) if self.batch > 1 else None
+                answered = self._apply_run(run, batch, parsed, i, position) if run is not None else None
+                if answered is not None:
+                    replies += answered
+                    i += len(answered)
+                else:
+                    (_, size), (event, seconds) = batch[i], parsed[i]
+                    started = clock()
+                    reply, timed = self._apply(event, size, position)
+                    replies.append((reply, timed, seconds + clock() - started))
+                    i += 1
+                stop = should_stop is not None and should_stop()
             for reply, timed, seconds in replies:
                 started = clock()
                 texts.append(self._encode(reply))
@@ -129,8 +143,9 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - answered by _apply, in input order
             return err
 
-    def _apply(self, event, size: int, position: Position | None) -> tuple[dict, bool]:
-        """(the reply to a parsed line, whether it was an event applied); counts the line's position."""
+    def _apply(self, event, size: int, position: Position | None, step=None) -> tuple[dict, bool]:
+        """(the reply to a parsed line, whether it was an event applied); counts the line's position.
+        ``step(event)``, when given, replies to an event of a batch, stepped already (``_apply_run``)."""
         command = type(event) is Command
         if position is not None and not command:  # commands are questions, not part of the stream: they never
             position.lines += 1  # move it; a line that is not an event still was read
@@ -143,7 +158,7 @@ class Worker:
             self.stats.reject("internal")
             return error("internal", f"internal error: {type(event).__name__}", None), False
         try:
-            reply = self.respond(event)
+            reply = self.respond(event, step)
         except ProtocolError as err:
             self.stats.reject(err.code)
             return error(err.code, err.message, event.id), False
@@ -153,8 +168,99 @@ class Worker:
             return error("internal", f"internal error: {type(err).__name__}", getattr(event, "id", None)), False
         if command:
             return reply, False
-        self.checkpointer.after_event()
+        if step is None:  # a batch's events are counted first, and its checkpoint (if one fell due) comes last
+            self.checkpointer.after_event()
         return reply, True
+
+    # ----- batches ------------------------------------------------------------------------------
+    def _run(self, parsed: list, at: int) -> tuple | None:
+        """(pool, [(key, stream or None for a new key, features, u, y)]) of the events from ``at`` on that step
+        together (see the class), or None when fewer than two do."""
+        table, template = self.table, self.table.template
+        room = self.checkpointer.room()
+        limit = self.batch if room is None else min(self.batch, room)
+        keys, items, pool, new = set(), [], None, 0
+        for j in range(at, len(parsed)):
+            event = parsed[j][0]
+            if len(items) == limit or type(event) is not SupervisedEvent:
+                break
+            key = event.key or self.default_key
+            if key in keys or (self.owns is not None and not self.owns(key)):
+                break
+            stream = table.live.get(key)
+            if stream is None:  # a new key: one the live table has room for, whose first event this is
+                if key in table.stored or len(table.live) + new >= table.max_keys or not template.hybrid:
+                    break
+                features = template.settings.features or sorted(event.x)
+                row_pool = template.pool(len(features)) if features else None
+                new += 1
+            elif type(stream) is PooledStream:
+                features, row_pool = stream.features, stream.pool
+            else:
+                break
+            if row_pool is None or (pool is not None and row_pool is not pool):
+                break
+            u = plain(event.x, features)
+            try:
+                y = target(event)
+            except ProtocolError:
+                break
+            if u is None or (y is not None and not y - y == 0.0):  # y not finite: one to refuse on its own
+                break
+            pool = row_pool
+            keys.add(key)
+            items.append((key, stream, features, u, y))
+        return (pool, items) if len(items) > 1 else None
+
+    def _apply_run(self, run: tuple, lines: list, parsed: list, at: int, position: Position | None) -> list | None:
+        """The (reply, timed, seconds) of each event of a run (``_run``), stepped in one call and answered in
+        input order as ``_apply`` answers them one by one; None (nothing changed, logged) if the call fails:
+        a bug, and the events are applied one by one instead."""
+        clock = time.perf_counter
+        started = clock()
+        pool, items = run
+        streams = [stream if stream is not None else PooledStream(pool, list(features), pool.add())
+                   for _, stream, features, _, _ in items]
+        try:
+            predictions = pool.learn([s.row for s in streams], [item[3] for item in items],
+                                     [float("nan") if item[4] is None else item[4] for item in items]).tolist()
+        except Exception:  # noqa: BLE001 - it checks before changing anything
+            log.exception("internal error stepping a batch; its events are applied one by one")
+            for (_, stream, _, _, _), pooled in zip(items, streams):
+                if stream is None:
+                    pooled.release()
+            return None
+        errors = pool.errors
+        share = (clock() - started) / len(items)
+        out = []
+        for i, ((key, stream, _, _, y), pooled) in enumerate(zip(items, streams)):
+            started = clock()
+            step = self._batched(key, pooled, stream is None, predictions[i], y, errors.get(i))
+            reply, timed = self._apply(parsed[at + i][0], lines[at + i][1], position, step)
+            out.append((reply, timed, parsed[at + i][1] + share + clock() - started))
+        self.checkpointer.after_event()
+        return out
+
+    def _batched(self, key: str, stream: PooledStream, created: bool, prediction: float, y, refusal):
+        """``respond``'s step for one event of a batch: the key's bookkeeping, then its reply."""
+
+        def step(event) -> dict:
+            try:
+                if refusal is not None:  # the row's state could not take the event (as the objects' ValueError)
+                    raise ValueError(refusal)
+                stream.events += 1
+                if created:
+                    self.table.check_size(key, stream)
+                    self.table.add(key, stream)
+                else:
+                    self.table.get(key)
+            except BaseException:
+                if created:
+                    stream.release()
+                raise
+            return self._reply(event, key, stream, prediction, loss_of(prediction, y))
+
+        return step
 
     def _encode(self, reply: dict) -> str:
         try:
@@ -172,10 +278,11 @@ class Worker:
         log.warning("%s", message)
 
     # ----- events -----------------------------------------------------------------------------
-    def respond(self, event) -> dict:
-        """The reply to a parsed event; ProtocolError (and no state change) if it cannot apply."""
+    def respond(self, event, step=None) -> dict:
+        """The reply to a parsed event (``step(event)``'s, when given); ProtocolError (and no state change)
+        if it cannot apply."""
         try:
-            return self._respond(event)
+            return self._respond(event) if step is None else step(event)
         except KeyUnavailable as err:
             raise ProtocolError("unavailable", str(err)) from None
         except KeyCorrupt as err:
@@ -195,16 +302,25 @@ class Worker:
         if created:
             self.table.check_room(key)
             stream = kind.create(self.table.template, event)
-        elif type(stream) is not kind:
+        elif stream.kind != kind.kind:
             raise ProtocolError("wrong_kind", f"key {key!r} is a {stream.kind} stream; "
                                 f"this is a {kind.kind} event")
-        output, loss = stream.apply(event)
-        if created:  # a new stream is not in the table yet: refusing it now changes nothing
-            self.table.check_size(key, stream)
-            self.table.add(key, stream)
+        try:
+            output, loss = stream.apply(event)
+            if created:  # a new stream is not in the table yet: refusing it now changes nothing
+                self.table.check_size(key, stream)
+                self.table.add(key, stream)
+        except BaseException:
+            if created:  # what it holds outside itself (a pool's row) goes with it
+                stream.release()
+            raise
+        return self._reply(event, key, stream, output, loss)
+
+    def _reply(self, event, key: str, stream, output, loss) -> dict:
+        """The reply to an event the key's stream took (output and loss), and its counts."""
         self.checkpointer.events += 1
         stats = self.stats
-        if kind.kind == "supervised":
+        if stream.kind == "supervised":
             reply = {"id": event.id, "key": key, "step": stream.events, "prediction": output}
             stats.last_prediction = output
             if event.y is not None:

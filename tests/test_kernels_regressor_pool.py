@@ -11,6 +11,7 @@ import streamrnn as sr
 from streamrnn import kernels
 from streamrnn.estimators.features import FeatureSpace
 from streamrnn.hybrid.regressor import HybridRegressor
+from streamrnn.kernels import regressor_rows as rr
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 N = 3
@@ -151,19 +152,9 @@ def test_events_the_kernel_declines_run_on_the_rows_objects(monkeypatch):
     pairs[0][1].corrector.rnn.network.theta[0] = np.nan
     pairs[1][0].moments.mean[1] = np.nan
     rows = [pool.add(*pair) for pair in pairs]
-    calls = {"event": 0, "step": 0}
-    on_objects, step = pool._on_objects, sr.OnlineRNN.step
-
-    def counted_on_objects(*args):
-        calls["event"] += 1
-        return on_objects(*args)
-
-    def counted_step(self, *args, **kw):
-        calls["step"] += 1
-        return step(self, *args, **kw)
-
-    monkeypatch.setattr(pool, "_on_objects", counted_on_objects)
-    monkeypatch.setattr(sr.OnlineRNN, "step", counted_step)
+    left = []  # what the kernel left to the rows' objects, by kind
+    to_python = pool._left_to_python
+    monkeypatch.setattr(pool, "_left_to_python", lambda i, r, res, *a: left.append(int(res[0])) or to_python(i, r, res, *a))
     stuck = state_of(*pool.get(rows[1]))
     for _ in range(20):
         U, Y = events(rng, 3)
@@ -174,7 +165,7 @@ def test_events_the_kernel_declines_run_on_the_rows_objects(monkeypatch):
         with pytest.raises(ValueError) as refused:  # its objects refuse the event: so does its row
             step_objects(*pairs[1], U[1], float(Y[1]))
         assert np.isnan(got[1]) and pool.errors == {1: str(refused.value)}
-    assert calls["event"] == 20 and calls["step"] > 0
+    assert left.count(rr.REFUSED) == 20 and left.count(rr.NET_NUMPY) + left.count(rr.NET_NONFINITE) > 0
     for r, pair in zip(rows, pairs):
         assert_same(pool.get(r), pair)
     assert state_of(*pool.get(rows[1])).keys() == stuck.keys()
@@ -221,3 +212,33 @@ def test_what_cannot_be_pooled_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="no compiled step"):
         sr.RegressorPool(factory("elman16-bptt10"), N)
 
+
+
+def test_one_event_at_a_time_equals_the_batch_call():
+    """``learn_one`` (the daemon's path for a key whose events come one by one) gives what ``learn`` gives."""
+    rng = np.random.default_rng(5)
+    one, many = (sr.RegressorPool(factory("scheduled-lr"), N) for _ in range(2))
+    a, b = one.add(), many.add()
+    for _ in range(40):
+        U, Y = events(rng, 1)
+        y = None if np.isnan(Y[0]) else float(Y[0])
+        assert one.learn_one(a, U[0].tolist(), y) == many.learn([b], U, Y)[0]
+    assert_same(one.get(a), many.get(b))
+    with pytest.raises(ValueError, match="3 values"):
+        one.learn_one(a, [1.0], 1.0)
+    with pytest.raises(IndexError):
+        one.learn_one(a + 1, [1.0] * N, 1.0)
+
+
+def test_a_view_reads_each_row_as_get_does():
+    """``view`` loads rows into one reused pair of objects: read in turns, each row's state is ``get``'s."""
+    rng = np.random.default_rng(6)
+    pool = sr.RegressorPool(factory("elman16-bptt10"), N)
+    rows = [pool.add() for _ in range(3)]
+    for t in range(12):
+        U, Y = events(rng, 3)
+        pool.learn(rows, U, Y)
+        if t % 3 == 2:
+            for r in rows + rows[::-1]:
+                assert_same(pool.view(r), pool.get(r))
+                assert pool.view(r)[1].weights() == pool.get(r)[1].weights()

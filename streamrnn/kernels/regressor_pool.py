@@ -7,9 +7,9 @@ owners of ``regressor_rows.ROW_SLOTS``, each on a cache line, as
 ``pool.Pool`` lays out a network's), so a stream is one contiguous block and
 its table is its row's address plus ``offsets``: no Python object per
 stream, and a new stream is a copy of the template's row.  Rows come in
-chunks that never move.  The bookkeeping a model keeps in
-Python (the parts' numbers) travels in the row's ``sc``; its network's
-counters, norms and last loss are kept per row in arrays.
+chunks that never move.  The numbers a model keeps in Python travel in the
+row too: the parts' in its ``sc``, its network's counters, norms and last
+loss in its ``book`` (``regressor_rows.BOOK``).
 
 ``learn(rows, U, Y)`` steps one event of each of the given (distinct) rows
 by exactly the code a single model's compiled call runs: a row's result is
@@ -34,7 +34,6 @@ import numpy as np
 from ..estimators.features import FeatureSpace
 from ..hybrid.scale import MAX_ABS
 from ..model import COUNTERS
-from . import NONFINITE, UPDATED
 from . import hybrid_step as k
 from . import network_table as nt
 from . import regressor_rows as rr
@@ -53,7 +52,7 @@ class RegressorPool:
         self.n = int(n_features)
         space, model = self._fresh()
         binding = self._binding(model, space)
-        arrays = self._arrays(binding, space)
+        arrays = self._arrays(binding, space, model)
         self.dims, self._where, self._sizes, self._offsets, row = row_layout(arrays, [kind for _, kind in rr.ROW_SLOTS])
         self.row = max(row, _ALIGN)
         self.offsets = np.array([self._offsets[i] + off if i >= 0 else 0 for i, off in self._where], dtype=np.int64)
@@ -68,15 +67,20 @@ class RegressorPool:
         self.chunk = max(int(chunk), 1)
         self._chunks: list[np.ndarray] = []  # (chunk, row / 8) float64 each: 64-byte aligned rows of words
         self._starts = np.zeros(0, dtype=np.int64)  # each chunk's address
-        self.counters = np.zeros((0, len(COUNTERS)), dtype=np.int64)  # per row: steps, updates, skipped, clipped
-        self._numbers = np.zeros((0, 5))  # per row: last loss, grad norm, clipped grad norm, ||h||^2, whether a loss
         self._used = np.zeros(0, dtype=bool)
-        self._rng: list = []
+        self._free: list[int] = []  # rows not in use, the lowest last
+        self._rng: list = []  # per row: its network's generator state and seed (read only when it is made)
         self._seeds: list = []
+        self._viewed = None  # the pair ``view`` loads rows into
         self._template = np.zeros(self.row, dtype=np.uint8)  # a new stream's row
         self._copy_in(self._template, self._owners_of(arrays))
         self._template_rng = model.corrector.rnn.rng_state if net is not None else None
         self._template_seed = model.corrector.rnn.seed if net is not None else 0
+        self._word = {name: self.offsets[slot] // 8 for name, slot in
+                      (("sc", k.SC_), ("book", rr.BOOK_), ("count", k.NET + nt.COUNT))}
+        # the single event's arrays (``learn_one``), made once
+        self._one = (np.zeros(1, dtype=np.int64), np.zeros((1, self.n)), np.zeros(1), np.zeros(1, dtype=bool),
+                     np.zeros(1), np.zeros(1), np.zeros((1, 2)))
 
     # ----- layout -------------------------------------------------------------------
     def _fresh(self) -> tuple[FeatureSpace, object]:
@@ -97,12 +101,18 @@ class RegressorPool:
         return binding
 
     @staticmethod
-    def _arrays(binding, space, flags=None) -> list:
-        """The pair's arrays in ``ROW_SLOTS`` order (``flags``: the space's [has_last])."""
-        if flags is None:
-            flags = np.array([1.0 if space.has_last else 0.0])
+    def _arrays(binding, space, model) -> list:
+        """The pair's arrays in ``ROW_SLOTS`` order: the space's flags and the network's book are made here,
+        from their Python numbers."""
+        flags = np.array([1.0 if space.has_last else 0.0])
+        book = np.zeros(len(rr.BOOK))
+        if binding.net is not None:
+            rnn = model.corrector.rnn
+            loss = rnn.last_loss
+            book[:] = (*(rnn.counters[name] for name in COUNTERS), 0.0 if loss is None else loss, loss is not None,
+                       rnn.grad_norm, rnn.grad_norm_clipped, rnn.network.stack.h_sq_norms[0])
         m = space.moments
-        return list(binding.table.arrays) + [m.count, m.mean, m.m2, space.last, flags]
+        return list(binding.table.arrays) + [m.count, m.mean, m.m2, space.last, flags, book]
 
     def _owners_of(self, arrays) -> list:
         owners, where = _owners(arrays)
@@ -117,18 +127,17 @@ class RegressorPool:
 
     def _grow(self) -> None:
         """One more chunk of rows."""
-        c = self.chunk
+        c, used = self.chunk, len(self._used)
         self._chunks.append(np.zeros((c, self.row // 8), dtype=np.float64))
         self._starts = np.array([a.ctypes.data for a in self._chunks], dtype=np.int64)
-        self.counters = np.concatenate([self.counters, np.zeros((c, len(COUNTERS)), dtype=np.int64)])
-        self._numbers = np.concatenate([self._numbers, np.zeros((c, 5))])
+        self._free = list(range(used + c - 1, used - 1, -1)) + self._free
         self._used = np.concatenate([self._used, np.zeros(c, dtype=bool)])
         self._rng += [None] * c
         self._seeds += [0] * c
 
-    def _bytes(self, r: int) -> np.ndarray:
-        """Row r's bytes (a view)."""
-        return self._chunks[r // self.chunk][r % self.chunk].view(np.uint8)
+    def _words(self, r: int) -> np.ndarray:
+        """Row r as float64 words (a view)."""
+        return self._chunks[r // self.chunk][r % self.chunk]
 
     def _addresses(self, rows: np.ndarray) -> np.ndarray:
         return self._starts[rows // self.chunk] + (rows % self.chunk) * self.row
@@ -143,17 +152,15 @@ class RegressorPool:
 
     def add(self, space: FeatureSpace | None = None, model=None) -> int:
         """A new row holding a copy of (space, model), or of a fresh stream: its number."""
-        free = np.flatnonzero(~self._used)
-        if not free.size:
+        if not self._free:
             self._grow()
-            free = np.flatnonzero(~self._used)
-        r = int(free[0])
+        r = self._free[-1]
         if model is None:
-            self._bytes(r)[...] = self._template
-            self.counters[r], self._numbers[r] = 0, 0.0
+            self._words(r).view(np.uint8)[...] = self._template
             self._rng[r], self._seeds[r] = self._template_rng, self._template_seed
         else:
             self._put(r, space, model)
+        self._free.pop()
         self._used[r] = True
         self.size += 1
         return r
@@ -161,6 +168,7 @@ class RegressorPool:
     def remove(self, r: int) -> None:
         self._check_row(r)
         self._used[r] = False
+        self._free.append(r)
         self.size -= 1
 
     def put(self, r: int, space: FeatureSpace, model) -> None:
@@ -174,56 +182,75 @@ class RegressorPool:
         binding = self._binding(model, space)
         binding.desync()
         binding._pack(model)  # the model's Python numbers into its sc
-        self._copy_in(self._bytes(r), self._owners_of(self._arrays(binding, space)))
+        self._copy_in(self._words(r).view(np.uint8), self._owners_of(self._arrays(binding, space, model)))
         if self.has_network:
             rnn = model.corrector.rnn
-            self.counters[r] = [rnn.counters[name] for name in COUNTERS]
-            loss = rnn.last_loss
-            self._numbers[r] = (0.0 if loss is None else loss, rnn.grad_norm, rnn.grad_norm_clipped,
-                                rnn.network.stack.h_sq_norms[0], loss is not None)
             self._rng[r], self._seeds[r] = rnn.rng_state, rnn.seed
 
     def get(self, r: int) -> tuple[FeatureSpace, object]:
         """Row r as (space, model) of their own, as they stand now (copies: the pool does not see their changes)."""
         self._check_row(r)
-        space, model = self._fresh()
+        return self._load(r, self._bound(*self._fresh()))
+
+    def view(self, r: int) -> tuple[FeatureSpace, object]:
+        """Row r as (space, model) to read, not to change: the pool's one such pair, loaded again by the next
+        ``view`` (tens of µs, where ``get`` makes new objects; a snapshot of it must copy its arrays)."""
+        self._check_row(r)
+        if self._viewed is None:
+            self._viewed = self._bound(*self._fresh())
+        return self._load(r, self._viewed)
+
+    def _bound(self, space, model) -> tuple:
+        """(space, model, binding, arrays, where each owner but the constants is filled from: (bytes, at))."""
         binding = self._binding(model, space)
-        flags = np.zeros(1)
-        owners = self._owners_of(self._arrays(binding, space, flags))
-        row = self._bytes(r)
-        for i, (at, o) in enumerate(zip(self._offsets, owners)):
-            if i not in self._constants:
-                o.reshape(-1).view(np.uint8)[...] = row[at: at + o.nbytes]
+        arrays = self._arrays(binding, space, model)
+        fill = [(o.reshape(-1).view(np.uint8), at) for i, (at, o) in enumerate(zip(self._offsets, self._owners_of(arrays)))
+                if i not in self._constants]
+        return space, model, binding, arrays, fill
+
+    def _load(self, r: int, bound: tuple) -> tuple[FeatureSpace, object]:
+        """The bound (space, model) made row r's state."""
+        space, model, binding, arrays, fill = bound
+        row = self._words(r).view(np.uint8)
+        for dest, at in fill:
+            dest[...] = row[at: at + dest.shape[0]]
         binding.unpack(model)
-        space.has_last = bool(flags[0])
+        space.has_last = bool(arrays[rr.SP_FLAGS][0])
         space.moments._stale = True
         if self.has_network:
             rnn = model.corrector.rnn
             binding.layer.refresh()
-            rnn.counters = dict(zip(COUNTERS, self.counters[r].tolist()))
-            loss, rnn.grad_norm, rnn.grad_norm_clipped, h_sq, has_loss = self._numbers[r].tolist()
-            rnn.last_loss = loss if has_loss else None
-            rnn.network.stack.h_sq_norms = [h_sq]
+            book = dict(zip(rr.BOOK, arrays[rr.BOOK_].tolist()))
+            rnn.counters = {name: int(book[name]) for name in COUNTERS}
+            rnn.last_loss = book["last_loss"] if book["has_loss"] else None
+            rnn.grad_norm, rnn.grad_norm_clipped = book["grad_norm"], book["grad_norm_clipped"]
+            rnn.network.stack.h_sq_norms = [book["h_sq"]]
             rnn.seed, rnn.rng_state = self._seeds[r], self._rng[r]
         return space, model
+
+    def counters_of(self, r: int) -> dict[str, int]:
+        """Row r's network counters (``OnlineRNN.counters``) and ``bounded``: targets bounded before learning."""
+        words, book = self._words(r), self._word["book"]
+        out = {name: int(words[book + i]) for i, name in enumerate(COUNTERS)}
+        out["bounded"] = int(words[self._word["sc"] + k.BOUNDED])
+        return out
 
     def _check_row(self, r: int) -> None:
         if not (0 <= r < self.capacity and self._used[r]):
             raise IndexError(f"row {r} is not a stream of this pool")
 
     # ----- events -------------------------------------------------------------------
-    def _rates(self, rows: np.ndarray) -> np.ndarray:
+    def _rate(self, r: int) -> float:
         if not self._scheduled:
-            return np.full(len(rows), float(self._lr))
-        word = self.offsets[k.NET + nt.COUNT] // 8
-        return np.array([self._lr(int(self._bytes(r).view(np.int64)[word]) + 1) for r in rows.tolist()])
+            return self._lr
+        return self._lr(int(self._words(r).view(np.int64)[self._word["count"]]) + 1)
 
     def _events(self, rows, U, Y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, U, Y) checked: ValueError naming what is wrong, before anything changes."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         for r in rows.tolist():
             self._check_row(r)
-        if len(np.unique(rows)) != len(rows):
+        if len(set(rows.tolist())) != len(rows):
             raise ValueError("a row appears twice in one call: a stream takes one event per call")
         try:
             U = np.ascontiguousarray(U, dtype=np.float64)
@@ -248,54 +275,55 @@ class RegressorPool:
         holding non-finite values) leaves that stream as it was: NaN, and why in ``errors[i]``."""
         rows, U, Y = self._events(rows, U, Y)
         has = ~np.isnan(Y)
-        out, res = np.empty(len(rows)), np.empty((len(rows), len(rr.RESULTS)))
+        lr = np.full(len(rows), float(self._lr)) if not self._scheduled else \
+            np.array([self._rate(r) for r in rows.tolist()])
+        out, res = np.empty(len(rows)), np.empty((len(rows), 2))
         call = rr.events_parallel if self.parallel and len(rows) > 1 else rr.events
-        call(self._addresses(rows), self.offsets, self.dims, U, np.where(has, Y, 0.0), has, self._rates(rows),
-             self._scaled, out, res)
+        call(self._addresses(rows), self.offsets, self.dims, U, np.where(has, Y, 0.0), has, lr, self._scaled, out,
+             res)
         self.errors = {}
-        refused = res[:, rr.R_REFUSED] != 0.0
-        for i in np.flatnonzero(refused).tolist():  # numpy's events, on the row's objects
-            try:
-                out[i] = self._on_objects(int(rows[i]), U[i], Y[i] if has[i] else None)
-            except ValueError as err:  # a state that cannot take it (non-finite): the stream did not move
-                out[i] = np.nan
-                self.errors[i] = str(err)
-        if self.has_network:
-            self._network_steps(rows, has & ~refused & (res[:, rr.R_STEP] != 0.0), res)
+        if res[:, 0].any():
+            for i in np.flatnonzero(res[:, 0]).tolist():
+                self._left_to_python(i, int(rows[i]), res[i], U[i], Y[i] if has[i] else None, out)
         return out
 
-    def _on_objects(self, r: int, u: np.ndarray, y: float | None) -> float:
-        space, model = self.get(r)
-        z, dx = space.scale(u)
-        p = model.predict(z, dx) if y is None else model.predict_learn(z, dx, y)
-        space.learn({}, u.copy())
-        self._put(r, space, model)
-        return p
+    def learn_one(self, r: int, u, y: float | None) -> float:
+        """``learn`` of one event (u: the raw features, y: a finite target or None), for a caller that checked
+        u's numbers itself (finite, within +-MAX_ABS: the daemon's ``pooled.plain``); the stream's
+        refusal, if any, in ``errors[0]``."""
+        self._check_row(r)
+        if len(u) != self.n:
+            raise ValueError(f"u must have {self.n} values, got {len(u)}")
+        rows, U, Y, has, lr, out, res = self._one
+        rows[0] = r
+        U[0] = u
+        has[0] = y is not None
+        Y[0] = y if y is not None else 0.0
+        lr[0] = self._rate(r)
+        rr.events(self._addresses(rows), self.offsets, self.dims, U, Y, has, lr, self._scaled, out, res)
+        self.errors = {}
+        if res[0, 0]:
+            self._left_to_python(0, r, res[0], U[0].copy(), y, out)
+        return float(out[0])
 
-    def _network_steps(self, rows, due, res) -> None:
-        """The bookkeeping ``OnlineRNN`` keeps of the corrector steps the call took (``_kernel_stepped``), and
-        the steps it left to numpy run on the row's objects."""
-        out = res[:, rr.R_STATUS:]
-        status = out[:, 0].astype(np.int64)
-        stepped = due & (status != 0)
-        r = rows[stepped]
-        updated = status[stepped] == UPDATED
-        c = self.counters
-        c[r, 0] += 1
-        c[r, 1] += updated
-        c[r, 2] += status[stepped] == NONFINITE
-        c[r, 3] += updated & (out[stepped, 5] != 0.0)
-        numbers = self._numbers
-        numbers[r, 0], numbers[r, 3], numbers[r, 4] = out[stepped, 1], out[stepped, 4], 1.0
-        numbers[r[updated], 1], numbers[r[updated], 2] = out[stepped][updated, 2], out[stepped][updated, 3]
-        for row in r[status[stepped] == NONFINITE].tolist():  # traces holding non-finite values restart
-            space, model = self.get(row)
+    def _left_to_python(self, i: int, r: int, res, u: np.ndarray, y: float | None, out: np.ndarray) -> None:
+        """What the kernel left of event i (of row r) to numpy, on the row's objects, written back."""
+        what = int(res[0])
+        space, model = self.get(r)
+        if what == rr.REFUSED:
+            try:
+                z, dx = space.scale(u)
+                out[i] = model.predict(z, dx) if y is None else model.predict_learn(z, dx, y)
+                space.learn({}, u.copy())
+            except ValueError as err:  # a state that cannot take it (non-finite): the stream does not move
+                out[i] = np.nan
+                self.errors[i] = str(err)
+                return
+        elif what == rr.NET_NUMPY:
+            model.corrector.rnn.step(model.corrector.pending, np.array([res[1]]))
+        else:  # NET_NONFINITE: as OnlineRNN does, traces holding non-finite values restart
             learner = model.corrector.rnn.learner
-            if not all(np.isfinite(a).all() for a in learner.state_arrays().values()):
-                learner.reset()
-                self._put(row, space, model)
-        for i in np.flatnonzero(due & (status == 0)).tolist():  # a step the kernel left to numpy
-            row = int(rows[i])
-            space, model = self.get(row)
-            model.corrector.rnn.step(model.corrector.pending, np.array([res[i, rr.R_TARGET]]))
-            self._put(row, space, model)
+            if all(np.isfinite(a).all() for a in learner.state_arrays().values()):
+                return
+            learner.reset()
+        self._put(r, space, model)

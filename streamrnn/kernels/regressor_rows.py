@@ -24,50 +24,70 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import NONFINITE, UPDATED
 from . import hybrid_step as k
 from . import network_table as nt
 from .scale_step import moments_update_at, standardise
 from .table import ivec, vec
 
 #: the feature space's arrays, after the model's: its running moments, the previous raw values, and
-#: ``flags`` = [has_last]
+#: ``flags`` = [has_last]; then ``book``: what ``OnlineRNN`` keeps in Python of its corrector network's
+#: steps (``BOOK``), kept here by the kernel
 SPACE_SLOTS = (("space.count", "f1"), ("space.mean", "f1"), ("space.m2", "f1"), ("space.last", "f1"),
-               ("space.flags", "f1"))
+               ("space.flags", "f1"), ("book", "f1"))
 ROW_SLOTS = k.SLOTS + SPACE_SLOTS
-SP_COUNT, SP_MEAN, SP_M2, SP_LAST, SP_FLAGS = range(len(k.SLOTS), len(ROW_SLOTS))
+SP_COUNT, SP_MEAN, SP_M2, SP_LAST, SP_FLAGS, BOOK_ = range(len(k.SLOTS), len(ROW_SLOTS))
+#: ``book``: the network's counters (``model.COUNTERS``), its last loss and whether there is one, the
+#: norms of its newest update, and ||h||^2 after its newest step
+BOOK = ("steps", "updates", "skipped", "clipped", "last_loss", "has_loss", "grad_norm", "grad_norm_clipped",
+        "h_sq")
+#: per event, what is left to Python: ``DONE``; ``REFUSED`` (``_refused``: the row did not move, the event
+#: is numpy's); ``NET_NUMPY`` (the network's step is numpy's, on target res[1]); ``NONFINITE`` (the step
+#: was skipped: traces holding non-finite values must restart)
+DONE, REFUSED, NET_NUMPY, NET_NONFINITE = range(4)
 
 
-#: per event, what the Python side keeps of it: whether it was refused (``_refused``: the row did not move),
-#: sc's OUT_STEP and OUT_TARGET (a network step due, on that target), then the network's ``out`` slot (its
-#: status, loss, gradient norm, clipped norm, ||h||^2 and whether it clipped; zeros without a network)
-RESULTS = ("refused", "step", "target", "status", "loss", "norm", "clipped_norm", "h_sq", "clipped")
-R_REFUSED, R_STEP, R_TARGET, R_STATUS = range(4)
+@njit(cache=True, error_model="numpy", inline="always")
+def _book(book, out):
+    """``OnlineRNN._kernel_stepped``'s bookkeeping of a step the kernel took (status out[0] != 0)."""
+    status = int(out[0])
+    book[0] += 1.0
+    if status == UPDATED:
+        book[1] += 1.0
+        book[6], book[7] = out[2], out[3]
+        if out[5] != 0.0:
+            book[3] += 1.0
+    elif status == NONFINITE:
+        book[2] += 1.0
+    book[4], book[5], book[8] = out[1], 1.0, out[4]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _event(address, offsets, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
-    """One event of the model whose row starts at ``address``; its prediction (NaN for an event
-    ``_refused`` leaves to numpy: then the row has not moved) and its results into res."""
+    """One event of the model whose row starts at ``address``: its prediction (NaN for an event ``_refused``
+    leaves to numpy: then the row has not moved), and in res what is left to Python and the target."""
     for i in range(offsets.shape[0]):
         ptr[i] = address + offsets[i]
     sc, cst, ints, numbers = vec(ptr, dims, k.SC_), vec(ptr, dims, k.CST_), ivec(ptr, dims, k.INTS_), \
         vec(ptr, dims, k.NUMBERS_)
     count, mean, m2 = vec(ptr, dims, SP_COUNT), vec(ptr, dims, SP_MEAN), vec(ptr, dims, SP_M2)
     last, flags = vec(ptr, dims, SP_LAST), vec(ptr, dims, SP_FLAGS)
-    for j in range(res.shape[0]):
-        res[j] = 0.0
+    res[0], res[1] = DONE, 0.0
     standardise(u, count, mean, m2, scaled, last, flags[0] != 0.0, z, dx)
     if k._refused(sc, z, dx, y if has_y else 0.0, dims):
-        res[R_REFUSED] = 1.0
+        res[0] = REFUSED
         return math.nan
     learned = vec(ptr, dims, k.T_COUNT)[0] != 0.0  # HybridRegressor: nothing learned yet, the prediction is 0
     if has_y:
         p = k.learn_in(z, dx, y, ptr, dims, lr, sc, cst, ints, numbers)
-        res[R_STEP], res[R_TARGET] = sc[k.OUT_STEP], sc[k.OUT_TARGET]
-        if ints[k.HAS_COR] == 1:
+        if ints[k.HAS_COR] == 1 and sc[k.OUT_STEP] != 0.0:
             out = vec(ptr, dims, k.NET + nt.OUT)
-            for j in range(6):
-                res[R_STATUS + j] = out[j]
+            if out[0] == 0.0:  # a step the kernel leaves to numpy (a non-finite state or loss)
+                res[0], res[1] = NET_NUMPY, sc[k.OUT_TARGET]
+            else:
+                _book(vec(ptr, dims, BOOK_), out)
+                if int(out[0]) == NONFINITE:
+                    res[0] = NET_NONFINITE
     else:
         p = k.predict_in(z, dx, ptr, dims, sc, cst, ints) if learned else 0.0
     moments_update_at(count, mean, m2, u, scaled)
@@ -80,7 +100,7 @@ def _event(address, offsets, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
 @njit(cache=True, error_model="numpy")
 def events(addresses, offsets, dims, U, Y, has_y, lr, scaled, out, res):
     """Event i is that of the model whose row starts at addresses[i], with raw features U[i] and target Y[i]
-    (when has_y[i]), at rate lr[i]: its prediction into out[i], its results into res[i] (``RESULTS``)."""
+    (when has_y[i]), at rate lr[i]: its prediction into out[i], what is left to Python into res[i] (``DONE``...)."""
     n = U.shape[1]
     ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
     for i in range(addresses.shape[0]):

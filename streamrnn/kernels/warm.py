@@ -4,7 +4,7 @@ numba loads a kernel's machine code from its cache (or compiles it) on the
 first call, which costs a few hundred milliseconds for the hybrid step: in a
 server that is the first event's latency.  ``warm_up()`` runs each kernel once
 on a throwaway model, so a daemon pays that at start-up, before it says it is
-ready.  The arrays' types are the same whatever the sizes, so a small model
+ready; ``warm_pool`` does the same for the pool its supervised keys are rows of.  The arrays' types are the same whatever the sizes, so a small model
 loads the code every model uses.
 """
 
@@ -41,4 +41,18 @@ def warm_up() -> float:
             space.learn(x, raw)
             bare.predict(np.array(z))
             bare.step(np.array(z), [float(t)])
+    return time.perf_counter() - started
+
+
+def warm_pool(pool) -> float:
+    """Run a ``RegressorPool``'s step once, on a throwaway row of it (left free again): a daemon whose keys are
+    rows loads that kernel too (compiling it, about 20 s, where no cache has it); the seconds it took."""
+    if pool is None:
+        return 0.0
+    started = time.perf_counter()
+    r = pool.add()
+    try:
+        pool.learn_one(r, [1.0] * pool.n, 1.0)
+    finally:
+        pool.remove(r)
     return time.perf_counter() - started

@@ -1,0 +1,152 @@
+"""Supervised keys as rows of a RegressorPool (service.pooled, and the worker's batches): the same replies,
+counts, digests and checkpoints as keys held as objects, whether events are stepped in batches or one by
+one, through bad lines, odd feature values, evictions, restores and checkpoints falling due mid-input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from streamrnn import kernels
+from streamrnn_service.config import load
+from streamrnn_service.names import ModelTemplate
+from streamrnn_service.pooled import PooledStream
+from streamrnn_service.server import build_worker
+from streamrnn_service.store import DirectoryStore, MemoryStore
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+BPTT = {"model.learner": "bptt", "model.units": "6"}
+
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The compiled path, whatever the environment (CI runs the suite with STREAMRNN_KERNELS=0 too)."""
+    monkeypatch.setenv(kernels.ENV, "1")
+
+
+def make(store=None, objects=False, monkeypatch=None, **settings):
+    config = load(environ={}, overrides={"checkpoint.enabled": "false", **BPTT, **settings})
+    template = ModelTemplate(config.model, config.forecast)
+    if objects:  # keys as SupervisedStream objects (on the kernel path): the reference
+        template._pools = _NoPools()
+    return build_worker(config, store if store is not None else MemoryStore(), template=template)
+
+
+class _NoPools(dict):
+    def __contains__(self, n):
+        return True
+
+    def __getitem__(self, n):
+        return None
+
+
+def rows_in_use(worker) -> int:
+    """Rows in use over the template's pools (one per width of the keys' features)."""
+    return sum(pool.size for pool in worker.table.template._pools.values() if pool is not None)
+
+
+def lines(events) -> list:
+    out = []
+    for e in events:
+        line = e if isinstance(e, bytes) else json.dumps(e).encode()
+        out.append((line, len(line) + 1))
+    return out
+
+
+def mixed_events(n: int, keys: int, seed: int = 0) -> list:
+    """Supervised events over many keys, with the lines a daemon meets besides: no target, y as a list, int
+    and None features (the second read on the row's objects), unknown features, wrong widths, a
+    forecasting event for a supervised key, commands and broken JSON."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        key = f"k{int(rng.integers(0, keys))}"
+        x = {"a": float(rng.normal()), "b": float(rng.normal() * 10), "c": float(rng.uniform())}
+        event = {"id": i, "key": key, "x": x, "y": float(np.sin(x["a"]) + 0.1 * x["b"])}
+        roll = rng.random()
+        if roll < 0.08:
+            del event["y"]
+        elif roll < 0.12:
+            event["y"] = [event["y"]]
+        elif roll < 0.15:
+            x["c"] = int(rng.integers(-3, 3))
+        elif roll < 0.17:
+            x["b"] = None
+        elif roll < 0.19:
+            x["d"] = 1.0
+        elif roll < 0.20:
+            event["y"] = [1.0, 2.0]
+        elif roll < 0.21:
+            event = {"id": i, "key": key, "value": 1.0}
+        elif roll < 0.22:
+            event = {"id": i, "command": "status", "key": key}
+        elif roll < 0.23:
+            event = b'{"x": {"a": 1.0}, "y": '
+        out.append(event)
+    return out
+
+
+def run(worker, events, chunk=50) -> list:
+    replies = []
+    for at in range(0, len(events), chunk):
+        text = worker.handle_lines(lines(events[at: at + chunk]))
+        replies += [json.loads(r) for r in text.decode().splitlines()]
+    return replies
+
+
+def test_batches_answer_as_objects_do_event_by_event():
+    events = mixed_events(1500, keys=40)
+    objects = make(objects=True)
+    want = run(objects, events)
+    for batch in ("64", "1"):
+        pooled = make(**{"streams.batch": batch})
+        assert run(pooled, events) == want
+        assert pooled.table.digest() == objects.table.digest()
+        assert pooled.table.totals() == objects.table.totals()
+        assert pooled.stats.outcomes == objects.stats.outcomes
+        assert all(type(s) is PooledStream for s in pooled.table.live.values())
+        assert rows_in_use(pooled) == len(pooled.table.live)
+    assert not any(type(s) is PooledStream for s in objects.table.live.values())
+    assert sum("error" in r for r in want) > 50 and sum("prediction" in r for r in want) > 1200
+
+
+def test_evictions_restores_and_checkpoints_due_mid_input_change_nothing(tmp_path):
+    """Few live keys (new keys evict, old ones are read back) and a checkpoint every 37 events: the batches
+    are cut before each, and the rows of evicted keys are freed."""
+    events = mixed_events(800, keys=30, seed=1)
+    settings = {"streams.max_keys": "8", "checkpoint.enabled": "true", "checkpoint.every_events": "37",
+                "checkpoint.every_seconds": "0", "checkpoint.background": "false"}
+    objects = make(DirectoryStore(tmp_path / "objects"), objects=True, **settings)
+    pooled = make(DirectoryStore(tmp_path / "pooled"), **settings)
+    assert run(pooled, events) == run(objects, events)
+    assert pooled.table.evictions > 100 and pooled.table.restores > 100
+    assert pooled.checkpointer.generation == objects.checkpointer.generation > 15
+    assert pooled.table.digest() == objects.table.digest()
+    assert rows_in_use(pooled) == len(pooled.table.live) <= 8
+
+
+def test_a_restart_continues_bit_for_bit(tmp_path):
+    events = mixed_events(600, keys=25, seed=2)
+    settings = {"checkpoint.enabled": "true", "checkpoint.every_events": "0"}
+    straight = make(**settings)
+    want = run(straight, events)
+    first = make(DirectoryStore(tmp_path), **settings)
+    got = run(first, events[:310])
+    assert first.checkpointer.checkpoint()
+    again = make(DirectoryStore(tmp_path), **settings)
+    assert again.checkpointer.restore()
+    assert all(type(s) is PooledStream for s in again.table.live.values())
+    got += run(again, events[310:])
+    for reply in got + want:  # a status reply says which checkpoint generation it stands on
+        reply.pop("generation", None)
+    assert got == want
+    assert again.table.digest() == straight.table.digest()
+
+
+def test_a_new_key_refused_or_failing_leaves_no_row():
+    w = make(**{"streams.max_key_bytes": "1024"})
+    replies = run(w, [{"key": f"k{i}", "x": {"a": 1.0}, "y": 1.0} for i in range(5)])
+    assert {r["error"]["code"] for r in replies} == {"too_large"}
+    assert len(w.table) == 0 and w.table.template.pool(1).size == 0
