@@ -369,7 +369,8 @@ def many_keys(data, xs, ys, keys, args) -> None:
           "<= 16 KB); the checkpoint files also hold older copies of keys written again since, until they are "
           "collected.  Goal: >= 50,000 events/s with 10,000 keys.  The pool's rows (BPTT only) step the next "
           "events of distinct keys, up to 64, in one compiled call, a new key being a copy of the template's row; "
-          "the daemon does not use them yet.")
+          "the daemon holds such keys as rows of its pool too (one thread), and steps them as the worker cuts "
+          "its batches.")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ on the row when its features are plain numbers, else on the row's objects
 from __future__ import annotations
 
 from streamrnn.hybrid.scale import MAX_ABS
+from streamrnn.hybrid.stateful import unprefixed
 
 from .protocol import SupervisedEvent
 from .streams import SupervisedStream, _width_error
@@ -61,11 +62,16 @@ class PooledStream(SupervisedStream):
         self.row = row
 
     @classmethod
-    def adopt(cls, pool, stream: SupervisedStream) -> "PooledStream":
-        """The row holding a copy of a ``SupervisedStream``'s state (one read back from a checkpoint)."""
-        pooled = cls(pool, stream.features, pool.add(stream.space, stream.cores[0]))
-        pooled.events = stream.events
-        return pooled
+    def restore_into(cls, pool, arrays: dict, header: dict) -> "PooledStream":
+        """A key's ``snapshot`` read back into a new row of ``pool`` (StateError, and no row taken, if it does
+        not fit): loaded as ``SupervisedStream.restore`` loads it, into objects the pool keeps for that."""
+        def load(space, model):
+            space.load(unprefixed(arrays, "features."))
+            model.load(unprefixed(arrays, "out0."))
+
+        stream = cls(pool, list(header["features"]), pool.add_loaded(load))
+        stream.events = int(header["events"])
+        return stream
 
     def release(self) -> None:
         """The key leaves memory: its row is free for another."""

@@ -185,6 +185,11 @@ class SupervisedStream(Stream):
 
     @classmethod
     def restore(cls, template, arrays, header) -> "SupervisedStream":
+        pool = template.pool(len(header["features"])) if template.hybrid and header.get("hybrid") else None
+        if pool is not None:  # a row of the template's pool (``pooled``)
+            from .pooled import PooledStream
+
+            return PooledStream.restore_into(pool, arrays, header)
         stream = cls(template, header["features"])
         if bool(header.get("hybrid", False)) != stream.hybrid:
             raise StateError("the key was saved with another loss or readout")
@@ -195,11 +200,6 @@ class SupervisedStream(Stream):
         else:
             stream.model.load_state_dict(arrays, header["model"])
         stream.events = int(header["events"])
-        pool = template.pool(len(stream.features)) if stream.hybrid else None
-        if pool is not None:
-            from .pooled import PooledStream
-
-            return PooledStream.adopt(pool, stream)
         return stream
 
 

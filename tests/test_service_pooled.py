@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streamrnn import kernels
+from streamrnn.state import StateError
 from streamrnn_service.config import load
 from streamrnn_service.names import ModelTemplate
 from streamrnn_service.pooled import PooledStream
@@ -150,3 +151,14 @@ def test_a_new_key_refused_or_failing_leaves_no_row():
     replies = run(w, [{"key": f"k{i}", "x": {"a": 1.0}, "y": 1.0} for i in range(5)])
     assert {r["error"]["code"] for r in replies} == {"too_large"}
     assert len(w.table) == 0 and w.table.template.pool(1).size == 0
+
+
+def test_a_state_that_does_not_fit_takes_no_row():
+    w = make()
+    run(w, [{"key": "k", "x": {"a": 1.0, "b": 2.0}, "y": 1.0}])
+    arrays, header = w.table.live["k"].snapshot()
+    pool = w.table.template.pool(2)
+    del arrays["out0.linear.w"]
+    with pytest.raises(StateError, match="linear|w"):
+        PooledStream.restore_into(pool, arrays, header)
+    assert pool.size == 1

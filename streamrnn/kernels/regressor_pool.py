@@ -72,6 +72,7 @@ class RegressorPool:
         self._rng: list = []  # per row: its network's generator state and seed (read only when it is made)
         self._seeds: list = []
         self._viewed = None  # the pair ``view`` loads rows into
+        self._spare = None  # the pair ``add_loaded`` loads states into
         self._template = np.zeros(self.row, dtype=np.uint8)  # a new stream's row
         self._copy_in(self._template, self._owners_of(arrays))
         self._template_rng = model.corrector.rnn.rng_state if net is not None else None
@@ -164,6 +165,15 @@ class RegressorPool:
         self._used[r] = True
         self.size += 1
         return r
+
+    def add_loaded(self, load: Callable) -> int:
+        """A new row holding the state ``load(space, model)`` gives a pair of objects the pool keeps for it (a
+        checkpoint is read back without new objects per stream); if ``load`` raises, nothing is added."""
+        if self._spare is None:
+            self._spare = self._fresh()
+        space, model = self._spare
+        load(space, model)
+        return self.add(space, model)
 
     def remove(self, r: int) -> None:
         self._check_row(r)
