@@ -129,7 +129,7 @@ class ModelTemplate:
 
             try:
                 # one thread: while a forked checkpoint child lives, every first write to a page copies it, and
-                # with two threads each copy also stops the other (measured: 2.5 times slower, not faster)
+                # with two threads each copy also stops the other (measured: ten times slower, not faster)
                 pool = RegressorPool(lambda: self.regressor(n_features), n_features, parallel=False)
             except ValueError:  # what a row cannot hold (RTRL's swapped buffers)
                 pool = None

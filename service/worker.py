@@ -104,8 +104,9 @@ class Worker:
         the one in hand get no reply and their position is not counted, as if never read.  Never raises.
         """
         clock, texts = time.perf_counter, []
-        for at in range(0, len(lines), self.BATCH):
-            batch = lines[at: at + self.BATCH]
+        span = max(self.BATCH, self.batch)  # a pass holds the longest batch of events stepped together
+        for at in range(0, len(lines), span):
+            batch = lines[at: at + span]
             parsed = []
             for line, size in batch:
                 started = clock()

@@ -89,7 +89,7 @@ def mixed_events(n: int, keys: int, seed: int = 0) -> list:
     return out
 
 
-def run(worker, events, chunk=50) -> list:
+def run(worker, events, chunk=250) -> list:
     replies = []
     for at in range(0, len(events), chunk):
         text = worker.handle_lines(lines(events[at: at + chunk]))
@@ -101,7 +101,7 @@ def test_batches_answer_as_objects_do_event_by_event():
     events = mixed_events(1500, keys=40)
     objects = make(objects=True)
     want = run(objects, events)
-    for batch in ("64", "1"):
+    for batch in ("64", "1", "200"):
         pooled = make(**{"streams.batch": batch})
         assert run(pooled, events) == want
         assert pooled.table.digest() == objects.table.digest()

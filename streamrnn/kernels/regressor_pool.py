@@ -44,10 +44,17 @@ _CONSTANT_SLOTS = {i for i, (name, _) in enumerate(rr.ROW_SLOTS)
                    if name in ("cst", "ints", "numbers", "net.ints", "net.numbers")}
 
 
+#: a chunk of rows under numpy's 4 MiB threshold for asking the kernel for huge pages: a first write to a
+#: 2 MiB page (a new row) stalled for milliseconds while the kernel assembled it, and after a fork (the
+#: checkpoint child) a first write to one copies all of it
+CHUNK_BYTES = 2 << 20
+
+
 class RegressorPool:
-    def __init__(self, new_model: Callable, n_features: int, chunk: int = 256, parallel: bool | None = None):
+    def __init__(self, new_model: Callable, n_features: int, chunk: int | None = None, parallel: bool | None = None):
         """``new_model()`` makes a fresh ``HybridRegressor`` of the pool's configuration (every stream's); the
-        rows are allocated ``chunk`` at a time (growing copies nothing, and no row ever moves)."""
+        rows are allocated ``chunk`` at a time (growing copies nothing, and no row ever moves), by default as
+        many as fit in ``CHUNK_BYTES``."""
         self._new = new_model
         self.n = int(n_features)
         space, model = self._fresh()
@@ -64,7 +71,7 @@ class RegressorPool:
         self._scaled = np.ones(self.n, dtype=bool)
         self.errors: dict[int, str] = {}  # the events of the newest ``learn`` a stream refused: index -> why
         self.size = 0
-        self.chunk = max(int(chunk), 1)
+        self.chunk = max(int(chunk), 1) if chunk is not None else max(CHUNK_BYTES // self.row, 1)
         self._chunks: list[np.ndarray] = []  # (chunk, row / 8) float64 each: 64-byte aligned rows of words
         self._starts = np.zeros(0, dtype=np.int64)  # each chunk's address
         self._used = np.zeros(0, dtype=bool)
