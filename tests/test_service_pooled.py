@@ -162,3 +162,28 @@ def test_a_state_that_does_not_fit_takes_no_row():
     with pytest.raises(StateError, match="linear|w"):
         PooledStream.restore_into(pool, arrays, header)
     assert pool.size == 1
+
+
+def test_a_forked_checkpoint_writes_the_rows_of_the_instant_it_was_forked(tmp_path):
+    """The child snapshots the rows as they were at the fork while the parent's rows move on (a pooled key's
+    snapshot copies what the pool's reused objects read, so no key's arrays alias another's)."""
+    from streamrnn_service import forked
+
+    from .test_service_forked import SlowStore
+
+    settings = {"checkpoint.enabled": "true", "checkpoint.every_events": "0"}
+    store = SlowStore(tmp_path)
+    w = make(store, **settings)
+    events = mixed_events(400, keys=20, seed=3)
+    run(w, events[:250])
+    digest = w.table.digest()
+    store.delay = 0.3
+    assert w.checkpointer.checkpoint(background=True)
+    writing = w.checkpointer._writing[0]
+    assert isinstance(writing, forked.ForkedCommit) and not writing.done()
+    run(w, events[250:])  # while the child writes
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 1 and w.stats.checkpoint_failures == 0
+    again = make(DirectoryStore(tmp_path), **settings)
+    assert again.checkpointer.restore() and again.table.digest() == digest
+    assert all(type(s) is PooledStream for s in again.table.live.values()) and len(again.table.live) == 20
