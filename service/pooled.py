@@ -17,7 +17,7 @@ from streamrnn.hybrid.scale import MAX_ABS
 from streamrnn.hybrid.stateful import unprefixed
 
 from .protocol import SupervisedEvent
-from .streams import SupervisedStream, _width_error
+from .streams import SupervisedStream, _width_error, squared_loss
 
 
 def plain(x: dict, features: list) -> list | None:
@@ -45,11 +45,8 @@ def target(event: SupervisedEvent) -> float | None:
 
 
 def loss_of(prediction: float, y: float | None) -> float | None:
-    """The reply's loss, as ``SupervisedStream.apply`` computes it for one output."""
-    if y is None:
-        return None
-    err = min(max(prediction - y, -MAX_ABS), MAX_ABS)  # against a wild target, a large finite loss
-    return (0.0 + err * err) * 0.5
+    """The reply's loss for one output (``squared_loss``), None without a target."""
+    return None if y is None else squared_loss((prediction,), (y,))
 
 
 class PooledStream(SupervisedStream):
@@ -60,6 +57,11 @@ class PooledStream(SupervisedStream):
         self.hybrid = True
         self.pool = pool
         self.row = row
+
+    @classmethod
+    def new(cls, pool, features: list[str]) -> "PooledStream":
+        """A new key: a new row of ``pool``, a fresh model's state."""
+        return cls(pool, list(features), pool.add())
 
     @classmethod
     def restore_into(cls, pool, arrays: dict, header: dict) -> "PooledStream":

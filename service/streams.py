@@ -41,6 +41,16 @@ def _width_error(what: str, expected: int, got: int) -> ProtocolError:
     return ProtocolError("wrong_width", f"{what} must have {expected} values for this key, got {got}")
 
 
+def squared_loss(predictions, targets) -> float:
+    """The reply's loss: half the sum of squared errors, each error bounded (a wild target gives a large
+    finite loss)."""
+    loss = 0.0
+    for p, target in zip(predictions, targets):
+        err = min(max(p - target, -MAX_ABS), MAX_ABS)
+        loss += err * err
+    return loss * 0.5
+
+
 class Stream:
     kind = ""
 
@@ -101,16 +111,21 @@ class SupervisedStream(Stream):
         else:
             self.model = template.build(n, self.outputs)
 
+    @staticmethod
+    def features_of(template, event: SupervisedEvent) -> list:
+        """A new key's feature names: ``model.features`` from the settings, or its first event's, sorted."""
+        return template.settings.features or sorted(event.x)
+
     @classmethod
     def create(cls, template, event: SupervisedEvent) -> "SupervisedStream":
-        features = template.settings.features or sorted(event.x)
+        features = cls.features_of(template, event)
         if not features:
             raise ProtocolError("missing_feature", "the first event of a key needs at least one feature in x")
-        pool = template.pool(len(features)) if template.hybrid else None
+        pool = template.pool(len(features))
         if pool is not None:  # a row of the template's pool (``pooled``)
             from .pooled import PooledStream
 
-            return PooledStream(pool, list(features), pool.add())
+            return PooledStream.new(pool, features)
         return cls(template, features)
 
     def layout(self) -> tuple:
@@ -163,11 +178,7 @@ class SupervisedStream(Stream):
                 o = [core.predict(z, dx) for core in self.cores]
             else:  # the outputs' models are independent: each predicts and learns in one pass
                 o = [core.predict_learn(z, dx, target) for core, target in zip(self.cores, y)]
-                loss = 0.0
-                for p, target in zip(o, y):  # against a wild target, a large finite loss
-                    err = min(max(p - target, -MAX_ABS), MAX_ABS)
-                    loss += err * err
-                loss *= 0.5
+                loss = squared_loss(o, y)
             space.learn(event.x, raw)
         self.events += 1
         return (o[0] if self.outputs == 1 else o), loss
@@ -185,7 +196,7 @@ class SupervisedStream(Stream):
 
     @classmethod
     def restore(cls, template, arrays, header) -> "SupervisedStream":
-        pool = template.pool(len(header["features"])) if template.hybrid and header.get("hybrid") else None
+        pool = template.pool(len(header["features"])) if header.get("hybrid") else None
         if pool is not None:  # a row of the template's pool (``pooled``)
             from .pooled import PooledStream
 

@@ -19,7 +19,7 @@ from .checkpointer import Checkpointer, Position
 from .pooled import PooledStream, loss_of, plain, target
 from .protocol import Command, ProtocolError, SupervisedEvent, error, parse
 from .stats import Stats
-from .streams import KINDS
+from .streams import KINDS, SupervisedStream
 from .table import KeyCorrupt, KeyRefused, KeyUnavailable, StreamTable
 
 log = logging.getLogger("streamrnn.worker")
@@ -190,9 +190,9 @@ class Worker:
                 break
             stream = table.live.get(key)
             if stream is None:  # a new key: one the live table has room for, whose first event this is
-                if key in table.stored or len(table.live) + new >= table.max_keys or not template.hybrid:
+                if key in table.stored or len(table.live) + new >= table.max_keys:
                     break
-                features = template.settings.features or sorted(event.x)
+                features = SupervisedStream.features_of(template, event)
                 row_pool = template.pool(len(features)) if features else None
                 new += 1
             elif type(stream) is PooledStream:
@@ -220,7 +220,7 @@ class Worker:
         clock = time.perf_counter
         started = clock()
         pool, items = run
-        streams = [stream if stream is not None else PooledStream(pool, list(features), pool.add())
+        streams = [stream if stream is not None else PooledStream.new(pool, features)
                    for _, stream, features, _, _ in items]
         try:
             predictions = pool.learn([s.row for s in streams], [item[3] for item in items],
