@@ -177,6 +177,12 @@ class Worker:
     def _run(self, parsed: list, at: int) -> tuple | None:
         """(pool, [(key, stream or None for a new key, features, u, y)]) of the events from ``at`` on that step
         together (see the class), or None when fewer than two do."""
+        if at + 1 >= len(parsed):  # first the cheap test that two events in a row could go together
+            return None
+        first, second = parsed[at][0], parsed[at + 1][0]
+        if type(first) is not SupervisedEvent or type(second) is not SupervisedEvent or \
+                (first.key or self.default_key) == (second.key or self.default_key):
+            return None  # (one key's events, the common case with few keys, never do)
         table, template = self.table, self.table.template
         room = self.checkpointer.room()
         limit = self.batch if room is None else min(self.batch, room)
