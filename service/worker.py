@@ -148,9 +148,8 @@ class Worker:
         """(the reply to a parsed line, whether it was an event applied); counts the line's position.
         ``step(event)``, when given, replies to an event of a batch, stepped already (``_apply_run``)."""
         command = type(event) is Command
-        if position is not None and not command:  # commands are questions, not part of the stream: they never
-            position.lines += 1  # move it; a line that is not an event still was read
-            position.bytes += size
+        if not command:  # commands are questions, not part of the stream: they never move it
+            self._count(position, size)
         if isinstance(event, Exception):
             if isinstance(event, ProtocolError):
                 self.stats.reject(event.code)
@@ -172,6 +171,13 @@ class Worker:
         if step is None:  # a batch's events are counted first, and its checkpoint (if one fell due) comes last
             self.checkpointer.after_event()
         return reply, True
+
+    @staticmethod
+    def _count(position: Position | None, size: int) -> None:
+        """A line of the stream was read (an event or not, applied or refused): its position moves past it."""
+        if position is not None:
+            position.lines += 1
+            position.bytes += size
 
     # ----- batches ------------------------------------------------------------------------------
     def _run(self, parsed: list, at: int) -> tuple | None:
@@ -237,19 +243,27 @@ class Worker:
                 if stream is None:
                     pooled.release()
             return None
-        errors = pool.errors
+        errors, table = pool.errors, self.table
         share = (clock() - started) / len(items)
         out = []
         for i, ((key, stream, _, _, y), pooled) in enumerate(zip(items, streams)):
             started = clock()
-            step = self._batched(key, pooled, stream is None, predictions[i], y, errors.get(i))
-            reply, timed = self._apply(parsed[at + i][0], lines[at + i][1], position, step)
-            out.append((reply, timed, parsed[at + i][1] + share + clock() - started))
+            (event, seconds), prediction = parsed[at + i], predictions[i]
+            if stream is None or i in errors:  # a new key (which may be refused) or an event its row refused
+                step = self._batched(key, pooled, stream is None, prediction, y, errors.get(i))
+                reply, timed = self._apply(event, lines[at + i][1], position, step)
+            else:  # a held key's event, taken: _apply's and the step's bookkeeping, which nothing here refuses
+                self._count(position, lines[at + i][1])
+                stream.events += 1
+                table.get(key)
+                reply, timed = self._reply(event, key, stream, prediction, loss_of(prediction, y)), True
+            out.append((reply, timed, seconds + share + clock() - started))
         self.checkpointer.after_event()
         return out
 
     def _batched(self, key: str, stream: PooledStream, created: bool, prediction: float, y, refusal):
-        """``respond``'s step for one event of a batch: the key's bookkeeping, then its reply."""
+        """``respond``'s step for an event of a batch that may be refused (a new key's, or one its row could
+        not take): the key's bookkeeping, then its reply."""
 
         def step(event) -> dict:
             try:

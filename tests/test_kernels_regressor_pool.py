@@ -186,6 +186,8 @@ def test_bad_input_is_refused_naming_it_and_changes_nothing():
         (([r, s], np.ones((2, N)), [1.0, np.inf]), ValueError, r"Y\[1\] is infinite"),
         (([r], [["a", "b", "c"]], [1.0]), ValueError, "arrays of numbers"),
         (([7], np.ones((1, N)), [1.0]), IndexError, "row 7"),
+        (([r, -1], np.ones((2, N)), [1.0, 1.0]), IndexError, "row -1"),
+        (([10**6], np.ones((1, N)), [1.0]), IndexError, "row 1000000"),
     ]
     for args, error, match in cases:
         with pytest.raises(error, match=match):
@@ -218,7 +220,11 @@ def test_one_event_at_a_time_equals_the_batch_call():
     """``learn_one`` (the daemon's path for a key whose events come one by one) gives what ``learn`` gives."""
     rng = np.random.default_rng(5)
     one, many = (sr.RegressorPool(factory("scheduled-lr"), N) for _ in range(2))
+    for pool in (one, many):  # the rows stepped are in the pools' second chunk: their addresses are found by chunk
+        for _ in range(pool.chunk):
+            pool.add()
     a, b = one.add(), many.add()
+    assert a // one.chunk == 1 and a % one.chunk == 0
     for _ in range(40):
         U, Y = events(rng, 1)
         y = None if np.isnan(Y[0]) else float(Y[0])

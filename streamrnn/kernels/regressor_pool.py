@@ -265,9 +265,11 @@ class RegressorPool:
     def _events(self, rows, U, Y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, U, Y) checked: ValueError naming what is wrong, before anything changes."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        for r in rows.tolist():
-            self._check_row(r)
-        if len(set(rows.tolist())) != len(rows):
+        listed = rows.tolist()
+        if rows.size and (min(listed) < 0 or max(listed) >= self.capacity or not self._used[rows].all()):
+            for r in listed:  # name the first row that is not a stream
+                self._check_row(r)
+        if len(set(listed)) != len(listed):
             raise ValueError("a row appears twice in one call: a stream takes one event per call")
         try:
             U = np.ascontiguousarray(U, dtype=np.float64)
@@ -311,13 +313,13 @@ class RegressorPool:
         self._check_row(r)
         if len(u) != self.n:
             raise ValueError(f"u must have {self.n} values, got {len(u)}")
-        rows, U, Y, has, lr, out, res = self._one
-        rows[0] = r
+        address, U, Y, has, lr, out, res = self._one
+        address[0] = int(self._starts[r // self.chunk]) + (r % self.chunk) * self.row  # ``_addresses``, in ints
         U[0] = u
         has[0] = y is not None
         Y[0] = y if y is not None else 0.0
         lr[0] = self._rate(r)
-        rr.events(self._addresses(rows), self.offsets, self.dims, U, Y, has, lr, self._scaled, out, res)
+        rr.events(address, self.offsets, self.dims, U, Y, has, lr, self._scaled, out, res)
         self.errors = {}
         if res[0, 0]:
             self._left_to_python(0, r, res[0], U[0].copy(), y, out)
