@@ -23,10 +23,12 @@ connection that closes in the middle of a line is logged and counted as
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +38,19 @@ from .worker import Worker
 
 log = logging.getLogger("streamrnn.sources")
 CHUNK = 1 << 18
+#: the buffer asked for a pipe on stdin or stdout (Linux's default is 64 KiB, and its limit for a user 1 MiB)
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(fd: int, size: int = PIPE_BYTES) -> None:
+    """A pipe's buffer grown toward ``size`` bytes, where the system allows it: fewer, longer reads and
+    writes, and a reader of replies that falls behind blocks the daemon less often.  Anything else (a file,
+    a terminal, a socket, another system) is left as it is."""
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < size:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (OSError, AttributeError, ValueError):  # over the user's limit, no such call here: keep the default
+        pass
 
 
 class LineSplitter:
@@ -88,6 +103,7 @@ class Stdout:
 
     def __init__(self, stats: Stats, fd: int = 1):
         self.stats, self.fd, self.broken = stats, fd, False
+        widen_pipe(fd)
 
     def write(self, data: bytes) -> None:
         if self.broken or not data:
@@ -157,6 +173,7 @@ class StdinSource(Source):
         blocks (nor does /dev/null): it is read directly.
         """
         loop, fd = asyncio.get_running_loop(), self.fd
+        widen_pipe(fd)
         try:
             loop.add_reader(fd, lambda: None)
             loop.remove_reader(fd)
