@@ -82,11 +82,13 @@ class PooledStream(SupervisedStream):
             self.row = None
 
     def _objects(self, view: bool = False) -> SupervisedStream:
-        """The key as a ``SupervisedStream`` of its own (a copy of the row), or with ``view`` one to read at
-        once: the pool's pair of objects, which the next view loads again (``RegressorPool.view``)."""
+        """The key as a ``SupervisedStream`` of its own (a copy of the row, whose space names its columns by the
+        key's features: it reads an event's x as the key's own objects would), or with ``view`` one whose
+        state to read at once: the pool's pair of objects, which the next view loads again
+        (``RegressorPool.view``), its columns named x0, x1, ... (not for events)."""
         stream = SupervisedStream.__new__(SupervisedStream)
         stream.events, stream.features, stream.outputs, stream.hybrid = self.events, self.features, 1, True
-        stream.space, core = self.pool.view(self.row) if view else self.pool.get(self.row)
+        stream.space, core = self.pool.view(self.row) if view else self.pool.get(self.row, self.features)
         stream.cores = [core]
         return stream
 

@@ -248,3 +248,18 @@ def test_a_view_reads_each_row_as_get_does():
             for r in rows + rows[::-1]:
                 assert_same(pool.view(r), pool.get(r))
                 assert pool.view(r)[1].weights() == pool.get(r)[1].weights()
+
+
+def test_get_names_the_spaces_columns_so_it_reads_a_streams_events():
+    """``get(r, names)``: the space's columns are the stream's features in order, so a dict event is read into
+    them (with the default names x0, x1, ... the stream's names would be unknown and read as zeros)."""
+    pool = sr.RegressorPool(factory("elman16-bptt10"), N)
+    r = pool.add()
+    pool.learn([r], np.array([[1.0, 2.0, 3.0]]), [0.5])
+    space, _ = pool.get(r, ["c", "a", "b"])
+    assert space.names == ["c", "a", "b"]
+    np.testing.assert_array_equal(space.raw({"a": 2.0, "b": 3.0, "c": 1.0}), [1.0, 2.0, 3.0])
+    assert pool.get(r)[0].names == ["x0", "x1", "x2"]
+    for names in (["a", "b"], ["a", "a", "b"]):
+        with pytest.raises(ValueError, match="3 distinct feature names"):
+            pool.get(r, names)

@@ -85,6 +85,10 @@ def mixed_events(n: int, keys: int, seed: int = 0) -> list:
             event = {"id": i, "command": "status", "key": key}
         elif roll < 0.23:
             event = b'{"x": {"a": 1.0}, "y": '
+        elif roll < 0.24:  # a feature past what a row reads as it is: taken on the row's objects, written back
+            x["a"] = float(rng.choice([-1.0, 1.0])) * 1e150
+        elif roll < 0.25:  # a wild target: the error is bounded (counted in ``bounded``)
+            event["y"] = float(rng.choice([-1.0, 1.0])) * 1e150
         out.append(event)
     return out
 
@@ -109,6 +113,9 @@ def test_batches_answer_as_objects_do_event_by_event():
         assert pooled.stats.outcomes == objects.stats.outcomes
         assert all(type(s) is PooledStream for s in pooled.table.live.values())
         assert rows_in_use(pooled) == len(pooled.table.live)
+        bounded = {key: s.bounded() for key, s in pooled.table.live.items()}
+        assert bounded == {key: s.bounded() for key, s in objects.table.live.items()}
+    assert sum(bounded.values()) > 5
     assert not any(type(s) is PooledStream for s in objects.table.live.values())
     assert sum("error" in r for r in want) > 50 and sum("prediction" in r for r in want) > 1200
 
@@ -187,3 +194,23 @@ def test_a_forked_checkpoint_writes_the_rows_of_the_instant_it_was_forked(tmp_pa
     again = make(DirectoryStore(tmp_path), **settings)
     assert again.checkpointer.restore() and again.table.digest() == digest
     assert all(type(s) is PooledStream for s in again.table.live.values()) and len(again.table.live) == 20
+
+
+def test_a_pooled_keys_networks_are_its_own_and_its_row_is_freed_once():
+    """``networks`` hands out objects of the key's own (a later view of another key does not change them), and
+    a key released twice frees its row once."""
+    worker = make()
+    run(worker, [{"key": k, "x": {"a": float(i), "b": 1.0, "c": -float(i)}, "y": float(i % 3) + (k == "q")}
+                 for i in range(30) for k in ("p", "q")])
+    p, q = worker.table.live["p"], worker.table.live["q"]
+    nets = p.networks()
+    held = [{name: a.copy() for name, a in net.network.params().items()} for net in nets]
+    assert q.weights() != p.weights()  # the keys differ
+    q.health()  # a view of q: the pool's viewing pair now holds q's row
+    for net, before in zip(nets, held):
+        for name, a in net.network.params().items():
+            np.testing.assert_array_equal(a, before[name])
+    pool, size = p.pool, p.pool.size
+    p.release()
+    p.release()
+    assert pool.size == size - 1 and p.row is None

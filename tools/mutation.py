@@ -52,7 +52,8 @@ IMPORTED = {"streamrnn": "streamrnn", "service": "streamrnn_service"}
 # take seconds each and are left out of every selection
 # (the forked writers' tests but the one that runs a daemon in a subprocess, which mutmut cannot reach)
 _SERVICE = ["tests/test_service_worker.py", "tests/test_service_checkpointer.py", "tests/test_service_store.py",
-            "tests/test_service_bounds.py", "tests/test_service_forked.py", "-k", "not dies_with_its_parent"]
+            "tests/test_service_bounds.py", "tests/test_service_forked.py", "tests/test_service_pooled.py",
+            "-k", "not dies_with_its_parent"]
 # test_learning.py's slow learning claims (~20 s) would run for every surviving learner mutant: left out
 _LEARNERS = ["tests/test_gradients.py", "tests/test_model.py", "tests/test_state.py", "tests/test_learning.py",
              "tests/test_grow.py", "tests/test_contract.py", "-m", "not slow"]
@@ -83,6 +84,8 @@ TESTS = {
     "service/checkpointer.py": _SERVICE,
     "service/table.py": _SERVICE,
     "service/store.py": _SERVICE,
+    "service/pooled.py": _SERVICE,
+    "streamrnn/kernels/regressor_pool.py": ["tests/test_kernels_regressor_pool.py", "tests/test_service_pooled.py"],
 }
 
 #: the modules the issue sets a score for

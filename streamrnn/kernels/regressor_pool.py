@@ -91,9 +91,13 @@ class RegressorPool:
                      np.zeros(1), np.zeros(1), np.zeros((1, 2)))
 
     # ----- layout -------------------------------------------------------------------
-    def _fresh(self) -> tuple[FeatureSpace, object]:
+    def _fresh(self, names=None) -> tuple[FeatureSpace, object]:
+        """A new pair; the space's columns are ``names`` (x0, x1, ... by default), in that order."""
+        names = [f"x{i}" for i in range(self.n)] if names is None else list(names)
+        if len(names) != self.n or len(set(names)) != self.n:
+            raise ValueError(f"a row's space has {self.n} distinct feature names, got {names!r}")
         space = FeatureSpace()
-        space.add([f"x{i}" for i in range(self.n)])
+        space.add(names)
         return space, self._new()
 
     @staticmethod
@@ -204,10 +208,12 @@ class RegressorPool:
             rnn = model.corrector.rnn
             self._rng[r], self._seeds[r] = rnn.rng_state, rnn.seed
 
-    def get(self, r: int) -> tuple[FeatureSpace, object]:
-        """Row r as (space, model) of their own, as they stand now (copies: the pool does not see their changes)."""
+    def get(self, r: int, names=None) -> tuple[FeatureSpace, object]:
+        """Row r as (space, model) of their own, as they stand now (copies: the pool does not see their changes).
+        The space's columns are named ``names`` (the stream's features, in column order; x0, x1, ... by
+        default), so that it reads an event's dict as the stream's own space does."""
         self._check_row(r)
-        return self._load(r, self._bound(*self._fresh()))
+        return self._load(r, self._bound(*self._fresh(names)))
 
     def view(self, r: int) -> tuple[FeatureSpace, object]:
         """Row r as (space, model) to read, not to change: the pool's one such pair, loaded again by the next
