@@ -11,6 +11,7 @@ import pytest
 
 from streamrnn import kernels
 from streamrnn.state import StateError
+from streamrnn_service.checkpointer import Position
 from streamrnn_service.config import load
 from streamrnn_service.names import ModelTemplate
 from streamrnn_service.pooled import PooledStream
@@ -93,21 +94,39 @@ def mixed_events(n: int, keys: int, seed: int = 0) -> list:
     return out
 
 
-def run(worker, events, chunk=250) -> list:
+def run(worker, events, chunk=250, position=None) -> list:
     replies = []
     for at in range(0, len(events), chunk):
-        text = worker.handle_lines(lines(events[at: at + chunk]))
+        text = worker.handle_lines(lines(events[at: at + chunk]), position)
         replies += [json.loads(r) for r in text.decode().splitlines()]
     return replies
 
 
-def test_batches_answer_as_objects_do_event_by_event():
+def test_batches_answer_as_objects_do_event_by_event(monkeypatch):
+    """The same replies, state, counts and input position, and the events of distinct keys in a row are
+    stepped together (up to ``streams.batch``)."""
+    from streamrnn.kernels.regressor_pool import RegressorPool
+
+    stepped = []  # events per successful pool call of more than one
+    learn = RegressorPool.learn
+
+    def counted(self, rows, U, Y):
+        out = learn(self, rows, U, Y)
+        if len(rows) > 1:
+            stepped.append(len(rows))
+        return out
+
+    monkeypatch.setattr(RegressorPool, "learn", counted)
     events = mixed_events(1500, keys=40)
-    objects = make(objects=True)
-    want = run(objects, events)
+    objects, at = make(objects=True), Position()
+    want = run(objects, events, position=at)
+    assert stepped == []
     for batch in ("64", "1", "200"):
-        pooled = make(**{"streams.batch": batch})
-        assert run(pooled, events) == want
+        pooled, position = make(**{"streams.batch": batch}), Position()
+        assert run(pooled, events, position=position) == want
+        assert position.as_dict() == at.as_dict()
+        assert (sum(stepped) > 600 and max(stepped) <= int(batch)) if batch != "1" else not stepped
+        stepped.clear()
         assert pooled.table.digest() == objects.table.digest()
         assert pooled.table.totals() == objects.table.totals()
         assert pooled.stats.outcomes == objects.stats.outcomes
@@ -115,6 +134,7 @@ def test_batches_answer_as_objects_do_event_by_event():
         assert rows_in_use(pooled) == len(pooled.table.live)
         bounded = {key: s.bounded() for key, s in pooled.table.live.items()}
         assert bounded == {key: s.bounded() for key, s in objects.table.live.items()}
+        assert {s.layout() for s in pooled.table.live.values()} == {s.layout() for s in objects.table.live.values()}
     assert sum(bounded.values()) > 5
     assert not any(type(s) is PooledStream for s in objects.table.live.values())
     assert sum("error" in r for r in want) > 50 and sum("prediction" in r for r in want) > 1200
@@ -214,3 +234,23 @@ def test_a_pooled_keys_networks_are_its_own_and_its_row_is_freed_once():
     p.release()
     p.release()
     assert pool.size == size - 1 and p.row is None
+
+
+def test_plain_events_and_reads_never_make_a_keys_objects(monkeypatch):
+    """The row path is taken wherever it can be: events whose features are plain numbers step the row (one by
+    one or in batches), and health, weights and snapshots read the pool's viewing pair; only an event the
+    row does not take makes objects of the key's own (``RegressorPool.get``, about 100 us)."""
+    from streamrnn.kernels.regressor_pool import RegressorPool
+
+    made = []
+    get = RegressorPool.get
+    monkeypatch.setattr(RegressorPool, "get", lambda self, r, names=None: made.append(r) or get(self, r, names))
+    worker = make()
+    one_key = [{"key": "p", "x": {"a": float(i), "b": 1.0, "c": 0.5}, "y": 0.1 * i} for i in range(20)]
+    many_keys = [{"key": f"k{i % 7}", "x": {"a": float(i), "b": -1.0, "c": 0.5}, "y": 0.2} for i in range(70)]
+    assert all("prediction" in r for r in run(worker, one_key + many_keys))
+    for stream in worker.table.live.values():
+        stream.health(), stream.weights(), stream.snapshot()
+    assert made == []
+    run(worker, [{"key": "p", "x": {"a": 1e150, "b": 1.0, "c": 0.5}, "y": 0.1}])
+    assert made == [worker.table.live["p"].row]
