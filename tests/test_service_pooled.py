@@ -155,6 +155,28 @@ def test_evictions_restores_and_checkpoints_due_mid_input_change_nothing(tmp_pat
     assert rows_in_use(pooled) == len(pooled.table.live) <= 8
 
 
+def checkpoint_marks(worker) -> list:
+    """The events counted at each of the worker's checkpoints from now on."""
+    marks, checkpointer = [], worker.checkpointer
+    checkpoint = checkpointer.checkpoint
+    checkpointer.checkpoint = lambda *a, **k: marks.append(checkpointer.events) or checkpoint(*a, **k)
+    return marks
+
+
+def test_a_batch_ends_where_a_checkpoint_falls_due(tmp_path):
+    """With every key live, runs of distinct keys are long; a checkpoint every 37 events still covers exactly
+    37 events, as applying them one by one does: the batch is cut short of it (``Checkpointer.room``)."""
+    events = mixed_events(600, keys=60, seed=3)
+    settings = {"checkpoint.enabled": "true", "checkpoint.every_events": "37", "checkpoint.every_seconds": "0",
+                "checkpoint.background": "false"}
+    objects = make(DirectoryStore(tmp_path / "objects"), objects=True, **settings)
+    pooled = make(DirectoryStore(tmp_path / "pooled"), **settings)
+    want, got = checkpoint_marks(objects), checkpoint_marks(pooled)
+    assert run(pooled, events) == run(objects, events)
+    assert got == want == [37 * (i + 1) for i in range(len(want))] and len(want) > 10
+    assert pooled.table.digest() == objects.table.digest()
+
+
 def test_a_restart_continues_bit_for_bit(tmp_path):
     events = mixed_events(600, keys=25, seed=2)
     settings = {"checkpoint.enabled": "true", "checkpoint.every_events": "0"}
