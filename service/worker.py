@@ -262,19 +262,16 @@ class Worker:
         return out
 
     def _batched(self, key: str, stream: PooledStream, created: bool, prediction: float, y, refusal):
-        """``respond``'s step for an event of a batch that may be refused (a new key's, or one its row could
-        not take): the key's bookkeeping, then its reply."""
+        """``respond``'s step for an event of a batch that may be refused: one its row could not take, or a new
+        key's (a held key's taken event is booked in ``_apply_run``): the key's bookkeeping, then its reply."""
 
         def step(event) -> dict:
             try:
                 if refusal is not None:  # the row's state could not take the event (as the objects' ValueError)
                     raise ValueError(refusal)
-                stream.events += 1
-                if created:
-                    self.table.check_size(key, stream)
-                    self.table.add(key, stream)
-                else:
-                    self.table.get(key)
+                stream.events += 1  # a new key's: the table takes it, or refuses it (too large)
+                self.table.check_size(key, stream)
+                self.table.add(key, stream)
             except BaseException:
                 if created:
                     stream.release()
