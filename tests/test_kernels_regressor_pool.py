@@ -102,6 +102,30 @@ def test_rows_equal_their_objects_bit_for_bit(setup, parallel):
         assert_same(pool.get(rows[s]), pairs[s])
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_scratch_slots_live_outside_the_rows_and_hold_nothing_between_calls(parallel):
+    """BPTT's gradient and backward errors are not part of a row (it is that much smaller than its owners laid
+    end to end), and the scratch buffer they share between calls carries nothing from one event to the next:
+    filled with NaN before every call, the rows still give their objects' results bit for bit."""
+    rng = np.random.default_rng(4)
+    pool = sr.RegressorPool(factory("elman16-bptt10"), N, parallel=parallel)
+    net = pool._where  # (owner, offset) per slot
+    scratch = {net[i][0] for i in rr.SCRATCH_SLOTS}
+    assert len(scratch) == len(rr.SCRATCH_SLOTS) and (pool.scratch_at >= 0).sum() == len(rr.SCRATCH_SLOTS)
+    assert pool.row + sum(pool._sizes[o] for o in scratch) <= sum(s + (-s % 64) for s in pool._sizes)
+    rows = [pool.add() for _ in range(4)]
+    pairs = [fresh_pair("elman16-bptt10") for _ in range(4)]
+    for _ in range(30):
+        U, Y = events(rng, 4)
+        pool._scratch_for(4)
+        pool._scratch[2][...] = np.nan
+        got = pool.learn(rows, U, Y)
+        want = [step_objects(*pairs[s], U[s], None if np.isnan(Y[s]) else float(Y[s])) for s in range(4)]
+        assert got.tolist() == want
+    for s in range(4):
+        assert_same(pool.get(rows[s]), pairs[s])
+
+
 def test_a_row_does_not_depend_on_its_company():
     """Stream 0 alone in every call, or with others in varying calls: the same predictions and state."""
     rng = np.random.default_rng(2)

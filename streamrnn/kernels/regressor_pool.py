@@ -6,8 +6,10 @@ lays out every array of the model's compiled step and of the space (the
 owners of ``regressor_rows.ROW_SLOTS``, each on a cache line, as
 ``pool.Pool`` lays out a network's), so a stream is one contiguous block and
 its table is its row's address plus ``offsets``: no Python object per
-stream, and a new stream is a copy of the template's row.  Rows come in
-chunks that never move.  The numbers a model keeps in Python travel in the
+stream, and a new stream is a copy of the template's row.  The slots a step
+writes before it reads them (``regressor_rows.SCRATCH_SLOTS``: BPTT's
+gradient and backward errors, an eighth of a 16-unit model) are not in the
+rows but in one scratch buffer per call.  Rows come in chunks that never move.  The numbers a model keeps in Python travel in the
 row too: the parts' in its ``sc``, its network's counters, norms and last
 loss in its ``book`` (``regressor_rows.BOOK``).
 
@@ -60,9 +62,8 @@ class RegressorPool:
         space, model = self._fresh()
         binding = self._binding(model, space)
         arrays = self._arrays(binding, space, model)
-        self.dims, self._where, self._sizes, self._offsets, row = row_layout(arrays, [kind for _, kind in rr.ROW_SLOTS])
-        self.row = max(row, _ALIGN)
-        self.offsets = np.array([self._offsets[i] + off if i >= 0 else 0 for i, off in self._where], dtype=np.int64)
+        self.dims, self._where, self._sizes, _, _ = row_layout(arrays, [kind for _, kind in rr.ROW_SLOTS])
+        self._lay_out()
         self._constants = {self._where[i][0] for i in _CONSTANT_SLOTS if self._where[i][0] >= 0}
         net = binding.net
         self.has_network = net is not None
@@ -126,6 +127,33 @@ class RegressorPool:
         m = space.moments
         return list(binding.table.arrays) + [m.count, m.mean, m.m2, space.last, flags, book]
 
+    def _lay_out(self) -> None:
+        """Where each owner lives: in the row (``_offsets``: its byte offset there), or, for an owner of only
+        ``regressor_rows.SCRATCH_SLOTS``, in the one scratch buffer of a call (``scratch_at``); and the row's bytes."""
+        owners = range(len(self._sizes))
+        scratch = {o for i, (o, _) in enumerate(self._where) if i in rr.SCRATCH_SLOTS and o >= 0}
+        scratch -= {o for i, (o, _) in enumerate(self._where) if i not in rr.SCRATCH_SLOTS}  # shared: in the row
+        self._offsets, ends = [0] * len(self._sizes), [0, 0]
+        for o in owners:
+            place = o in scratch
+            self._offsets[o] = ends[place]
+            ends[place] += self._sizes[o] + (-self._sizes[o] % _ALIGN)
+        self.row, self._scratch_bytes = max(ends[0], _ALIGN), max(ends[1], _ALIGN)
+        self._scratch = None  # (address, events it has room for, the buffer): ``_scratch_for``
+        self._in_row = [o for o in owners if o not in scratch]
+        self.offsets = np.array([self._offsets[o] + off if o >= 0 and o not in scratch else 0
+                                 for o, off in self._where], dtype=np.int64)
+        self.scratch_at = np.array([self._offsets[o] + off if o in scratch else -1 for o, off in self._where],
+                                   dtype=np.int64)
+
+    def _scratch_for(self, events: int) -> int:
+        """The address of a scratch buffer with room for ``events`` events' scratch slots (kept, and grown)."""
+        if self._scratch is None or self._scratch[1] < events:
+            room = max(events, 1 if self._scratch is None else 2 * self._scratch[1])
+            buffer = np.zeros(room * self._scratch_bytes // 8)
+            self._scratch = (buffer.ctypes.data, room, buffer)
+        return self._scratch[0]
+
     def _owners_of(self, arrays) -> list:
         owners, where = _owners(arrays)
         if where != self._where or [o.nbytes for o in owners] != self._sizes:
@@ -134,7 +162,8 @@ class RegressorPool:
         return owners
 
     def _copy_in(self, row: np.ndarray, owners) -> None:
-        for at, o in zip(self._offsets, owners):
+        for i in self._in_row:
+            at, o = self._offsets[i], owners[i]
             row[at: at + o.nbytes] = o.reshape(-1).view(np.uint8)
 
     def _grow(self) -> None:
@@ -227,8 +256,8 @@ class RegressorPool:
         """(space, model, binding, arrays, where each owner but the constants is filled from: (bytes, at))."""
         binding = self._binding(model, space)
         arrays = self._arrays(binding, space, model)
-        fill = [(o.reshape(-1).view(np.uint8), at) for i, (at, o) in enumerate(zip(self._offsets, self._owners_of(arrays)))
-                if i not in self._constants]
+        owners = self._owners_of(arrays)
+        fill = [(owners[i].reshape(-1).view(np.uint8), self._offsets[i]) for i in self._in_row if i not in self._constants]
         return space, model, binding, arrays, fill
 
     def _load(self, r: int, bound: tuple) -> tuple[FeatureSpace, object]:
@@ -303,9 +332,12 @@ class RegressorPool:
         lr = np.full(len(rows), float(self._lr)) if not self._scheduled else \
             np.array([self._rate(r) for r in rows.tolist()])
         out, res = np.empty(len(rows)), np.empty((len(rows), 2))
-        call = rr.events_parallel if self.parallel and len(rows) > 1 else rr.events
-        call(self._addresses(rows), self.offsets, self.dims, U, np.where(has, Y, 0.0), has, lr, self._scaled, out,
-             res)
+        if self.parallel and len(rows) > 1:
+            rr.events_parallel(self._addresses(rows), self.offsets, self.scratch_at, self._scratch_for(len(rows)),
+                               self._scratch_bytes, self.dims, U, np.where(has, Y, 0.0), has, lr, self._scaled, out, res)
+        else:
+            rr.events(self._addresses(rows), self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U,
+                      np.where(has, Y, 0.0), has, lr, self._scaled, out, res)
         self.errors = {}
         if res[:, 0].any():
             for i in np.flatnonzero(res[:, 0]).tolist():
@@ -325,7 +357,8 @@ class RegressorPool:
         has[0] = y is not None
         Y[0] = y if y is not None else 0.0
         lr[0] = self._rate(r)
-        rr.events(address, self.offsets, self.dims, U, Y, has, lr, self._scaled, out, res)
+        rr.events(address, self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U, Y, has, lr, self._scaled,
+                  out, res)
         self.errors = {}
         if res[0, 0]:
             self._left_to_python(0, r, res[0], U[0].copy(), y, out)

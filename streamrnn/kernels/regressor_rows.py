@@ -41,6 +41,9 @@ SP_COUNT, SP_MEAN, SP_M2, SP_LAST, SP_FLAGS, BOOK_ = range(len(k.SLOTS), len(ROW
 #: norms of its newest update, and ||h||^2 after its newest step
 BOOK = ("steps", "updates", "skipped", "clipped", "last_loss", "has_loss", "grad_norm", "grad_norm_clipped",
         "h_sq")
+#: the slots a step writes before it reads them (BPTT(h; h')'s gradient and backward errors): not kept in
+#: every row, but in one scratch buffer per call (per event on threads)
+SCRATCH_SLOTS = frozenset(k.NET + slot for slot in (nt.GRAD, nt.E_, nt.DZ))
 #: per event, what is left to Python: ``DONE``; ``REFUSED`` (``_refused``: the row did not move, the event
 #: is numpy's); ``NET_NUMPY`` (the network's step is numpy's, on target res[1]); ``NONFINITE`` (the step
 #: was skipped: traces holding non-finite values must restart)
@@ -63,11 +66,12 @@ def _book(book, out):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _event(address, offsets, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
-    """One event of the model whose row starts at ``address``: its prediction (NaN for an event ``_refused``
-    leaves to numpy: then the row has not moved), and in res what is left to Python and the target."""
+def _event(address, offsets, scratch_at, scratch, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
+    """One event of the model whose row starts at ``address`` (its scratch slots at ``scratch`` +
+    ``scratch_at``): its prediction (NaN for an event ``_refused`` leaves to numpy: then the row has not
+    moved), and in res what is left to Python and the target."""
     for i in range(offsets.shape[0]):
-        ptr[i] = address + offsets[i]
+        ptr[i] = address + offsets[i] if scratch_at[i] < 0 else scratch + scratch_at[i]
     sc, cst, ints, numbers = vec(ptr, dims, k.SC_), vec(ptr, dims, k.CST_), ivec(ptr, dims, k.INTS_), \
         vec(ptr, dims, k.NUMBERS_)
     count, mean, m2 = vec(ptr, dims, SP_COUNT), vec(ptr, dims, SP_MEAN), vec(ptr, dims, SP_M2)
@@ -98,19 +102,23 @@ def _event(address, offsets, dims, u, y, has_y, lr, scaled, ptr, z, dx, res):
 
 
 @njit(cache=True, error_model="numpy")
-def events(addresses, offsets, dims, U, Y, has_y, lr, scaled, out, res):
+def events(addresses, offsets, scratch_at, scratch, dims, U, Y, has_y, lr, scaled, out, res):
     """Event i is that of the model whose row starts at addresses[i], with raw features U[i] and target Y[i]
-    (when has_y[i]), at rate lr[i]: its prediction into out[i], what is left to Python into res[i] (``DONE``...)."""
+    (when has_y[i]), at rate lr[i]: its prediction into out[i], what is left to Python into res[i] (``DONE``...).
+    Every event's scratch slots are in the buffer at address ``scratch``."""
     n = U.shape[1]
     ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
     for i in range(addresses.shape[0]):
-        out[i] = _event(addresses[i], offsets, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z, dx, res[i])
+        out[i] = _event(addresses[i], offsets, scratch_at, scratch, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z,
+                        dx, res[i])
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def events_parallel(addresses, offsets, dims, U, Y, has_y, lr, scaled, out, res):
-    """``events`` with the events shared out over numba's threads (their rows must be distinct)."""
+def events_parallel(addresses, offsets, scratch_at, scratch, scratch_bytes, dims, U, Y, has_y, lr, scaled, out, res):
+    """``events`` with the events shared out over numba's threads (their rows must be distinct); event i's
+    scratch slots are in the buffer at ``scratch`` + i * ``scratch_bytes``."""
     n = U.shape[1]
     for i in prange(addresses.shape[0]):
         ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
-        out[i] = _event(addresses[i], offsets, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z, dx, res[i])
+        out[i] = _event(addresses[i], offsets, scratch_at, scratch + i * scratch_bytes, dims, U[i], Y[i], has_y[i],
+                        lr[i], scaled, ptr, z, dx, res[i])
