@@ -130,16 +130,18 @@ Event = Annotated[
                   custom_error_message="an event is an object with x (supervised), value (forecasting) or command"),
 ]
 EVENT = TypeAdapter(Event)
-# the fast path tries the model a line's bytes suggest; only a failure goes through the full union
-_GUESSES = ((b'"x"', SupervisedEvent), (b'"value"', ForecastEvent), (b'"command"', Command))
+# the fast path tries the model a line's bytes suggest; only a failure goes through the full union.  Each is
+# its model's validator itself: ``model_validate_json`` is that call behind a wrapper costing half as much again
+_GUESSES = tuple((marker, model.__pydantic_validator__.validate_json)
+                 for marker, model in ((b'"x"', SupervisedEvent), (b'"value"', ForecastEvent), (b'"command"', Command)))
 
 
 def parse(line: bytes) -> SupervisedEvent | ForecastEvent | Command:
     """The event on one line (without its newline); ProtocolError if it is not one."""
-    for marker, model in _GUESSES:
+    for marker, validate in _GUESSES:
         if marker in line:
             try:
-                return model.model_validate_json(line)
+                return validate(line)
             except ValidationError:
                 break
     if not line.strip():

@@ -90,15 +90,20 @@ def mixed_events(n: int, keys: int, seed: int = 0) -> list:
             x["a"] = float(rng.choice([-1.0, 1.0])) * 1e150
         elif roll < 0.25:  # a wild target: the error is bounded (counted in ``bounded``)
             event["y"] = float(rng.choice([-1.0, 1.0])) * 1e150
+        if isinstance(event, dict) and i % 5 == 1:  # ids as the protocol has them: ints, strings, none
+            event["id"] = f'e-{i} "ü"'
+        elif isinstance(event, dict) and i % 5 == 2:
+            del event["id"]
         out.append(event)
     return out
 
 
-def run(worker, events, chunk=250, position=None) -> list:
+def run(worker, events, chunk=250, position=None, raw=False) -> list:
+    """The worker's replies to ``events``, parsed (with ``raw``: the lines as written)."""
     replies = []
     for at in range(0, len(events), chunk):
         text = worker.handle_lines(lines(events[at: at + chunk]), position)
-        replies += [json.loads(r) for r in text.decode().splitlines()]
+        replies += text.decode().splitlines() if raw else [json.loads(r) for r in text.decode().splitlines()]
     return replies
 
 
@@ -119,17 +124,19 @@ def test_batches_answer_as_objects_do_event_by_event(monkeypatch):
     monkeypatch.setattr(RegressorPool, "learn", counted)
     events = mixed_events(1500, keys=40)
     objects, at = make(objects=True), Position()
-    want = run(objects, events, position=at)
+    want = run(objects, events, position=at, raw=True)
     assert stepped == []
     for batch in ("64", "1", "200"):
         pooled, position = make(**{"streams.batch": batch}), Position()
-        assert run(pooled, events, position=position) == want
+        assert run(pooled, events, position=position, raw=True) == want  # byte for byte
         assert position.as_dict() == at.as_dict()
         assert (sum(stepped) > 600 and max(stepped) <= int(batch)) if batch != "1" else not stepped
         stepped.clear()
         assert pooled.table.digest() == objects.table.digest()
         assert pooled.table.totals() == objects.table.totals()
         assert pooled.stats.outcomes == objects.stats.outcomes
+        assert [getattr(pooled.stats, a) for a in ("loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")] \
+            == [getattr(objects.stats, a) for a in ("loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")]
         assert all(type(s) is PooledStream for s in pooled.table.live.values())
         assert rows_in_use(pooled) == len(pooled.table.live)
         bounded = {key: s.bounded() for key, s in pooled.table.live.items()}
@@ -137,7 +144,9 @@ def test_batches_answer_as_objects_do_event_by_event(monkeypatch):
         assert {s.layout() for s in pooled.table.live.values()} == {s.layout() for s in objects.table.live.values()}
     assert sum(bounded.values()) > 5
     assert not any(type(s) is PooledStream for s in objects.table.live.values())
+    want = [json.loads(r) for r in want]
     assert sum("error" in r for r in want) > 50 and sum("prediction" in r for r in want) > 1200
+    assert {type(r.get("id")) for r in want} == {int, str, type(None)}
 
 
 def test_evictions_restores_and_checkpoints_due_mid_input_change_nothing(tmp_path):

@@ -580,3 +580,26 @@ def test_a_batch_stops_after_the_line_in_hand_when_the_daemon_stops():
     expected = [reference.handle(line, size, q).rstrip(b"\n") for line, size in lines[:100]]
     assert replies == expected and len(asked) == 100  # nothing after the hundredth line was applied or counted
     assert p.as_dict() == q.as_dict() and w.table.digest() == reference.table.digest()
+
+
+@pytest.mark.parametrize("event_id", [7, "e-1 \"ü\"", None])
+@pytest.mark.parametrize("prediction, y", [(0.1234567890123, 0.5), (-2.5, None), (3.0, 1e150), (float("nan"), 1.0),
+                                           (float("inf"), None)])
+def test_a_batched_reply_is_the_reply_dict_encoded_and_counts_the_same(event_id, prediction, y):
+    """``_taken`` (a held pooled key's event of a batch) writes the reply text and the counts that ``_reply``
+    and ``encode`` give the same event, whatever its id, target and prediction (non-finite ones as null)."""
+    from streamrnn_service.pooled import loss_of
+    from streamrnn_service.protocol import SupervisedEvent
+    from streamrnn_service.worker import encode
+
+    event = SupervisedEvent(key="k", id=event_id, x={"a": 1.0}, y=y)
+    fast, slow = worker(), worker()
+
+    class Stream:
+        kind, events = "supervised", 4
+
+    text = fast._taken(event, "k", 4, prediction, y)
+    assert text == encode(slow._reply(event, "k", Stream(), prediction, loss_of(prediction, y)))
+    counted = ("outcomes", "loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")
+    assert repr([getattr(fast.stats, a) for a in counted]) == repr([getattr(slow.stats, a) for a in counted])
+    assert fast.checkpointer.events == slow.checkpointer.events == 1
