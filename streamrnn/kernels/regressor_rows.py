@@ -41,9 +41,10 @@ SP_COUNT, SP_MEAN, SP_M2, SP_LAST, SP_FLAGS, BOOK_ = range(len(k.SLOTS), len(ROW
 #: norms of its newest update, and ||h||^2 after its newest step
 BOOK = ("steps", "updates", "skipped", "clipped", "last_loss", "has_loss", "grad_norm", "grad_norm_clipped",
         "h_sq")
-#: the slots a step writes before it reads them (BPTT(h; h')'s gradient and backward errors): not kept in
-#: every row, but in one scratch buffer per call (per event on threads)
-SCRATCH_SLOTS = frozenset(k.NET + slot for slot in (nt.GRAD, nt.E_, nt.DZ))
+#: the slots a step writes before it reads them (BPTT(h; h')'s gradient and backward errors) or never reads
+#: (the last update's gradient, ``OnlineRNN.gradient``: a stream's objects read it as zeros, as after a
+#: restore): not kept in every row, but in one scratch buffer per call (per event on threads)
+SCRATCH_SLOTS = frozenset(k.NET + slot for slot in (nt.GRAD, nt.APPLIED, nt.E_, nt.DZ))
 #: per event, what is left to Python: ``DONE``; ``REFUSED`` (``_refused``: the row did not move, the event
 #: is numpy's); ``NET_NUMPY`` (the network's step is numpy's, on target res[1]); ``NONFINITE`` (the step
 #: was skipped: traces holding non-finite values must restart)
