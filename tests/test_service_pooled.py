@@ -135,6 +135,8 @@ def test_batches_answer_as_objects_do_event_by_event(monkeypatch):
         assert pooled.table.digest() == objects.table.digest()
         assert pooled.table.totals() == objects.table.totals()
         assert pooled.stats.outcomes == objects.stats.outcomes
+        assert list(pooled.table.live) == list(objects.table.live)  # the LRU order: every event touched its key
+        assert sum(pooled.stats.latency.counts) == sum(objects.stats.latency.counts)  # every event's latency
         assert [getattr(pooled.stats, a) for a in ("loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")] \
             == [getattr(objects.stats, a) for a in ("loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")]
         assert all(type(s) is PooledStream for s in pooled.table.live.values())
