@@ -304,19 +304,13 @@ class Worker:
         text = (f'{{"id":{_json_id(event.id)},"key":{encode_basestring_ascii(key)},"step":{step},'
                 f'"prediction":{_json_float(prediction)}')
         if y is None:
-            stats.outcomes["predicted"] += 1
+            self._tally(None)
             return text + "}"
         stats.last_target = event.y
-        err = min(max(prediction - y, -MAX_ABS), MAX_ABS)  # ``squared_loss`` of one output
+        err = min(max(prediction - y, -MAX_ABS), MAX_ABS)  # ``squared_loss`` of one output, inline
         loss = err * err * 0.5
-        if loss - loss == 0.0:
-            stats.outcomes["learned"] += 1
-            stats.loss_sum += loss
-            stats.last_loss = loss
-            stats.loss_count += 1
-            return f'{text},"loss":{loss!r}}}'
-        stats.outcomes["skipped"] += 1
-        return text + ',"loss":null}'
+        self._tally(loss)
+        return f'{text},"loss":{_json_float(loss)}}}'
 
     def _encode(self, reply: dict | str) -> str:
         if type(reply) is str:  # encoded already (``_taken``)
@@ -387,18 +381,24 @@ class Worker:
             reply = {"id": event.id, "key": key, "step": stream.events, "forecast": output}
             stats.last_prediction = output[0]
             stats.last_target = event.value
+        if loss is not None:  # a loss that overflowed (the model skipped the update) is null: JSON has no Infinity
+            reply["loss"] = loss if loss - loss == 0.0 else None
+        self._tally(loss)
+        return reply
+
+    def _tally(self, loss: float | None) -> None:
+        """The counts of an event a key's stream took, by its loss: none (a prediction), finite (learned: summed,
+        and the newest) or not (the update was skipped)."""
+        stats = self.stats
         if loss is None:
             stats.outcomes["predicted"] += 1
-        elif loss - loss == 0.0:  # finite
-            reply["loss"] = loss
+        elif loss - loss == 0.0:
             stats.outcomes["learned"] += 1
             stats.loss_sum += loss
             stats.last_loss = loss
             stats.loss_count += 1
-        else:  # the loss overflowed: the model skipped the update (JSON has no Infinity: null)
-            reply["loss"] = None
+        else:
             stats.outcomes["skipped"] += 1
-        return reply
 
     def _command(self, command: Command) -> dict:
         table = self.table

@@ -9,9 +9,10 @@ its table is its row's address plus ``offsets``: no Python object per
 stream, and a new stream is a copy of the template's row.  The slots a step
 writes before it reads them, or never reads (``regressor_rows.SCRATCH_SLOTS``:
 BPTT's gradient and backward errors, the last update's gradient; a quarter
-of a 16-unit model), are not in the rows but in one scratch buffer per call.  Rows come in chunks that never move.  The numbers a model keeps in Python travel in the
-row too: the parts' in its ``sc``, its network's counters, norms and last
-loss in its ``book`` (``regressor_rows.BOOK``).
+of a 16-unit model), are not in the rows but in one scratch buffer per call.
+Rows come in chunks that never move.  The numbers a model keeps in Python
+travel in the row too: the parts' in its ``sc``, its network's counters,
+norms and last loss in its ``book`` (``regressor_rows.BOOK``).
 
 ``learn(rows, U, Y)`` steps one event of each of the given (distinct) rows
 by exactly the code a single model's compiled call runs: a row's result is
