@@ -194,6 +194,8 @@ def newest_state_bytes(daemon: "Daemon") -> tuple[int, int, float]:
     """(bytes of the shards the newest checkpoint's manifest references, live keys in it, bytes per key of
     the newest shard: one copy of each key's state, where the referenced shards also hold older copies of
     keys written again since, until the store collects them)."""
+    from streamrnn import state
+    from streamrnn_service import packing
     from streamrnn_service.store import DirectoryStore
 
     root = Path(daemon.proc.args[daemon.proc.args.index("--checkpoint-dir") + 1])
@@ -205,8 +207,7 @@ def newest_state_bytes(daemon: "Daemon") -> tuple[int, int, float]:
     if not shards:
         return 0, keys, 0.0
     newest = store._shard(max(shards))
-    with np.load(newest, allow_pickle=False) as npz:
-        written = len(json.loads(npz["__header__"].tobytes())["table"]["keys"])
+    written = len(packing.read_members(*state.load(newest)))
     return sum(store._shard(s).stat().st_size for s in shards), keys, newest.stat().st_size / max(written, 1)
 
 

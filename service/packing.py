@@ -13,18 +13,65 @@ per key, so those keys still share a layout.  Every array starts on an
     pack([(key, arrays, header), ...]) -> (data, table)    # table: JSON-able
     unpack(data, table) -> {key: (arrays, header)}         # arrays are views of data
 
+On disk (a checkpoint's shard, an evicted key's file) both are compressed
+with Zstandard, as Flink compresses its keyed-state snapshots: the numbers
+themselves barely shrink (float64 mantissas are near random), but each key's
+nested JSON header repeats its model's configuration, and level 1 runs at
+about 500 MB/s, some 35 us for a 17 KB key, in the checkpoint writer:
+
+    members(states) -> (arrays, header)      # for streamrnn.state.save: {"data", "table"}, {"codec": "zstd"}
+    read_members(arrays, header) -> {key: (arrays, header)}   # also a file written uncompressed (no codec)
+
 Byte for byte: unpacked arrays equal the packed ones in dtype, shape and bits.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import zstandard
 
 #: every array starts at a multiple of 8 bytes, so the views unpack hands out are aligned
 ALIGN = 8
-_PAD = [bytes(n) for n in range(ALIGN)]
+#: how a file's members are compressed (its header's "codec"; files without one were written uncompressed)
+CODEC = "zstd"
+#: Zstandard's fastest level: the checkpoint writer's time is what the daemon's second core has to spare
+LEVEL = 1
+DATA, TABLE = "data", "table"
+
+
+def members(states, codec: str | None = CODEC) -> tuple[dict[str, np.ndarray], dict]:
+    """``pack``'s output as a file's members and header fields: compressed, or as they are (``codec=None``)."""
+    data, table = pack(states)
+    if codec is None:
+        return {DATA: data}, {TABLE: table}
+    if codec != CODEC:
+        raise ValueError(f"codec {codec!r} is not one of None, {CODEC!r}")
+    squeeze = zstandard.ZstdCompressor(level=LEVEL).compress  # one per call: a compressor is not thread-safe
+    table_bytes = json.dumps(table, separators=(",", ":")).encode()
+    return {DATA: _bytes(squeeze(data)), TABLE: _bytes(squeeze(table_bytes))}, {"codec": codec}
+
+
+def read_members(arrays: dict, header: dict) -> dict[str, tuple[dict, dict]]:
+    """Every key's (arrays, header) from a file's ``members`` and header; ValueError if they do not fit."""
+    codec = header.get("codec")
+    if codec is None:
+        return unpack(arrays[DATA], header[TABLE])
+    if codec != CODEC:
+        raise ValueError(f"codec {codec!r} is not one this version reads ({CODEC!r})")
+    expand = zstandard.ZstdDecompressor().decompress
+    try:
+        data = np.frombuffer(expand(arrays[DATA].tobytes()), dtype=np.uint8).copy()  # writable, aligned
+        table = json.loads(expand(arrays[TABLE].tobytes()))
+    except zstandard.ZstdError as err:
+        raise ValueError(f"the compressed members do not expand: {err}") from None
+    return unpack(data, table)
+
+
+def _bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.uint8)
 
 
 def pack(states) -> tuple[np.ndarray, dict]:

@@ -27,8 +27,9 @@ SHA-256, temporary file, fsync, rename, directory fsync; never pickle):
     DIR/gen-000000000042.npz      a manifest: meta, the live keys in LRU order and the shard
                                   that holds each one's state, and the stored keys' files
     DIR/shard-000000000042.npz    the live keys that changed since generation 41, packed
-                                  (``service.packing``: one byte array, not one member per array)
-    DIR/keys/<sha256(key)>-<events>.npz   an evicted key's state at its event count, packed
+                                  (``service.packing``: one byte array, not one member per array,
+                                  compressed with Zstandard)
+    DIR/keys/<sha256(key)>-<events>.npz   an evicted key's state at its event count, packed and compressed
 
 Shards and key files are immutable once written: a key file is named by the
 key's event count, a shard by the generation that wrote it.  A generation is
@@ -70,7 +71,7 @@ VERSION = 2
 READABLE = (1, 2)
 SHARD_FORMAT = "streamrnn-shard"
 KEY_FORMAT = "streamrnn-key"
-DATA = "data"
+DATA = packing.DATA
 log = logging.getLogger("streamrnn.store")
 
 
@@ -151,6 +152,8 @@ class MemoryStore(CheckpointStore):
 
 class DirectoryStore(CheckpointStore):
     forkable = True
+    #: how shards and key files are compressed (``service.packing``; None writes them as they are)
+    codec: str | None = packing.CODEC
 
     def __init__(self, root, keep: int = 3, on_corrupt: Callable[[Path, str], None] | None = None,
                  read_only: bool = False):
@@ -173,11 +176,11 @@ class DirectoryStore(CheckpointStore):
     # ----- evicted keys ----------------------------------------------------------------
     def put_stream(self, key, arrays, header):
         ref = f"{hashlib.sha256(key.encode()).hexdigest()[:32]}-{int(header['events'])}.npz"
-        data, table = packing.pack([(key, arrays, header)])
+        members, fields = packing.members([(key, arrays, header)], self.codec)
         with self._lock:  # counted before the file exists: a commit in progress must not collect it
             self._writes += 1
             self._written[ref] = self._writes
-        state.save(self.keys / ref, {DATA: data}, {"format": KEY_FORMAT, "key": key, "table": table})
+        state.save(self.keys / ref, members, {"format": KEY_FORMAT, "key": key, **fields})
         return ref
 
     def cut(self) -> int:
@@ -192,9 +195,9 @@ class DirectoryStore(CheckpointStore):
             header.pop("key", None)
             return arrays, header
         try:
-            (arrays, header), = packing.unpack(arrays[DATA], header["table"]).values()
+            (arrays, header), = packing.read_members(arrays, header).values()
         except (KeyError, TypeError, ValueError) as err:
-            raise StateError(f"key file {ref} has a malformed table: {err!r}") from None
+            raise StateError(f"key file {ref} cannot be unpacked: {err!r}") from None
         return arrays, header
 
     def quarantine(self, ref):
@@ -277,9 +280,8 @@ class DirectoryStore(CheckpointStore):
         """The checkpoint's files: its shard (the live keys' states), then its manifest."""
         generation = checkpoint.generation
         if checkpoint.live:
-            data, table = packing.pack((key, *snap) for key, snap in checkpoint.live.items())
-            state.save(self._shard(generation), {DATA: data},
-                       {"format": SHARD_FORMAT, "generation": generation, "table": table})
+            members, fields = packing.members(((key, *snap) for key, snap in checkpoint.live.items()), self.codec)
+            state.save(self._shard(generation), members, {"format": SHARD_FORMAT, "generation": generation, **fields})
         header = {
             "format": FORMAT, "version": VERSION, "generation": generation,
             "meta": checkpoint.meta, "live": list(where), "shards": list(where.values()),
@@ -357,9 +359,9 @@ class DirectoryStore(CheckpointStore):
             if header.get("format") != SHARD_FORMAT or DATA not in arrays:
                 raise StateError(f"{path} is not a {SHARD_FORMAT} file")
             try:
-                held = packing.unpack(arrays[DATA], header["table"])
+                held = packing.read_members(arrays, header)
             except (KeyError, TypeError, ValueError) as err:
-                raise StateError(f"{path} has a malformed table: {err!r}") from None
+                raise StateError(f"{path} cannot be unpacked: {err!r}") from None
             self._shard_sizes[shard] = len(held)
             for key, snap in held.items():
                 if where.get(key) == shard:

@@ -86,3 +86,45 @@ def test_byte_arrays_that_are_not_1_d_keep_their_shape():
     arrays = {"s": np.array(5, dtype=np.uint8), "m": np.arange(6, dtype=np.uint8).reshape(2, 3)}
     (back, _), = packing.unpack(*packing.pack([("k", arrays, {})])).values()
     assert back["s"].shape == () and back["m"].shape == (2, 3) and int(back["s"]) == 5
+
+
+# ----- on disk: compressed members ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", [packing.CODEC, None])
+def test_members_come_back_bit_for_bit_compressed_or_not(codec):
+    rng = np.random.default_rng(2)
+    states = [(f"k{i}", _state(rng, '{"config": "the same for every key"}'), {"events": i}) for i in range(3)]
+    arrays, fields = packing.members(states, codec)
+    assert set(arrays) == ({"data", "table"} if codec else {"data"})
+    assert all(a.dtype == np.uint8 and a.ndim == 1 for a in arrays.values())
+    got = packing.read_members(arrays, fields)
+    want = packing.unpack(*packing.pack(states))
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key][1] == want[key][1]
+        for name, a in want[key][0].items():
+            b = got[key][0][name]
+            assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == a.tobytes()
+            assert b.flags.writeable and b.ctypes.data % packing.ALIGN == 0
+
+
+def test_compression_shrinks_what_keys_of_one_configuration_repeat():
+    rng = np.random.default_rng(3)
+    header = '{"config": {"layers": [{"units": 16, "activation": "tanh"}], "optimizer": "Adam"}}' * 4
+    states = [(f"k{i}", _state(rng, header), {"events": i}) for i in range(50)]
+    plain = sum(a.nbytes for a in packing.members(states, None)[0].values())
+    squeezed = sum(a.nbytes for a in packing.members(states)[0].values())
+    assert squeezed < 0.6 * plain
+
+
+def test_an_unknown_codec_or_damaged_compressed_data_is_a_value_error_naming_it():
+    states = [("k", {"w": np.arange(4.0)}, {})]
+    with pytest.raises(ValueError, match=r"^codec 'lz4' is not one of None, 'zstd'$"):
+        packing.members(states, "lz4")
+    arrays, fields = packing.members(states)
+    with pytest.raises(ValueError, match=r"^codec 'brotli' is not one this version reads \('zstd'\)$"):
+        packing.read_members(arrays, {"codec": "brotli"})
+    damaged = dict(arrays, data=arrays["data"][:-3])
+    with pytest.raises(ValueError, match="^the compressed members do not expand: "):
+        packing.read_members(damaged, fields)

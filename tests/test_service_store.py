@@ -231,8 +231,9 @@ def test_by_default_three_generations_are_kept_and_dropped_ones_are_forgotten(tm
 
 def _shard_keys(path) -> list[str]:
     from streamrnn import state
+    from streamrnn_service import packing
 
-    return [row[0] for row in state.load(path)[1]["table"]["keys"]]
+    return list(packing.read_members(*state.load(path)))
 
 
 def _manifest(store, generation) -> dict:
@@ -278,6 +279,27 @@ def test_a_checkpoint_writes_the_keys_that_changed_and_references_the_rest(tmp_p
     _feed(again, supervised_events(2, keys=("a",), seed=2))
     _feed(w, supervised_events(2, keys=("a",), seed=2))
     assert again.table.digest() == w.table.digest()  # and it continues as the daemon that never stopped
+
+
+def test_shards_and_key_files_written_uncompressed_by_an_earlier_version_restore_and_continue(tmp_path, monkeypatch):
+    from streamrnn import state
+
+    monkeypatch.setattr(DirectoryStore, "codec", None)  # as the version before compression wrote them
+    w, _ = _worker(tmp_path)
+    _feed(w, supervised_events(60, keys=("a", "b", "c", "d")))
+    assert w.checkpointer.checkpoint() and w.table.stored
+    shard = state.load(w.table.store._shard(1))[1]
+    assert "codec" not in shard and "table" in shard
+    digest = w.table.digest()
+    monkeypatch.undo()
+    again, corrupt = _worker(tmp_path)
+    assert again.checkpointer.restore() and not corrupt and again.table.digest() == digest
+    later = supervised_events(20, keys=("a", "b", "c", "d"), seed=5)  # the evicted keys are read back too
+    _feed(again, later)
+    _feed(w, later)
+    assert again.table.digest() == w.table.digest()
+    assert again.checkpointer.checkpoint()
+    assert state.load(again.table.store._shard(2))[1]["codec"] == "zstd"  # and written compressed from then on
 
 
 def test_the_emptiest_shards_are_written_again_while_disk_holds_over_twice_the_live_keys(tmp_path):
@@ -452,7 +474,7 @@ def test_a_key_file_whose_table_overruns_its_data_is_a_state_error(tmp_path):
     data, table = packing.pack([("k", {"w": np.zeros(2)}, {"events": 1})])
     table["keys"][0][2] = 1000  # k's offset: past the end
     state.save(store.keys / "bad-1.npz", {"data": data}, {"format": "streamrnn-key", "key": "k", "table": table})
-    with pytest.raises(StateError, match="^key file bad-1.npz has a malformed table: ValueError"):
+    with pytest.raises(StateError, match="^key file bad-1.npz cannot be unpacked: ValueError"):
         store.get_stream("bad-1.npz")
 
 
