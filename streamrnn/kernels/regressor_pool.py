@@ -334,10 +334,10 @@ class RegressorPool:
             np.array([self._rate(r) for r in rows.tolist()])
         out, res = np.empty(len(rows)), np.empty((len(rows), 2))
         if self.parallel and len(rows) > 1:
-            rr.events_parallel(self._addresses(rows), self.offsets, self.scratch_at, self._scratch_for(len(rows)),
+            rr.events_parallel(self._addresses(rows), self.row, self.offsets, self.scratch_at, self._scratch_for(len(rows)),
                                self._scratch_bytes, self.dims, U, np.where(has, Y, 0.0), has, lr, self._scaled, out, res)
         else:
-            rr.events(self._addresses(rows), self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U,
+            rr.events(self._addresses(rows), self.row, self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U,
                       np.where(has, Y, 0.0), has, lr, self._scaled, out, res)
         self.errors = {}
         if res[:, 0].any():
@@ -358,7 +358,7 @@ class RegressorPool:
         has[0] = y is not None
         Y[0] = y if y is not None else 0.0
         lr[0] = self._rate(r)
-        rr.events(address, self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U, Y, has, lr, self._scaled,
+        rr.events(address, self.row, self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U, Y, has, lr, self._scaled,
                   out, res)
         self.errors = {}
         if res[0, 0]:

@@ -28,6 +28,7 @@ from . import NONFINITE, UPDATED
 from . import hybrid_step as k
 from . import network_table as nt
 from .scale_step import moments_update_at, standardise
+from .prefetch import prefetch_span
 from .table import ivec, vec
 
 #: the feature space's arrays, after the model's: its running moments, the previous raw values, and
@@ -103,19 +104,23 @@ def _event(address, offsets, scratch_at, scratch, dims, u, y, has_y, lr, scaled,
 
 
 @njit(cache=True, error_model="numpy")
-def events(addresses, offsets, scratch_at, scratch, dims, U, Y, has_y, lr, scaled, out, res):
-    """Event i is that of the model whose row starts at addresses[i], with raw features U[i] and target Y[i]
-    (when has_y[i]), at rate lr[i]: its prediction into out[i], what is left to Python into res[i] (``DONE``...).
-    Every event's scratch slots are in the buffer at address ``scratch``."""
-    n = U.shape[1]
+def events(addresses, row_bytes, offsets, scratch_at, scratch, dims, U, Y, has_y, lr, scaled, out, res):
+    """Event i is that of the model whose row of ``row_bytes`` starts at addresses[i], with raw features U[i] and
+    target Y[i] (when has_y[i]), at rate lr[i]: its prediction into out[i], what is left to Python into res[i]
+    (``DONE``...).  Every event's scratch slots are in the buffer at address ``scratch``.  The next event's row
+    is prefetched while an event steps (``prefetch``)."""
+    n, last = U.shape[1], addresses.shape[0] - 1
     ptr, z, dx = np.empty_like(offsets), np.empty(n), np.empty(n)
     for i in range(addresses.shape[0]):
+        if i < last:
+            prefetch_span(addresses[i + 1], row_bytes)
         out[i] = _event(addresses[i], offsets, scratch_at, scratch, dims, U[i], Y[i], has_y[i], lr[i], scaled, ptr, z,
                         dx, res[i])
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def events_parallel(addresses, offsets, scratch_at, scratch, scratch_bytes, dims, U, Y, has_y, lr, scaled, out, res):
+def events_parallel(addresses, row_bytes, offsets, scratch_at, scratch, scratch_bytes, dims, U, Y, has_y, lr, scaled,
+                    out, res):
     """``events`` with the events shared out over numba's threads (their rows must be distinct); event i's
     scratch slots are in the buffer at ``scratch`` + i * ``scratch_bytes``."""
     n = U.shape[1]
