@@ -85,6 +85,7 @@ TESTS = {
     "service/table.py": _SERVICE,
     "service/store.py": _SERVICE,
     "service/pooled.py": _SERVICE,
+    "service/packing.py": ["tests/test_service_packing.py", "tests/test_service_store.py"],
     "streamrnn/kernels/regressor_pool.py": ["tests/test_kernels_regressor_pool.py", "tests/test_service_pooled.py"],
 }
 
