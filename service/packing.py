@@ -63,8 +63,8 @@ def read_members(arrays: dict, header: dict) -> dict[str, tuple[dict, dict]]:
         raise ValueError(f"codec {codec!r} is not one this version reads ({CODEC!r})")
     expand = zstandard.ZstdDecompressor().decompress
     try:
-        data = np.frombuffer(expand(arrays[DATA].tobytes()), dtype=np.uint8).copy()  # writable, aligned
-        table = json.loads(expand(arrays[TABLE].tobytes()))
+        data = np.frombuffer(expand(np.ascontiguousarray(arrays[DATA])), dtype=np.uint8).copy()  # writable, aligned
+        table = json.loads(expand(np.ascontiguousarray(arrays[TABLE])))
     except zstandard.ZstdError as err:
         raise ValueError(f"the compressed members do not expand: {err}") from None
     return unpack(data, table)

@@ -15,8 +15,6 @@ import logging
 import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
-from streamrnn.hybrid.scale import MAX_ABS
-
 from .checkpointer import Checkpointer, Position
 from .pooled import PooledStream, loss_of, plain, target
 from .protocol import Command, ProtocolError, SupervisedEvent, error, parse
@@ -307,8 +305,7 @@ class Worker:
             self._tally(None)
             return text + "}"
         stats.last_target = event.y
-        err = min(max(prediction - y, -MAX_ABS), MAX_ABS)  # ``squared_loss`` of one output, inline
-        loss = err * err * 0.5
+        loss = loss_of(prediction, y)
         self._tally(loss)
         return f'{text},"loss":{_json_float(loss)}}}'
 

@@ -335,7 +335,7 @@ class RegressorPool:
             np.array([self._rate(r) for r in rows.tolist()])
         out, res = np.empty(len(rows)), np.empty((len(rows), 2))
         if self.parallel and len(rows) > 1:
-            rr.events_parallel(self._addresses(rows), self.row, self.offsets, self.scratch_at, self._scratch_for(len(rows)),
+            rr.events_parallel(self._addresses(rows), self.offsets, self.scratch_at, self._scratch_for(len(rows)),
                                self._scratch_bytes, self.dims, U, np.where(has, Y, 0.0), has, lr, self._scaled, out, res)
         else:
             rr.events(self._addresses(rows), self.row, self.offsets, self.scratch_at, self._scratch_for(1), self.dims, U,

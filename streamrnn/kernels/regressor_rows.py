@@ -119,8 +119,7 @@ def events(addresses, row_bytes, offsets, scratch_at, scratch, dims, U, Y, has_y
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def events_parallel(addresses, row_bytes, offsets, scratch_at, scratch, scratch_bytes, dims, U, Y, has_y, lr, scaled,
-                    out, res):
+def events_parallel(addresses, offsets, scratch_at, scratch, scratch_bytes, dims, U, Y, has_y, lr, scaled, out, res):
     """``events`` with the events shared out over numba's threads (their rows must be distinct); event i's
     scratch slots are in the buffer at ``scratch`` + i * ``scratch_bytes``."""
     n = U.shape[1]
