@@ -237,3 +237,21 @@ def test_a_strided_or_listed_input_steps_as_a_contiguous_one():
         np.testing.assert_allclose(a.prediction, b.prediction, rtol=1e-12, atol=1e-15)
     assert fast.counters == slow.counters and fast.counters["updates"] > 10
     assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 9, 16, 23, 433])
+def test_the_gradients_squared_norm_in_eight_partial_sums_is_the_sum_to_rounding(length):
+    """``apply_update``'s norm: eight interleaved partial sums and the tail (lengths around the lanes), equal
+    to the plain sum to rounding, the same on every call, and NaN or inf when a gradient is."""
+    from streamrnn.kernels.dense_step import _squared_norm
+
+    rng = np.random.default_rng(length)
+    g = rng.normal(size=length) * rng.choice([1e-3, 1.0, 1e3], size=length)  # magnitudes far apart
+    exact = float(np.sum(np.array([float(v) ** 2 for v in g], dtype=np.longdouble)))
+    assert _squared_norm(g) == pytest.approx(exact, rel=1e-14, abs=0.0)
+    assert _squared_norm(g) == _squared_norm(g.copy())
+    if length:
+        g[-1] = np.nan
+        assert np.isnan(_squared_norm(g))
+        g[-1] = np.inf
+        assert _squared_norm(g) == np.inf

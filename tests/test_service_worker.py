@@ -582,6 +582,21 @@ def test_a_batch_stops_after_the_line_in_hand_when_the_daemon_stops():
     assert p.as_dict() == q.as_dict() and w.table.digest() == reference.table.digest()
 
 
+@pytest.mark.parametrize("prediction, y", [(0.1234567890123, 0.5), (-0.0, 0.0), (0.0, -0.0), (3.0, 1e150),
+                                           (-1e300, 1e300), (float("inf"), 1.0), (-float("inf"), 1.0),
+                                           (float("nan"), 1.0), (1.0, float("nan")), (5e-324, -5e-324)])
+def test_one_outputs_loss_is_squared_loss_bit_for_bit(prediction, y):
+    """``loss_of`` (one output, written out for the batches' hot path) is ``squared_loss`` of the one error,
+    to the bit: bounded errors, signed zeros and NaN alike."""
+    from streamrnn_service.pooled import loss_of
+    from streamrnn_service.streams import squared_loss
+
+    assert loss_of(prediction, None) is None
+    fast, general = loss_of(prediction, y), squared_loss((prediction,), (y,))
+    assert type(fast) is float
+    assert repr(fast) == repr(general)
+
+
 @pytest.mark.parametrize("event_id", [7, "e-1 \"ü\"", None])
 @pytest.mark.parametrize("prediction, y", [(0.1234567890123, 0.5), (-2.5, None), (3.0, 1e150), (float("nan"), 1.0),
                                            (float("inf"), None)])

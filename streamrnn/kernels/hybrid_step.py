@@ -424,7 +424,9 @@ def learn_in(z, dx, y, ptr, dims, lr, sc, cst, ints, numbers):
     target = vec(ptr, dims, TARGET)
     target[0] = sc[OUT_TARGET]
     base, ib = ints[NET_SLOTS_AT], ints[NET_CODES_AT]
-    nt.step(ptr, dims, base, ints, ib, numbers, target, sc[OUT_STEP] != 0.0, lr)
+    # the correction ran the network's forward pass on this very input (``_correction``), and nothing it
+    # reads has moved since: the step does not run it again
+    nt.step(ptr, dims, base, ints, ib, numbers, target, sc[OUT_STEP] != 0.0, lr, True)
     if ints[ib + nt.STEP] == nt.RTRL and out[0] != 0.0:  # S_t went into S_next: swap the slots, as model_step
         ptr[base + nt.SENS], ptr[base + nt.SENS_NEXT] = ptr[base + nt.SENS_NEXT], ptr[base + nt.SENS]
     return prediction

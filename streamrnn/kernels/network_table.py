@@ -62,8 +62,9 @@ def forward(ptr, dims, base, ints, ib):
 
 
 @njit(cache=True, error_model="numpy")
-def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr):
-    """One model step (``dense_step.bptt_step`` or ``rtrl_step``); its status in the ``out`` slot's first number."""
+def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr, forwarded=False):
+    """One model step (``dense_step.bptt_step`` or ``rtrl_step``); its status in the ``out`` slot's first number.
+    ``forwarded``: the slots hold the forward pass of the ``x`` slot already (``dense_step._begin``)."""
     A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, _ = head(ptr, dims, base, ints, ib)
     grad, applied, theta = vec(ptr, dims, base + GRAD), vec(ptr, dims, base + APPLIED), vec(ptr, dims, base + THETA)
     m, s, count, out = vec(ptr, dims, base + M_), vec(ptr, dims, base + S_), ivec(ptr, dims, base + COUNT), \
@@ -75,11 +76,11 @@ def step(ptr, dims, base, ints, ib, numbers, y, has_y, lr):
                   mat(ptr, dims, base + TV), mat(ptr, dims, base + TD), mat(ptr, dims, base + TVR),
                   mat(ptr, dims, base + TDELTA), ivec(ptr, dims, base + COUNTERS), ints[ib + HWIN],
                   ints[ib + HPRIME], vec(ptr, dims, base + E_), vec(ptr, dims, base + DZ),
-                  grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr)
+                  grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr, forwarded)
     else:
         rtrl_step(A, B, v, x, leak, act, z, fz, D, h, vr, a, o, out_code, mat(ptr, dims, base + SENS),
                   mat(ptr, dims, base + SENS_NEXT), mat(ptr, dims, base + JAC), vec(ptr, dims, base + G_),
-                  grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr)
+                  grad, applied, theta, clip, opt, b1, b2, eps, m, s, count, out, y, has_y, lr, forwarded)
 
 
 @njit(cache=True, error_model="numpy")
