@@ -15,6 +15,8 @@ import logging
 import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 
+import numpy as np
+
 from .checkpointer import Checkpointer, Position
 from .pooled import PooledStream, loss_of, plain, target
 from .protocol import Command, ProtocolError, SupervisedEvent, error, parse
@@ -23,6 +25,7 @@ from .streams import KINDS, SupervisedStream
 from .table import KeyCorrupt, KeyRefused, KeyUnavailable, StreamTable
 
 log = logging.getLogger("streamrnn.worker")
+_NAN = float("nan")  # a batch's target for an event without one
 
 
 def _unserialisable(value):
@@ -249,8 +252,10 @@ class Worker:
         streams = [stream if stream is not None else PooledStream.new(pool, features)
                    for _, stream, features, _, _ in items]
         try:
-            predictions = pool.learn([s.row for s in streams], [item[3] for item in items],
-                                     [float("nan") if item[4] is None else item[4] for item in items]).tolist()
+            # what ``learn`` would check, ``_run`` did: distinct keys' rows, plain numbers, finite targets
+            predictions = pool.learn_checked(
+                np.array([s.row for s in streams], dtype=np.int64), np.array([item[3] for item in items], dtype=np.float64),
+                np.array([_NAN if item[4] is None else item[4] for item in items], dtype=np.float64)).tolist()
         except Exception:  # noqa: BLE001 - it checks before changing anything
             log.exception("internal error stepping a batch; its events are applied one by one")
             for (_, stream, _, _, _), pooled in zip(items, streams):

@@ -109,19 +109,24 @@ def run(worker, events, chunk=250, position=None, raw=False) -> list:
 
 def test_batches_answer_as_objects_do_event_by_event(monkeypatch):
     """The same replies, state, counts and input position, and the events of distinct keys in a row are
-    stepped together (up to ``streams.batch``)."""
+    stepped together (up to ``streams.batch``), each batch one that ``learn`` would take as it is: the worker
+    calls ``learn_checked``, which checks nothing."""
     from streamrnn.kernels.regressor_pool import RegressorPool
 
     stepped = []  # events per successful pool call of more than one
-    learn = RegressorPool.learn
+    learn_checked = RegressorPool.learn_checked
 
     def counted(self, rows, U, Y):
-        out = learn(self, rows, U, Y)
+        checked = self._events(rows, U, Y)  # raises on what learn refuses
+        for given, made in zip((rows, U, Y), checked):
+            assert given.dtype == made.dtype and given.shape == made.shape and given.flags.c_contiguous
+            np.testing.assert_array_equal(given, made)
+        out = learn_checked(self, rows, U, Y)
         if len(rows) > 1:
             stepped.append(len(rows))
         return out
 
-    monkeypatch.setattr(RegressorPool, "learn", counted)
+    monkeypatch.setattr(RegressorPool, "learn_checked", counted)
     events = mixed_events(1500, keys=40)
     objects, at = make(objects=True), Position()
     want = run(objects, events, position=at, raw=True)
