@@ -336,13 +336,38 @@ def test_positions_count_events_and_unreadable_lines_but_not_commands():
     assert p.as_dict() == {"lines": 4, "bytes": 5080} and w.stats.rejected["truncated"] == 2
 
 
+@pytest.mark.parametrize("settings", [{}, {"model.learner": "bptt"}, {"model.outputs": "2"}, {"model.hybrid": "false"}])
+def test_a_lines_reply_is_the_encoded_reply_dict_whichever_way_it_is_written(settings):
+    """A line's reply (the text written at once for a hybrid key with one output, ``_taken``'s) is byte for
+    byte ``encode`` of the dict ``respond`` gives (as the replay tool reads it), with the same counts, for
+    targets as a number, a list of one, none, and on models whose replies are dicts."""
+    from streamrnn_service.protocol import parse
+    from streamrnn_service.worker import encode
+
+    outputs = int(settings.get("model.outputs", "1"))
+    text, dicts = worker(**settings), worker(**settings)
+    rng = np.random.default_rng(3)
+    for t in range(40):
+        x = {"a": float(rng.normal()), "b": float(rng.normal())}
+        y = [float(v) for v in rng.normal(size=outputs)]
+        event = {"key": "k" if t % 3 else "other", "x": x, "id": t}
+        if t % 5 != 4:
+            event["y"] = y if outputs > 1 or t % 2 else y[0]
+        line = json.dumps(event).encode()
+        assert text.handle(line, len(line) + 1) == (encode(dicts.respond(parse(line))) + "\n").encode()
+        dicts.checkpointer.after_event()
+    counted = ("outcomes", "loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")
+    assert repr([getattr(text.stats, a) for a in counted]) == repr([getattr(dicts.stats, a) for a in counted])
+    assert text.table.digest() == dicts.table.digest() and text.events == dicts.events
+
+
 def test_an_internal_error_is_answered_counted_and_logged_and_the_line_still_counts(caplog, monkeypatch):
     from streamrnn_service.checkpointer import Position
 
     w = worker()
     p = Position()
 
-    def broken(event):
+    def broken(event, *_):
         raise KeyError("a bug")
 
     monkeypatch.setattr(w, "_respond", broken)
