@@ -17,7 +17,7 @@ from streamrnn.hybrid.scale import MAX_ABS
 from streamrnn.hybrid.stateful import unprefixed
 
 from .protocol import SupervisedEvent
-from .streams import SupervisedStream, _width_error
+from .streams import SupervisedStream, _width_error, bounded_square
 
 
 def plain(x: dict, features: list) -> list | None:
@@ -45,16 +45,8 @@ def target(event: SupervisedEvent) -> float | None:
 
 
 def loss_of(prediction: float, y: float | None) -> float | None:
-    """The reply's loss for one output, None without a target: ``squared_loss`` of one error, bit for bit
-    (NaN stays NaN), written out because the general function costs 0.8 us an event, the inline one 0.1."""
-    if y is None:
-        return None
-    err = prediction - y
-    if err > MAX_ABS:
-        err = MAX_ABS
-    elif err < -MAX_ABS:
-        err = -MAX_ABS
-    return err * err * 0.5
+    """The reply's loss for one output, None without a target: ``squared_loss`` of one error, bit for bit."""
+    return None if y is None else bounded_square(prediction - y) * 0.5
 
 
 class PooledStream(SupervisedStream):

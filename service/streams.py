@@ -41,13 +41,20 @@ def _width_error(what: str, expected: int, got: int) -> ProtocolError:
     return ProtocolError("wrong_width", f"{what} must have {expected} values for this key, got {got}")
 
 
+def bounded_square(err: float) -> float:
+    """err² with err bounded to ±MAX_ABS first (a wild target gives a large finite loss); NaN stays NaN."""
+    if err > MAX_ABS:
+        err = MAX_ABS
+    elif err < -MAX_ABS:
+        err = -MAX_ABS
+    return err * err
+
+
 def squared_loss(predictions, targets) -> float:
-    """The reply's loss: half the sum of squared errors, each error bounded (a wild target gives a large
-    finite loss)."""
+    """The reply's loss: half the sum of the bounded squared errors."""
     loss = 0.0
     for p, target in zip(predictions, targets):
-        err = min(max(p - target, -MAX_ABS), MAX_ABS)
-        loss += err * err
+        loss += bounded_square(p - target)
     return loss * 0.5
 
 

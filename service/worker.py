@@ -262,24 +262,21 @@ class Worker:
                 if stream is None:
                     pooled.release()
             return None
-        errors, table, taken = pool.errors, self.table, self._taken
-        out = []
+        errors, table, taken, count = pool.errors, self.table, self._taken, self._count
+        out = []  # (reply, timed)
         for i, ((key, stream, _, _, y), pooled) in enumerate(zip(items, streams)):
             event, prediction = parsed[at + i], predictions[i]
             if stream is None or i in errors:  # a new key (which may be refused) or an event its row refused
                 step = self._batched(key, pooled, stream is None, prediction, y, errors.get(i))
-                reply, timed = self._apply(event, lines[at + i][1], position, step)
-                out.append((reply, timed, 0.0))
+                out.append(self._apply(event, lines[at + i][1], position, step))
             else:  # a held key's event, taken: _apply's and the step's bookkeeping, which nothing here refuses
-                if position is not None:  # ``_count``
-                    position.lines += 1
-                    position.bytes += lines[at + i][1]
+                count(position, lines[at + i][1])
                 stream.events += 1
                 table.get(key)
-                out.append((taken(event, key, stream.events, prediction, y), True, 0.0))
+                out.append((taken(event, key, stream.events, prediction, loss_of(prediction, y)), True))
         self.checkpointer.after_event()
         share = (clock() - started) / len(items)  # the step and the bookkeeping, shared out
-        return [(reply, timed, share) for reply, timed, _ in out]
+        return [(reply, timed, share) for reply, timed in out]
 
     def _batched(self, key: str, stream: PooledStream, created: bool, prediction: float, y, refusal):
         """``respond``'s step for an event of a batch that may be refused: one its row could not take, or a new
@@ -296,25 +293,24 @@ class Worker:
                 if created:
                     stream.release()
                 raise
-            return self._taken(event, key, stream.events, prediction, y)
+            return self._taken(event, key, stream.events, prediction, loss_of(prediction, y))
 
         return step
 
-    def _taken(self, event: SupervisedEvent, key: str, step: int, prediction: float, y: float | None) -> str:
-        """``_reply``'s reply, encoded as ``encode`` encodes it, and its counts, for a held key's event of a batch
-        (one output; y: its one target): the batch's common case, where the reply's dict and the general
-        encoder cost twice this."""
+    def _taken(self, event: SupervisedEvent, key: str, step: int, prediction: float, loss: float | None) -> str:
+        """``_reply``'s reply to a supervised event with one output, encoded as ``encode`` encodes it, and its
+        counts: the common case (every event of a batch), where the reply's dict and the general encoder cost
+        twice this."""
         self.checkpointer.events += 1
         stats = self.stats
         stats.last_prediction = prediction
         text = (f'{{"id":{_json_id(event.id)},"key":{encode_basestring_ascii(key)},"step":{step},'
                 f'"prediction":{_json_float(prediction)}')
-        if y is None:
-            self._tally(None)
-            return text + "}"
-        stats.last_target = event.y
-        loss = loss_of(prediction, y)
+        if event.y is not None:
+            stats.last_target = event.y
         self._tally(loss)
+        if loss is None:
+            return text + "}"
         return f'{text},"loss":{_json_float(loss)}}}'
 
     def _encode(self, reply: dict | str) -> str:
@@ -372,15 +368,13 @@ class Worker:
             if created:  # what it holds outside itself (a pool's row) goes with it
                 stream.release()
             raise
-        # a hybrid key with one output, whose loss is ``squared_loss``'s (a bare network's is its engine's): the
-        # reply's text at once
-        if encoded and type(output) is float and kind is SupervisedStream and stream.hybrid:
-            y = event.y
-            return self._taken(event, key, stream.events, output, y if y is None or type(y) is float else y[0])
-        return self._reply(event, key, stream, output, loss)
+        return self._reply(event, key, stream, output, loss, encoded)
 
-    def _reply(self, event, key: str, stream, output, loss) -> dict:
-        """The reply to an event the key's stream took (output and loss), and its counts."""
+    def _reply(self, event, key: str, stream, output, loss, encoded: bool = False) -> dict | str:
+        """The reply to an event the key's stream took (output and loss), and its counts; ``encoded``: as text
+        at once where ``_taken`` writes it (a supervised key with one output)."""
+        if encoded and type(output) is float and stream.kind == "supervised":
+            return self._taken(event, key, stream.events, output, loss)
         self.checkpointer.events += 1
         stats = self.stats
         if stream.kind == "supervised":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -338,7 +339,7 @@ def test_positions_count_events_and_unreadable_lines_but_not_commands():
 
 @pytest.mark.parametrize("settings", [{}, {"model.learner": "bptt"}, {"model.outputs": "2"}, {"model.hybrid": "false"}])
 def test_a_lines_reply_is_the_encoded_reply_dict_whichever_way_it_is_written(settings):
-    """A line's reply (the text written at once for a hybrid key with one output, ``_taken``'s) is byte for
+    """A line's reply (the text written at once for a supervised key with one output, ``_taken``'s) is byte for
     byte ``encode`` of the dict ``respond`` gives (as the replay tool reads it), with the same counts, for
     targets as a number, a list of one, none, and on models whose replies are dicts."""
     from streamrnn_service.protocol import parse
@@ -607,19 +608,44 @@ def test_a_batch_stops_after_the_line_in_hand_when_the_daemon_stops():
     assert p.as_dict() == q.as_dict() and w.table.digest() == reference.table.digest()
 
 
+def _lines(events: list[dict]) -> list:
+    return [(line, len(line) + 1) for line in (json.dumps(e).encode() for e in events)]
+
+
+@pytest.mark.parametrize("settings", [{}, {"model.learner": "bptt"}])
+def test_the_latencies_observed_add_up_to_at_most_the_time_the_lines_took(settings):
+    """Each applied event's latency is its share of its pass's parsing and encoding and of the step it was taken
+    in (one by one, or a batch of pooled keys): the shares add up to most of the call's time, never more."""
+    import time
+
+    w = worker(**settings)
+    w.handle_lines(_lines(supervised_events(20, keys=("a", "b", "c", "d"))))  # the keys exist: no creation below
+    lines = _lines(supervised_events(400, keys=("a", "b", "c", "d"), seed=1))
+    latency = w.stats.latency
+    count, total = sum(latency.counts), latency.sum
+    started = time.perf_counter()
+    w.handle_lines(lines)
+    elapsed = time.perf_counter() - started
+    assert sum(latency.counts) == count + len(lines)
+    assert 0.2 * elapsed < latency.sum - total <= elapsed
+
+
 @pytest.mark.parametrize("prediction, y", [(0.1234567890123, 0.5), (-0.0, 0.0), (0.0, -0.0), (3.0, 1e150),
                                            (-1e300, 1e300), (float("inf"), 1.0), (-float("inf"), 1.0),
                                            (float("nan"), 1.0), (1.0, float("nan")), (5e-324, -5e-324)])
 def test_one_outputs_loss_is_squared_loss_bit_for_bit(prediction, y):
-    """``loss_of`` (one output, written out for the batches' hot path) is ``squared_loss`` of the one error,
-    to the bit: bounded errors, signed zeros and NaN alike."""
+    """``loss_of`` (one output, the batches' hot path) is ``squared_loss`` of the one error, to the bit, and both
+    are half the square of the error clipped to +-MAX_ABS: bounded errors, signed zeros and NaN alike."""
+    from streamrnn.hybrid.scale import MAX_ABS
     from streamrnn_service.pooled import loss_of
     from streamrnn_service.streams import squared_loss
 
     assert loss_of(prediction, None) is None
     fast, general = loss_of(prediction, y), squared_loss((prediction,), (y,))
+    clipped = float(np.clip(prediction - y, -MAX_ABS, MAX_ABS))
     assert type(fast) is float
-    assert repr(fast) == repr(general)
+    assert repr(fast) == repr(general) == repr(clipped * clipped * 0.5)
+    assert math.isnan(fast) or 0.0 <= fast <= MAX_ABS * MAX_ABS * 0.5
 
 
 @pytest.mark.parametrize("event_id", [7, "e-1 \"ü\"", None])
@@ -639,7 +665,7 @@ def test_a_batched_reply_is_the_reply_dict_encoded_and_counts_the_same(event_id,
         kind, events = "supervised", 4
 
     for _ in range(2):  # twice: the counts add up
-        text = fast._taken(event, "k", 4, prediction, y)
+        text = fast._taken(event, "k", 4, prediction, loss_of(prediction, y))
         assert text == encode(slow._reply(event, "k", Stream(), prediction, loss_of(prediction, y)))
     counted = ("outcomes", "loss_sum", "loss_count", "last_loss", "last_prediction", "last_target")
     assert repr([getattr(fast.stats, a) for a in counted]) == repr([getattr(slow.stats, a) for a in counted])
