@@ -292,3 +292,29 @@ def test_plain_events_and_reads_never_make_a_keys_objects(monkeypatch):
     assert made == []
     run(worker, [{"key": "p", "x": {"a": 1e150, "b": 1.0, "c": 0.5}, "y": 0.1}])
     assert made == [worker.table.live["p"].row]
+
+
+class _EvenKeys:
+    """A partition's ``owns``: the keys k0, k2, k4, ..."""
+
+    def __call__(self, key: str) -> bool:
+        return int(key[1:]) % 2 == 0
+
+    def refusal(self, key: str) -> str:
+        return f"key {key!r} is another partition's"
+
+
+def test_a_batch_stops_at_a_key_of_another_partition_as_events_one_by_one_do():
+    """A partition's worker steps together only its own keys' events: another partition's is refused in its
+    place in the input, with the same replies, state and counts as one by one."""
+    events = [e for e in mixed_events(800, keys=12, seed=3) if isinstance(e, dict) and "command" not in e]
+    reference, batched = make(**{"streams.batch": "1"}), make()
+    for w in (reference, batched):
+        w.owns = _EvenKeys()
+    want = run(reference, events, raw=True)
+    assert run(batched, events, raw=True) == want
+    refused = [json.loads(r) for r in want if "wrong_partition" in r]
+    assert len(refused) > 100 and all(int(r["error"]["message"].split("'")[1][1:]) % 2 for r in refused)
+    assert sorted(batched.table.live) == sorted(reference.table.live) and all(int(k[1:]) % 2 == 0 for k in batched.table.live)
+    assert batched.table.digest() == reference.table.digest()
+    assert batched.stats.rejected == reference.stats.rejected and batched.stats.outcomes == reference.stats.outcomes

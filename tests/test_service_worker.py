@@ -514,6 +514,24 @@ def test_the_step_latency_histogram_times_events_not_commands():
     assert sum(w.stats.latency.counts) == 3
 
 
+@pytest.mark.parametrize("where", ["parse", "respond"])
+def test_a_line_failing_on_a_bug_is_not_timed_as_an_event(monkeypatch, where):
+    """A bug in parsing or in stepping a line is answered ``internal`` and, like any refusal, observes no
+    latency: the histogram times events applied."""
+    import streamrnn_service.worker as worker_module
+
+    w = worker()
+    handle(w, {"key": "a", "value": 1.0})
+
+    def broken(*_):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(*((worker_module, "parse", broken) if where == "parse" else (w, "_respond", broken)))
+    reply = handle(w, {"key": "a", "value": 2.0})
+    assert reply["error"]["code"] == "internal" and w.stats.rejected["internal"] == 1
+    assert sum(w.stats.latency.counts) == 1
+
+
 def test_refusals_of_a_new_key_name_the_key():
     w = worker(**{"streams.max_keys": "1", "streams.max_stored_keys": "1"})
     handle(w, {"key": "a", "value": 1.0})
