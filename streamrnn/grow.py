@@ -37,13 +37,15 @@ LAYOUTS = ("theta", "inputs0", "outputs", "fixed")
 
 
 def _rebuild(model: OnlineRNN, n_inputs: int, outputs: int) -> OnlineRNN:
-    """A fresh model like ``model`` but n_inputs wide with ``outputs`` readout outputs."""
+    """A fresh model like ``model`` but n_inputs wide with ``outputs`` readout outputs, on the same path and
+    sharing the same ``Scratch`` (if it shares one)."""
     net = model.network
     readout = type(net.readout)(outputs, net.readout.activation)
     # a bound learner is also a spec: bind() copies it and allocates afresh
     return OnlineRNN(
         n_inputs, net.stack.cells, readout, model.loss, model.learner, model.optimizer,
-        model.clip_norm, model.target_feedback, model.seed, kernels=model._kernel is not None,  # the same path
+        model.clip_norm, model.target_feedback, model.seed, kernels=model._kernel is not None,
+        scratch=model._buffers,
     )
 
 

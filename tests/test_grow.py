@@ -122,6 +122,24 @@ def test_growth_keeps_counters_optimiser_and_a_saveable_state(tmp_path):
     np.testing.assert_array_equal(again.predict(x), grown.predict(x))
 
 
+def test_a_grown_model_keeps_sharing_its_scratch_and_its_path():
+    """A model on a shared ``Scratch`` (a daemon's keys of one configuration) grows into one on the same
+    scratch, whose buffers of the new size it takes from there, and on the same path (kernels or numpy)."""
+    from streamrnn.model import Scratch
+
+    scratch = Scratch()
+    model = OnlineRNN(2, Elman(4), Readout(1), learner=TruncatedBPTT(5, 1), seed=0, scratch=scratch)
+    model.step(np.array([0.5, -0.5]), np.array([0.1]))
+    grown = grow_outputs(grow_inputs(model, 1), 1)
+    P = grown.network.n_params
+    assert grown._buffers is scratch and grown.grad is scratch.array("grad", (P,))
+    assert (grown._kernel is None) == (model._kernel is None)
+    result = grown.step(np.array([0.5, -0.5, 0.0]), np.array([0.1, 0.2]))
+    assert np.isfinite(result.prediction).all() and grown.counters["updates"] == model.counters["updates"] + 1
+    own = grow_inputs(OnlineRNN(2, Elman(4), Readout(1), seed=0), 1)
+    assert own._buffers is None and own.grad is not scratch.array("grad", (own.network.n_params,))
+
+
 def test_growth_rejects_a_bad_width():
     model = make(RTRL(), STACKS["elman"], False)
     with pytest.raises(ValueError, match="k must be an integer"):
