@@ -88,7 +88,7 @@ def main() -> None:
         feed(worker, lines(rng, args.keys, 2 * args.keys, spread=False))
         first = timed(worker.checkpointer.checkpoint)
         store = worker.table.store
-        shard = store._shard(worker.checkpointer.generation)
+        _, (shard,) = store.files(worker.checkpointer.generation)  # the first checkpoint: one shard, every key
         per_key = shard.stat().st_size / args.keys
         for r in range(args.repeats):
             changed = feed(worker, lines(rng, args.keys, args.events))

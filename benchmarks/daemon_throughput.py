@@ -200,15 +200,14 @@ def newest_state_bytes(daemon: "Daemon") -> tuple[int, int, float]:
 
     root = Path(daemon.proc.args[daemon.proc.args.index("--checkpoint-dir") + 1])
     store = DirectoryStore(root)
-    generation = store.generations()[0]
-    shards, _ = store._referenced(generation)
-    with np.load(store._path(generation), allow_pickle=False) as npz:
+    manifest, shards = store.files(store.generations()[0])
+    with np.load(manifest, allow_pickle=False) as npz:
         keys = len(json.loads(npz["__header__"].tobytes())["live"])
     if not shards:
         return 0, keys, 0.0
-    newest = store._shard(max(shards))
+    newest = shards[-1]
     written = len(packing.read_members(*state.load(newest)))
-    return sum(store._shard(s).stat().st_size for s in shards), keys, newest.stat().st_size / max(written, 1)
+    return sum(shard.stat().st_size for shard in shards), keys, newest.stat().st_size / max(written, 1)
 
 
 def stdin_run(workdir: str, data: bytes, n: int, facts: dict | None = None) -> tuple[float, dict]:

@@ -230,6 +230,12 @@ class DirectoryStore(CheckpointStore):
         """Generations on disk, newest first."""
         return self._numbered(self.root.glob("gen-*.npz"), "gen-")
 
+    def files(self, generation: int) -> tuple[Path, list[Path]]:
+        """The files a generation's checkpoint is made of, for tools that report sizes: its manifest, and the
+        shards the manifest references, oldest first (generation n writes shard n)."""
+        shards, _ = self._referenced(generation)
+        return self._path(generation), [self._shard(s) for s in sorted(shards)]
+
     def reusable(self, keys, changed: int = 0) -> set[str]:
         """The unchanged keys a commit may leave in their shards; the rest are written again.
 

@@ -506,6 +506,21 @@ def test_a_lost_shard_makes_its_generation_unusable_and_the_previous_one_is_used
     assert again.table.digest() == digest
 
 
+def test_a_generations_files_are_its_manifest_and_the_shards_it_references(tmp_path):
+    w, _ = _worker(tmp_path, max_keys="8")
+    store = w.table.store
+    _feed(w, supervised_events(20, keys=("a", "b")))
+    assert w.checkpointer.checkpoint()
+    _feed(w, supervised_events(4, keys=("a",), seed=1))  # b unchanged: generation 2 still references shard 1
+    assert w.checkpointer.checkpoint()
+    assert store.files(1) == (tmp_path / "gen-000000000001.npz", [tmp_path / "shard-000000000001.npz"])
+    manifest, shards = store.files(2)
+    assert manifest.name == "gen-000000000002.npz" and [s.name for s in shards] == \
+        ["shard-000000000001.npz", "shard-000000000002.npz"]
+    assert manifest.exists() and all(s.exists() for s in shards)
+    assert w.checkpointer.checkpoint() and store.files(3)[1] == shards  # nothing changed: a manifest only
+
+
 def _close(x, y) -> bool:
     """Equal JSON values, but for floats, which may differ by rounding (1e-12 relative)."""
     if isinstance(x, float) and isinstance(y, float):
