@@ -287,16 +287,3 @@ def test_get_names_the_spaces_columns_so_it_reads_a_streams_events():
     for names in (["a", "b"], ["a", "a", "b"]):
         with pytest.raises(ValueError, match="3 distinct feature names"):
             pool.get(r, names)
-
-
-@pytest.mark.parametrize("populate", [True, False])
-def test_a_chunk_is_writable_zeros_with_its_pages_mapped_at_once_or_not(populate, monkeypatch):
-    from streamrnn.kernels import regressor_pool
-
-    if not populate:  # a system without MAP_POPULATE: plain zeros
-        monkeypatch.delattr(regressor_pool.mmap, "MAP_POPULATE", raising=False)
-    words = regressor_pool._populated(3 * 4096)
-    assert words.dtype == np.float64 and words.shape == (3 * 512,) and words.flags.writeable
-    assert not words.any()
-    words[-1] = 2.5
-    assert words[-1] == 2.5

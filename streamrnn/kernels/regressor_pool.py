@@ -10,9 +10,12 @@ stream, and a new stream is a copy of the template's row.  The slots a step
 writes before it reads them, or never reads (``regressor_rows.SCRATCH_SLOTS``:
 BPTT's gradient and backward errors, the last update's gradient; a quarter
 of a 16-unit model), are not in the rows but in one scratch buffer per call.
-Rows come in chunks that never move.  The numbers a model keeps in Python
-travel in the row too: the parts' in its ``sc``, its network's counters,
-norms and last loss in its ``book`` (``regressor_rows.BOOK``).
+Rows come in chunks that never move, each
+zeroed with its pages in memory before a row is written (``chunks``: from
+the second on, a thread faults the next one in ahead).  The numbers a model
+keeps in Python travel in the row too: the parts' in its ``sc``, its
+network's counters, norms and last loss in its ``book``
+(``regressor_rows.BOOK``).
 
 ``learn(rows, U, Y)`` steps one event of each of the given (distinct) rows
 by exactly the code a single model's compiled call runs: a row's result is
@@ -30,7 +33,6 @@ pooled: exact RTRL swaps its sensitivity buffers every step.
 
 from __future__ import annotations
 
-import mmap
 from typing import Callable
 
 import numpy as np
@@ -39,6 +41,7 @@ from ..estimators.features import FeatureSpace
 from ..hybrid.scale import MAX_ABS
 from ..model import COUNTERS
 from . import hybrid_step as k
+from .chunks import Ahead
 from . import network_table as nt
 from . import regressor_rows as rr
 from .pool import _ALIGN, _owners, row_layout, single_threaded_blas
@@ -76,6 +79,7 @@ class RegressorPool:
         self.errors: dict[int, str] = {}  # the events of the newest ``learn`` a stream refused: index -> why
         self.size = 0
         self.chunk = max(int(chunk), 1) if chunk is not None else max(CHUNK_BYTES // self.row, 1)
+        self._memory = Ahead(self.chunk * self.row)  # chunks of zeros, the next one faulted in off the event loop
         self._chunks: list[np.ndarray] = []  # (chunk, row / 8) float64 each: 64-byte aligned rows of words
         self._starts = np.zeros(0, dtype=np.int64)  # each chunk's address
         self._used = np.zeros(0, dtype=bool)
@@ -172,7 +176,7 @@ class RegressorPool:
     def _grow(self) -> None:
         """One more chunk of rows."""
         c, used = self.chunk, len(self._used)
-        self._chunks.append(_populated(c * self.row).reshape(c, self.row // 8))
+        self._chunks.append(self._memory.take().reshape(c, self.row // 8))
         self._starts = np.array([a.ctypes.data for a in self._chunks], dtype=np.int64)
         self._free = list(range(used + c - 1, used - 1, -1)) + self._free
         self._used = np.concatenate([self._used, np.zeros(c, dtype=bool)])
@@ -401,12 +405,3 @@ class RegressorPool:
             learner.reset()
         self._put(r, space, model)
 
-
-def _populated(nbytes: int) -> np.ndarray:
-    """``nbytes`` of zeros as float64 words, their pages mapped at once where the system can (Linux's
-    ``MAP_POPULATE``): a new row written into them takes no page faults (one per 4 KB page, about 2.5 us
-    each here, were a third of a new key's cost: 16.8 -> 11.7 us, measured in the daemon's worker)."""
-    if not hasattr(mmap, "MAP_POPULATE"):
-        return np.zeros(nbytes // 8)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-    return np.frombuffer(memory, dtype=np.float64)  # the array keeps the mapping alive, and unmaps it
