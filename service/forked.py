@@ -29,7 +29,8 @@ The child:
     commit.result()                            # waits; its seconds, or RuntimeError saying why it failed
 
 ``checkpoint.live`` may hold the streams themselves (``StreamTable.checkpoint(...,
-snapshots=False)``): the child takes their snapshots from its copy of memory.
+snapshots=False)``): the child takes their snapshots from its copy of memory,
+one key at a time as the shard is packed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 
 #: where a checkpoint can be written by a forked child: fork, and a parent-death signal (Linux)
 AVAILABLE = hasattr(os, "fork") and sys.platform.startswith("linux")
@@ -108,6 +110,26 @@ class ForkedCommit:
         return float(message[3:])
 
 
+class _Snapshots(Mapping):
+    """The keys' snapshots, each taken when it is asked for: the shard's packer takes one key's at a time, so
+    the child holds one key's arrays, not every key's (hundreds of megabytes with 10,000 keys, each page of
+    them a fault to take).  Its memory is a copy nothing else changes: a stream's state is packed from it
+    without being copied first."""
+
+    def __init__(self, live: dict):
+        self._live = live
+
+    def __getitem__(self, key):
+        snap = self._live[key]
+        return snap.snapshot(copy=False) if hasattr(snap, "snapshot") else snap
+
+    def __iter__(self):
+        return iter(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
 def _read_all(fd: int) -> str:
     chunks = []
     while True:
@@ -141,10 +163,7 @@ def _child(parent: int, store, checkpoint, where: dict, read: int, pipe: int,
         except OSError:
             pass
         started = time.perf_counter()
-        # this memory is a copy nothing else changes: the states are packed from it without copying them first
-        live = {key: (snap.snapshot(copy=False) if hasattr(snap, "snapshot") else snap)
-                for key, snap in checkpoint.live.items()}
-        store.write(dataclasses.replace(checkpoint, live=live), where)
+        store.write(dataclasses.replace(checkpoint, live=_Snapshots(checkpoint.live)), where)
         os.write(pipe, f"ok {time.perf_counter() - started!r}".encode())
         code = 0
     except BaseException as err:  # noqa: BLE001 - whatever it is, the parent hears of it

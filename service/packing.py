@@ -75,11 +75,16 @@ def _bytes(raw: bytes) -> np.ndarray:
 
 
 def pack(states) -> tuple[np.ndarray, dict]:
-    """One uint8 array holding every state's arrays, and the table that finds them again."""
+    """One uint8 array holding every state's arrays, and the table that finds them again.
+
+    ``states`` may be a generator: each state's arrays are copied into the buffer before the next state is
+    asked for, so no more than one state's arrays need exist at a time (a checkpoint writer taking 10,000
+    keys' snapshots one by one holds one, not all)."""
     layouts: dict[tuple, int] = {}
-    rows, places, offset = [], [], 0
+    rows = []
+    buffer = bytearray()  # grown in place (the system remaps a large one rather than copying it)
     for key, arrays, header in states:
-        layout, lengths, start = [], [], offset
+        layout, lengths, start = [], [], len(buffer)
         for name, a in arrays.items():
             size = a.nbytes
             if a.ndim == 1 and a.dtype.char == "B":  # a nested JSON header: its length is the key's own
@@ -87,18 +92,18 @@ def pack(states) -> tuple[np.ndarray, dict]:
                 lengths.append(size)
             else:
                 layout.append((name, a.dtype, a.shape))
-            places.append((offset, a))
-            offset += size + (-size % ALIGN)
+            buffer += a.tobytes()  # C order; for these small arrays cheaper than any view
+            buffer += _PADDING[-size % ALIGN]
         index = layouts.setdefault(tuple(layout), len(layouts))
         rows.append([key, index, start, lengths, header])
-    # one buffer, filled in place (padding stays 0): no list of per-array bytes and no joined copy beside it
-    buffer = bytearray(offset)
-    for at, a in places:
-        buffer[at: at + a.nbytes] = a.tobytes()  # C order; for these small arrays cheaper than any view
     data = np.frombuffer(buffer, dtype=np.uint8)
     table = {"layouts": [[[name, dtype.str, None if shape is None else list(shape)] for name, dtype, shape in layout]
                          for layout in layouts], "keys": rows}
     return data, table
+
+
+#: the zeros after an array of n bytes that bring the next to a multiple of ALIGN
+_PADDING = [bytes(n) for n in range(ALIGN)]
 
 
 def unpack(data: np.ndarray, table: dict) -> dict[str, tuple[dict, dict]]:

@@ -289,6 +289,32 @@ def test_the_childs_snapshots_without_copies_pack_to_the_same_bytes(tmp_path, ov
         assert len(shared) >= len(big) // 2, f"copy=False copied {sorted(set(big) - set(shared))}"
 
 
+def test_the_child_takes_each_keys_snapshot_when_the_packer_asks_for_it(tmp_path):
+    """The child's view of the keys (``_Snapshots``) takes no snapshot until one is asked for, one per key asked,
+    and packs to the bytes of the snapshots taken all at once."""
+    w = worker(tmp_path)
+    feed(w, supervised_events(12, keys=("a", "b", "c")))
+    taken = []
+
+    class Counting:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def snapshot(self, copy=True):
+            taken.append(copy)
+            return self.stream.snapshot(copy)
+
+    snapshots = forked._Snapshots({key: Counting(s) for key, s in w.table.live.items()})
+    assert len(snapshots) == 3 and list(snapshots) == list(w.table.live) and taken == []
+    items = iter(snapshots.items())
+    next(items)
+    assert taken == [False]  # one key's, from the child's own copy of memory: no copy first
+    lazily = packing.pack((key, *snap) for key, snap in snapshots.items())
+    at_once = packing.pack([(key, *s.snapshot()) for key, s in w.table.live.items()])
+    assert lazily[1] == at_once[1] and np.array_equal(lazily[0], at_once[0])
+    assert len(taken) == 1 + 3
+
+
 def test_a_deferred_checkpoint_survives_a_wait_that_took_in_the_child(tmp_path):
     """A deferral still stands after a blocking settle took in the child: the next tick begins it."""
     w, store = deferred(tmp_path, 0.2)

@@ -38,6 +38,24 @@ def test_states_come_back_bit_for_bit_with_their_headers():
             assert back[name].ctypes.data % packing.ALIGN == data.ctypes.data % packing.ALIGN
 
 
+def test_a_generator_of_states_is_packed_one_state_at_a_time():
+    """pack copies a state's arrays before it asks for the next: a writer may hand out one key's arrays at a
+    time, in buffers it reuses (here overwritten with NaN as soon as the next state is asked for)."""
+    rng = np.random.default_rng(3)
+    states = [(f"k{i}", _state(rng, '{"i": %d}' % i), {"events": i}) for i in range(4)]
+    want_data, want_table = packing.pack(states)
+
+    def reused():
+        for key, arrays, header in states:
+            scratch = {name: a.copy() for name, a in arrays.items()}
+            yield key, scratch, header
+            for a in scratch.values():  # the next key's turn: this buffer is someone else's now
+                a[...] = np.nan if a.dtype.kind == "f" else 0
+
+    data, table = packing.pack(reused())
+    assert table == want_table and data.tobytes() == want_data.tobytes()
+
+
 def test_keys_of_one_configuration_share_a_layout_whatever_their_headers():
     rng = np.random.default_rng(1)
     states = [(f"k{i}", _state(rng, "{}" + " " * i), {}) for i in range(5)]
