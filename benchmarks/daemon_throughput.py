@@ -24,7 +24,7 @@ its checkpoints took (from its own histogram), its peak resident memory, and
 the bytes of state per key in its newest checkpoint.
 
 The daemon runs with its defaults: metrics on (scraped once per run), checkpoints
-every 10,000 events.  The clock starts when the daemon reports ready (start-up and
+every 10,000 events (and, after one that took T seconds, none until T seconds after it).  The clock starts when the daemon reports ready (start-up and
 the final checkpoint are not counted).  Step latency: the library's per-step time;
 the daemon's ``streamrnn_step_latency_seconds`` histogram (parse, step, reply;
 the upper bound of the bucket that holds the quantile); and the round trip of one event at a time over TCP.  BLAS runs on one
@@ -364,8 +364,9 @@ def many_keys(data, xs, ys, keys, args) -> None:
     print(f"| daemon, stdin -> stdout | {med(std):,.0f} | {med(std) / med(lib):.2f} | {med(ck_count):.0f} | "
           f"{med(ck_sum):.1f} | {med(peak) / 1e6:,.0f} | {med(rss_key) / 1e3:.1f} | {med(key_bytes) / 1e3:.1f} | "
           f"{med(per_key) / 1e3:.1f} |")
-    print("\nCheckpoints: every 10,000 events and every 60 s, each writing the keys that changed (the final "
-          "one, on the way out, is not counted).  A key's state: the newest shard's bytes per key in it (goal "
+    print("\nCheckpoints: every 10,000 events and every 60 s, each writing the keys that changed, none within a "
+          "pause as long as the one before took (checkpoint.max_share 0.5; the final one, on the way out, is not "
+          "counted).  A key's state: the newest shard's bytes per key in it (goal "
           "<= 16 KB); the checkpoint files also hold older copies of keys written again since, until they are "
           "collected.  Goal: >= 50,000 events/s with 10,000 keys.  The pool's rows (BPTT only) step the next "
           "events of distinct keys, up to 64, in one compiled call, a new key being a copy of the template's row; "

@@ -17,6 +17,14 @@ are copied between two events (the consistent cut).  One checkpoint is
 written at a time, and ``settle`` takes in each one's outcome.  The next waits
 for it, or, while a forked child writes, begins at the first event or tick
 after the child has exited: events never wait for a child.
+
+``max_share`` bounds the share of time that background checkpoints take, as
+Flink's minimum pause between checkpoints does: after one that took T
+seconds, the next that falls due waits until T * (1 / max_share - 1) seconds
+after it ended (T at the default 0.5).  With many keys a checkpoint can take
+longer than the events between two (10,000 keys' changes take the child
+about a second); back to back, a child would always be alive, and every row
+the event loop writes would be copied on write once per checkpoint.
 """
 
 from __future__ import annotations
@@ -57,13 +65,17 @@ class Position:
 
 class Checkpointer:
     def __init__(self, table: StreamTable, stats: Stats, every_events: int = 0, every_seconds: float = 0.0,
-                 background: bool = False, fork: bool = False, clock=time.monotonic, guard=None):
+                 background: bool = False, fork: bool = False, clock=time.monotonic, guard=None,
+                 max_share: float = 1.0):
         self.table = table
         self.stats = stats
         self.every_events = every_events
         self.every_seconds = every_seconds
         self.background = background  # the checkpoints the triggers make are written while events go on
         self.fork = fork and forked.AVAILABLE  # ... by a forked child where the store allows it
+        if not 0.0 < max_share <= 1.0:
+            raise ValueError(f"max_share must be in (0, 1], got {max_share!r}")
+        self.max_share = max_share  # of the time, at most, in background checkpoints (1: no pause)
         self.clock = clock
         # asked before every checkpoint: False refuses it (a partition whose lease is lost, ``service.leases``)
         self.guard = guard
@@ -77,7 +89,8 @@ class Checkpointer:
         self._writer: ThreadPoolExecutor | None = None
         # the checkpoint being written: (future of its seconds, generation, mark, seconds spent copying)
         self._writing: tuple[Future, int, tuple, float] | None = None
-        self._deferred = False  # a background checkpoint fell due while a forked child was writing
+        self._deferred = False  # a background checkpoint fell due while a forked child wrote, or in the pause
+        self._resume = None  # (clock) the end of the pause after the newest checkpoint: ``max_share``
         self._holding = False  # events are counted, and a checkpoint that falls due waits for ``release``
         self._held = False  # a checkpoint fell due during the hold
 
@@ -111,7 +124,7 @@ class Checkpointer:
         self._holding = False
         if self._held:
             self._held = False
-            self.checkpoint(background=self.background)
+            self._fall_due()
         else:
             self.after_event()
 
@@ -120,7 +133,7 @@ class Checkpointer:
         if self._holding:
             return
         if self._due is not None and self.events >= self._due:
-            self.checkpoint(background=self.background)
+            self._fall_due()
         elif self._deferred:
             self.settle()  # begins the deferred checkpoint once the child has exited
 
@@ -138,7 +151,7 @@ class Checkpointer:
         self.settle()
         if self.every_seconds and self.clock() - self._last >= self.every_seconds:
             if self.dirty():
-                self.checkpoint(background=self.background)
+                self._fall_due()
             else:
                 self._last = self.clock()
 
@@ -204,8 +217,9 @@ class Checkpointer:
             done.set_exception(err)
         return done
 
-    def settle(self, wait: bool = False) -> bool:
-        """Take in the outcome of the checkpoint being written, if it has ended (or wait for it).
+    def settle(self, wait: bool = False, begin: bool = True) -> bool:
+        """Take in the outcome of the checkpoint being written, if it has ended (or wait for it); then, unless
+        waiting or told not to ``begin``, the deferred checkpoint, if its pause is over.
 
         False if it failed (logged and counted; its keys count as changed again), else True.
         """
@@ -215,9 +229,19 @@ class Checkpointer:
             if not wait and not future.done():
                 return True
             ok = self._take_in(future, generation, mark, copying)
-        if self._deferred and not wait:  # a checkpoint fell due while the child wrote: it begins now
-            self.checkpoint(background=True)
+        if self._deferred and begin and not wait:  # one fell due while the child wrote, or in the pause
+            self._fall_due()
         return ok
+
+    def _fall_due(self) -> None:
+        """A checkpoint fell due (by count, by time, at the end of a hold, or deferred): it begins now, or, for
+        a background one, once the pause after the newest one is over (``max_share``) and no child writes."""
+        if self.background:
+            self.settle(begin=False)  # the one before, if it has ended: that begins its pause
+            if self._resume is not None and self.clock() < self._resume:
+                self._deferred = True
+                return
+        self.checkpoint(background=self.background)
 
     def _take_in(self, future, generation: int, mark, copying: float) -> bool:
         self._writing = None
@@ -227,6 +251,8 @@ class Checkpointer:
             self.table.committed(ok=False)
             self._failed(err)
             return False
+        if self.max_share < 1.0:  # a pause as long as the checkpoint took (at 0.5) before the next may begin
+            self._resume = self.clock() + (copying + writing) * (1.0 / self.max_share - 1.0)
         self.table.committed()
         self.generation = generation
         self._saved = mark

@@ -254,6 +254,9 @@ class CheckpointSettings(Section):
     fork: bool = Field(True, description="with background: a forked child process copies and writes the keys' "
                        "states (Linux; its copy-on-write pages count toward the memory limit); off, or "
                        "elsewhere: a writer thread, after the states are copied between two events")
+    max_share: float = Field(0.5, gt=0.0, le=1.0, description="the largest share of time spent writing background "
+                             "checkpoints: after one that took T s, the next waits until T * (1 / max_share - 1) s "
+                             "after it ended (1: back to back when they take longer than the events between them)")
 
 
 class MetricsSettings(Section):

@@ -54,7 +54,8 @@ def build_worker(config: Config, store, stats: Stats | None = None, template: Mo
     table = StreamTable(template, store, s.max_keys, s.max_stored_keys, s.when_full, s.max_key_bytes)
     stats = stats or Stats()
     checkpointer = Checkpointer(table, stats, c.every_events if c.enabled else 0,
-                                c.every_seconds if c.enabled else 0.0, c.background, c.fork, guard=guard)
+                                c.every_seconds if c.enabled else 0.0, c.background, c.fork, guard=guard,
+                                max_share=c.max_share)
     owns = None if partition is None else PartitionKeys(partition, config.redis.partitions, config.redis.prefix)
     return Worker(table, stats, checkpointer, s.default_key, owns, s.batch)
 

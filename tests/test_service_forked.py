@@ -50,9 +50,11 @@ class SlowStore(DirectoryStore):
 
 
 def slow_worker(root, **overrides):
-    """A worker on a ``SlowStore`` (and the store), checkpoints by count only if ``overrides`` says so."""
+    """A worker on a ``SlowStore`` (and the store), checkpoints by count only if ``overrides`` says so, and
+    no pause after a checkpoint unless it says so (``checkpoint.max_share``: the deferral alone)."""
     store = SlowStore(root)
-    config = load(environ={}, overrides={"checkpoint.dir": str(root), "checkpoint.every_events": "0", **overrides})
+    config = load(environ={}, overrides={"checkpoint.dir": str(root), "checkpoint.every_events": "0",
+                                         "checkpoint.max_share": "1.0", **overrides})
     return build_worker(config, store), store
 
 
@@ -207,6 +209,86 @@ def test_a_checkpoint_due_while_the_child_writes_begins_after_it_and_events_neve
     assert w.checkpointer.generation == 2
     again = worker(tmp_path)
     assert again.checkpointer.restore() and again.events == 13
+
+
+class Clock:
+    """The checkpointer's clock, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_after_a_checkpoint_that_took_t_seconds_the_next_due_waits_until_t_after_it_ended(tmp_path):
+    """max_share 0.5 (the default): a checkpoint that falls due by count within the pause after the one before
+    (as long as that one took) waits, while events go on uncut; the first event after the pause begins it."""
+    w, store = slow_worker(tmp_path, **{"checkpoint.every_events": "5", "checkpoint.max_share": "0.5"})
+    clock = w.checkpointer.clock = Clock()
+    store.delay = 0.3
+    events = supervised_events(40, keys=("a", "b"))
+    feed(w, events[:5])  # the first checkpoint: its child takes at least 0.3 s
+    first = w.checkpointer._writing[0]
+    while not first.done():
+        time.sleep(0.01)
+    store.delay = 0.0
+    feed(w, events[5:10])  # due at 10: takes in the first, which began a pause of its own length
+    took = w.checkpointer.stats.checkpoint.sum
+    assert took >= 0.3 and w.checkpointer.generation == 1
+    assert w.checkpointer._writing is None and w.checkpointer._deferred and w.checkpointer.room() is None
+    clock.now += 0.9 * took
+    feed(w, events[10:14])  # still in the pause: events are applied, nothing begins
+    assert w.checkpointer._writing is None and w.checkpointer.events == 14
+    clock.now += 0.2 * took
+    feed(w, events[14:15])  # the pause is over: the deferred checkpoint begins, covering all 15
+    assert w.checkpointer._writing is not None and w.checkpointer._writing[2][0] == 15 and not w.checkpointer._deferred
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2 and worker(tmp_path).checkpointer.restore()
+
+
+@pytest.mark.parametrize("share, pause", [(0.25, 3.0), (1.0, 0.0)])
+def test_the_pause_is_the_checkpoints_time_times_one_over_max_share_minus_one_and_a_tick_ends_it(tmp_path, share,
+                                                                                                   pause):
+    w, store = slow_worker(tmp_path, **{"checkpoint.max_share": str(share), "checkpoint.every_seconds": "1"})
+    clock = w.checkpointer.clock = Clock()
+    w.checkpointer.start_timer()
+    feed(w, supervised_events(3))
+    store.delay = 0.4  # at max_share 0.25, a pause of 3 x 0.4 s or more: past the next tick a second later
+    clock.now += 1.0
+    w.checkpointer.tick()  # due by time: the child begins
+    assert w.checkpointer.settle(wait=True) and w.checkpointer.generation == 1
+    took = w.checkpointer.stats.checkpoint.sum
+    store.delay = 0.0
+    feed(w, supervised_events(2, seed=1))
+    clock.now += 1.0  # due by time again, one second after the first began
+    w.checkpointer.tick()
+    if pause:
+        assert w.checkpointer._writing is None and w.checkpointer._deferred
+        clock.now += pause * took - 1.0 + 0.05  # one tick past the pause's end: it begins without an event
+        w.checkpointer.tick()
+    assert w.checkpointer._writing is not None and not w.checkpointer._deferred
+    w.checkpointer.close()
+    assert w.checkpointer.generation == 2
+
+
+def test_explicit_checkpoints_and_the_last_one_are_never_paused(tmp_path):
+    w, store = slow_worker(tmp_path, **{"checkpoint.max_share": "0.1"})
+    feed(w, supervised_events(3))
+    store.delay = 0.1
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer.settle(wait=True)
+    store.delay = 0.0
+    feed(w, supervised_events(2, seed=1))
+    assert w.checkpointer.checkpoint(background=True) and w.checkpointer._writing is not None  # asked for: begun
+    assert w.checkpointer.settle(wait=True) and w.checkpointer.generation == 2
+    feed(w, supervised_events(2, seed=2))
+    assert w.checkpointer.checkpoint() and w.checkpointer.generation == 3  # in the foreground, as at shutdown
+
+
+@pytest.mark.parametrize("share", ["0", "-0.5", "1.5"])
+def test_a_max_share_outside_0_to_1_is_refused_naming_it(share):
+    with pytest.raises(ValueError, match="max_share"):
+        load(environ={}, overrides={"checkpoint.max_share": share})
 
 
 def _open_descriptors() -> int:

@@ -597,7 +597,7 @@ def test_a_background_checkpoint_restores_like_a_synchronous_one_and_a_failed_on
     def run(root, background):
         config = load(environ={}, overrides={"checkpoint.dir": str(root), "streams.max_keys": "3",
                                              "checkpoint.background": background, "checkpoint.every_events": "7",
-                                             "checkpoint.fork": fork})
+                                             "checkpoint.fork": fork, "checkpoint.max_share": "1.0"})  # no pause
         w = build_worker(config, DirectoryStore(root))
         for event in supervised_events(40, keys=("a", "b", "c", "d")):
             _feed(w, [event])
