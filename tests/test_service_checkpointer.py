@@ -302,3 +302,43 @@ def test_a_hold_puts_off_every_checkpoint_until_it_is_released():
     assert store.commits == [2] and not w.checkpointer.dirty()  # one checkpoint, of both events
     w.checkpointer.release()  # nothing more fell due
     assert store.commits == [2]
+
+
+def test_a_checkpoint_the_guard_refuses_writes_nothing_and_is_counted_and_logged(caplog):
+    """A partition whose lease was taken (``guard`` says False): no checkpoint, False, counted as refused and
+    as a failure, logged; once the guard agrees again the next one writes."""
+    store = _CountingStore()
+    w = build_worker(load(environ={}, overrides={"checkpoint.every_events": "0"}), store)
+    owned = [False]
+    w.checkpointer.guard = lambda: owned[0]
+    handle(w, {"key": "a", "value": 1.0})
+    with caplog.at_level("ERROR", logger="streamrnn.checkpointer"):
+        assert w.checkpointer.checkpoint() is False and w.checkpointer.checkpoint(background=True) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "checkpoint refused: this worker no longer owns the partition (its lease was taken)"] * 2
+    assert w.checkpointer.refused == 2 and w.stats.checkpoint_failures == 2
+    assert store.commits == [] and w.checkpointer.generation == 0 and w.checkpointer.dirty()
+    owned[0] = True
+    assert w.checkpointer.checkpoint() and store.commits == [1] and w.checkpointer.refused == 2
+
+
+def test_a_log_sources_position_comes_back_from_its_checkpoint_with_its_entry(tmp_path):
+    """A Redis stream's position (``Position.entry`` and ``entries``) is written with the checkpoint and read
+    back by ``restore``; a plain source's has neither."""
+    from streamrnn_service.store import DirectoryStore
+
+    config = load(environ={}, overrides={"checkpoint.every_events": "0"})
+    w = build_worker(config, DirectoryStore(tmp_path))
+    handle(w, {"key": "a", "value": 1.0})
+    log_source, plain = w.checkpointer.position("redis:p0"), w.checkpointer.position("stdin")
+    log_source.lines, log_source.bytes, log_source.entry, log_source.entries = 3, 120, "1700000000000-2", 3
+    plain.lines, plain.bytes = 1, 40
+    assert log_source.as_dict() == {"lines": 3, "bytes": 120, "entry": "1700000000000-2", "entries": 3}
+    assert plain.as_dict() == {"lines": 1, "bytes": 40}
+    assert w.checkpointer.checkpoint()
+    again = build_worker(config, DirectoryStore(tmp_path))
+    assert again.checkpointer.restore()
+    back = again.checkpointer.positions
+    assert (back["redis:p0"].lines, back["redis:p0"].bytes, back["redis:p0"].entry, back["redis:p0"].entries) == \
+        (3, 120, "1700000000000-2", 3)
+    assert (back["stdin"].lines, back["stdin"].bytes, back["stdin"].entry, back["stdin"].entries) == (1, 40, None, 0)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from streamrnn_service import forked, packing
+from streamrnn_service.checkpointer import Checkpointer
 from streamrnn_service.config import load
 from streamrnn_service.server import build_worker
 from streamrnn_service.store import DirectoryStore
@@ -286,9 +287,13 @@ def test_explicit_checkpoints_and_the_last_one_are_never_paused(tmp_path):
 
 
 @pytest.mark.parametrize("share", ["0", "-0.5", "1.5"])
-def test_a_max_share_outside_0_to_1_is_refused_naming_it(share):
+def test_a_max_share_outside_0_to_1_is_refused_naming_it(share, tmp_path):
     with pytest.raises(ValueError, match="max_share"):
         load(environ={}, overrides={"checkpoint.max_share": share})
+    w = worker(tmp_path)
+    with pytest.raises(ValueError, match=r"max_share must be in \(0, 1\], got "):
+        Checkpointer(w.table, w.stats, max_share=float(share))  # the checkpointer's own check, for callers of it
+    assert Checkpointer(w.table, w.stats, max_share=1.0).max_share == 1.0
 
 
 def _open_descriptors() -> int:
