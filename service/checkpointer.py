@@ -21,7 +21,8 @@ after the child has exited: events never wait for a child.
 ``max_share`` bounds the share of time that background checkpoints take, as
 Flink's minimum pause between checkpoints does: after one that took T
 seconds, the next that falls due waits until T * (1 / max_share - 1) seconds
-after it ended (T at the default 0.5).  With many keys a checkpoint can take
+after it ended: T at the daemon's 0.5 (``checkpoint.max_share``), none at 1,
+this class's default.  With many keys a checkpoint can take
 longer than the events between two (10,000 keys' changes take the child
 about a second); back to back, a child would always be alive, and every row
 the event loop writes would be copied on write once per checkpoint.
@@ -251,7 +252,7 @@ class Checkpointer:
             self.table.committed(ok=False)
             self._failed(err)
             return False
-        if self.max_share < 1.0:  # a pause as long as the checkpoint took (at 0.5) before the next may begin
+        if self.max_share < 1.0:  # the pause before the next may begin (as long as this one took, at 0.5)
             self._resume = self.clock() + (copying + writing) * (1.0 / self.max_share - 1.0)
         self.table.committed()
         self.generation = generation
